@@ -1,0 +1,50 @@
+# The README's two commands: `make demo` and `make test`. Both bootstrap everything they need.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export ALERTPIPE_CACHE ?= $(HOME)/.cache/alertpipe
+
+.PHONY: demo test bootstrap provision check unit integration e2e bench crds clean
+
+$(BIN)/alertpipe: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+bootstrap: $(BIN)/alertpipe
+
+## provision: build/fetch Kafka, Redis, etcd, Kubernetes, kwok, helm into $(ALERTPIPE_CACHE) (idempotent)
+provision: bootstrap
+	$(BIN)/alertpipe devstack provision
+
+## test: everything CI runs — static checks, then unit, integration and e2e tests on real components
+test: provision
+	bash tools/check.sh
+	$(BIN)/python -m pytest -m "unit or integration or e2e" -p no:cacheprovider
+
+## demo: bring the whole local stack up and run the demo
+demo: provision
+	$(BIN)/alertpipe devstack demo
+
+check: bootstrap
+	bash tools/check.sh
+
+unit: bootstrap
+	$(BIN)/python -m pytest -m unit -q
+
+integration: provision
+	$(BIN)/python -m pytest -m integration
+
+e2e: provision
+	$(BIN)/python -m pytest -m e2e
+
+bench: provision
+	$(BIN)/python -m bench
+
+crds: bootstrap
+	$(BIN)/alertpipe crds --out crds/
+
+clean:
+	rm -rf build .mypy_cache .ruff_cache .pytest_cache

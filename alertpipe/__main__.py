@@ -1,0 +1,3 @@
+from alertpipe.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""The ``alertpipe`` command: one console script, a subcommand per role and tool.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
+only the chosen one is imported, so ``alertpipe ingestor`` never pays for importing Kopf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Protocol, cast
+
+__all__ = ["COMMANDS", "main"]
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "operator": ("alertpipe.operator.cli", "run the Kubernetes operator (Kopf)"),
+    "ingestor": ("alertpipe.workers.ingestor.cli", "run the HTTP ingestor"),
+    "evaluator": ("alertpipe.workers.evaluator.cli", "run the rule evaluator"),
+    "deliverer": ("alertpipe.workers.deliverer.cli", "run the alert deliverer"),
+    "rules": ("alertpipe.workers.rules.cli", "check and test AlertRules offline"),
+    "gaps": ("alertpipe.workers.evaluator.gaps_cli", "report sequence gaps per device"),
+    "dlq": ("alertpipe.workers.deliverer.dlq_cli", "inspect and replay the dead-letter topic"),
+    "explain": ("alertpipe.workers.deliverer.explain_cli", "print an alert's delivery history"),
+    "crds": ("alertpipe.operator.crdgen", "write the CRD YAML generated from the models"),
+    "devstack": ("devstack.cli", "provision and run the local stack (source checkout only)"),
+}
+
+
+class Command(Protocol):
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def _load(name: str) -> Command:
+    module = COMMANDS[name][0]
+    if module.startswith("devstack."):
+        # devstack/ is not shipped in the wheel: it is found next to this package in a checkout.
+        root = Path(__file__).resolve().parents[1]
+        if not (root / "devstack" / "__init__.py").exists():
+            raise SystemExit("alertpipe devstack: runs from a source checkout (devstack/ not found)")
+        sys.path.insert(0, str(root))
+    return cast(Command, importlib.import_module(module))
+
+
+def build_parser(chosen: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alertpipe",
+        description="Per-tenant real-time alert pipelines on Kafka and Redis, run by a Kubernetes operator.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            _load(name).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(chosen if chosen in COMMANDS else None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return _load(args.command).run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

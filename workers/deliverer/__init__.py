@@ -1,0 +1,1 @@
+"""The deliverer worker: alerts topic → webhook, Slack, PagerDuty, email; never lost, never doubled."""

@@ -1,0 +1,1 @@
+"""The evaluator worker: events topic → rule engine → alerts topic, with state in Redis."""

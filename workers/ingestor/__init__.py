@@ -1,0 +1,1 @@
+"""HTTP ingest: POST /v1/events → the pipeline's events topic."""

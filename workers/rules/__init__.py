@@ -1,0 +1,1 @@
+"""The rule engine: compile AlertRule specs and evaluate events in event time. Pure, no I/O."""
