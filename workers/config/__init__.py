@@ -1,6 +1,8 @@
 """The contract between the operator and the workers: PipelineConfig, its parts, and config sources."""
 
+from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
 from alertpipe.workers.config.durations import Duration, format_duration, parse_duration
+from alertpipe.workers.config.kube_source import KubeConfigMapSource
 from alertpipe.workers.config.models import (
     AbsenceSpec,
     AggregateSpec,
@@ -41,6 +43,7 @@ __all__ = [
     "KafkaSettings",
     "KillSwitch",
     "KillSwitches",
+    "KubeConfigMapSource",
     "NamedKillSwitch",
     "PagerDutyChannel",
     "PipelineConfig",
@@ -56,6 +59,8 @@ __all__ = [
     "ThresholdSpec",
     "Topics",
     "WebhookChannel",
+    "add_config_argument",
     "format_duration",
+    "parse_config_arg",
     "parse_duration",
 ]
