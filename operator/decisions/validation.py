@@ -1,0 +1,131 @@
+"""Validating AlertRules and AlertPipeline specs into (field path, reason) pairs a user can act on.
+
+A rule is checked in two steps: its spec against the contract's RuleSpec (types, durations, unknown
+fields), then by the rule engine's own compiler, ``alertpipe.workers.rules.compile_rule`` (CEL, fields,
+channels): the same compiler the evaluator runs, so the operator never accepts what a worker rejects.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from pydantic import BaseModel, ValidationError
+
+from alertpipe.operator.models import AlertPipelineSpec
+from alertpipe.workers.config.models import ChannelSpec, RuleSpec
+from alertpipe.workers.errors import RuleCompileError
+
+__all__ = [
+    "RuleVerdict",
+    "errors_text",
+    "pydantic_errors",
+    "validate_pipeline_spec",
+    "validate_rule",
+]
+
+logger = logging.getLogger(__name__)
+
+Errors = list[tuple[str, str]]
+
+
+def _path(prefix: str, loc: Sequence[int | str]) -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not str(part).startswith("function-"):
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def pydantic_errors(exc: ValidationError, prefix: str = "spec") -> Errors:
+    """(path, reason) for each pydantic error, paths in the manifest's camelCase spelling."""
+    out: Errors = []
+    for err in exc.errors(include_url=False):
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (not in the schema; check the spelling)"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        out.append((_path(prefix, err["loc"]), msg))
+    return out
+
+
+def errors_text(errors: Errors) -> str:
+    """One line: ``path: reason; path: reason``."""
+    return "; ".join(f"{p}: {r}" for p, r in errors)
+
+
+@dataclass(frozen=True)
+class RuleVerdict:
+    """The outcome of validating one rule (optionally against one pipeline's channels)."""
+
+    spec: RuleSpec | None
+    errors: Errors = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return self.spec is not None and not self.errors
+
+    @property
+    def message(self) -> str:
+        return errors_text(self.errors)
+
+
+CompileFn = Callable[..., Any]
+
+
+def _compile_fn() -> CompileFn | None:
+    # Looked up at call time: the rule engine lands separately; without it only the schema is checked.
+    try:
+        module = importlib.import_module("alertpipe.workers.rules")
+    except ImportError:  # pragma: no cover - the package always exists
+        return None
+    fn = getattr(module, "compile_rule", None)
+    return cast(CompileFn, fn) if callable(fn) else None
+
+
+def validate_rule(
+    name: str, raw_spec: Mapping[str, Any] | None, channels: Sequence[ChannelSpec] | None = None
+) -> RuleVerdict:
+    """Validate an AlertRule's spec; with ``channels``, also that every channel it names exists."""
+    if not isinstance(raw_spec, Mapping):
+        return RuleVerdict(None, [("spec", "required: an AlertRule needs a spec")])
+    try:
+        spec = RuleSpec.model_validate(dict(raw_spec))
+    except ValidationError as exc:
+        return RuleVerdict(None, pydantic_errors(exc))
+    errors: Errors = []
+    compile_rule = _compile_fn()
+    if compile_rule is not None:
+        try:
+            compile_rule(name, spec, channels=list(channels) if channels is not None else None)
+        except RuleCompileError as exc:
+            errors.extend(exc.errors)
+    if channels is not None:
+        known = {c.name for c in channels}
+        for i, ch in enumerate(spec.channels):
+            entry = (
+                f"spec.channels[{i}]",
+                f"no channel {ch!r} in the pipeline (has: {', '.join(sorted(known)) or 'none'})",
+            )
+            if ch not in known and not any(p == entry[0] for p, _ in errors):
+                errors.append(entry)
+    return RuleVerdict(spec, errors)
+
+
+def validate_pipeline_spec(raw_spec: Mapping[str, Any] | None) -> tuple[AlertPipelineSpec | None, Errors]:
+    if not isinstance(raw_spec, Mapping):
+        return None, [("spec", "required: an AlertPipeline needs a spec")]
+    try:
+        return AlertPipelineSpec.model_validate(dict(raw_spec)), []
+    except ValidationError as exc:
+        return None, pydantic_errors(exc)
+
+
+def model_dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)

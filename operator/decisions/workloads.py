@@ -1,0 +1,291 @@
+"""The Kubernetes objects a pipeline owns, as plain dicts: ConfigMap, ServiceAccount, Role,
+RoleBinding, one Deployment per enabled role and the ingestor's Service.
+
+Each object carries ``alertpipe.io/desired-hash`` (a hash of what the operator asked for); the operator
+writes only when that hash, or a field others may drift (replicas), differs from the live object.
+Comparing hashes, not live fields, keeps apiserver defaulting and quantity normalisation from turning
+every resync into a write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from alertpipe.operator.decisions.compile import CONFIG_KEY, config_map_name
+from alertpipe.operator.models import GROUP, ROLES, VERSION, AlertPipelineSpec, Role, WorkloadSpec
+from alertpipe.workers.config.models import PipelineConfig, SecretKeyRef
+
+__all__ = [
+    "DESIRED_HASH",
+    "INGESTOR_PORT",
+    "SECRETS_DIR",
+    "Owner",
+    "deployment_name",
+    "desired_config_map",
+    "desired_deployment",
+    "desired_objects",
+    "desired_role",
+    "desired_role_binding",
+    "desired_service",
+    "desired_service_account",
+    "labels",
+    "needs_update",
+    "secret_refs",
+    "with_hash",
+    "worker_account_name",
+]
+
+JSON = dict[str, Any]
+DESIRED_HASH = "alertpipe.io/desired-hash"
+REVISION_ANNOTATION = "alertpipe.io/revision"
+SECRETS_DIR = "/var/run/secrets/alertpipe"
+INGESTOR_PORT = 8080
+MANAGED_BY = "alertpipe-operator"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The AlertPipeline that owns everything here (for ownerReferences)."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    def reference(self) -> JSON:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "AlertPipeline",
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def labels(pipeline: str, component: str | None = None) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": "alertpipe",
+        "app.kubernetes.io/instance": pipeline,
+        "app.kubernetes.io/part-of": "alertpipe",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "alertpipe.io/pipeline": pipeline,
+    }
+    if component:
+        out["app.kubernetes.io/component"] = component
+    return out
+
+
+def deployment_name(pipeline: str, role: Role) -> str:
+    return f"{pipeline}-{role}"
+
+
+def worker_account_name(pipeline: str) -> str:
+    return f"{pipeline}-worker"
+
+
+def _meta(owner: Owner, name: str, component: str | None) -> JSON:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner.name, component),
+        "ownerReferences": [owner.reference()],
+    }
+
+
+def with_hash(obj: JSON) -> JSON:
+    """``obj`` with the desired-hash annotation over everything else in it."""
+    digest = hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    meta = dict(obj["metadata"])
+    meta["annotations"] = {**meta.get("annotations", {}), DESIRED_HASH: digest}
+    return {**obj, "metadata": meta}
+
+
+def needs_update(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
+    """True when ``live`` is not what the operator last asked for (hash) or its replicas drifted."""
+    want = desired.get("metadata", {}).get("annotations", {}).get(DESIRED_HASH)
+    have = (live.get("metadata", {}).get("annotations") or {}).get(DESIRED_HASH)
+    if want != have:
+        return True
+    if desired.get("kind") == "Deployment":
+        return bool(desired["spec"].get("replicas") != (live.get("spec") or {}).get("replicas"))
+    return False
+
+
+def desired_config_map(owner: Owner, config: PipelineConfig) -> JSON:
+    meta = _meta(owner, config_map_name(owner.name), "config")
+    meta["annotations"] = {REVISION_ANNOTATION: config.revision}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta,
+        "data": {CONFIG_KEY: config.to_json().decode()},
+    }
+
+
+def desired_service_account(owner: Owner) -> JSON:
+    return with_hash(
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": _meta(owner, worker_account_name(owner.name), "worker"),
+            "automountServiceAccountToken": True,
+        }
+    )
+
+
+def desired_role(owner: Owner) -> JSON:
+    """Workers may read their one ConfigMap and nothing else (Secrets arrive as volumes)."""
+    return with_hash(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(owner, worker_account_name(owner.name), "worker"),
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["configmaps"],
+                    "resourceNames": [config_map_name(owner.name)],
+                    "verbs": ["get", "list", "watch"],
+                }
+            ],
+        }
+    )
+
+
+def desired_role_binding(owner: Owner) -> JSON:
+    name = worker_account_name(owner.name)
+    return with_hash(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(owner, name, "worker"),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
+        }
+    )
+
+
+def secret_refs(spec: AlertPipelineSpec, role: Role) -> list[SecretKeyRef]:
+    """Secrets a role needs mounted: Kafka and Redis for all, API keys for the ingestor, channels
+    for the deliverer. No role sees a Secret it does not use."""
+    refs: list[SecretKeyRef | None] = [spec.kafka.credentials_secret_ref, spec.redis.url_secret_ref]
+    if role == "ingestor":
+        refs.append(spec.ingest.api_keys_secret_ref)
+    if role == "deliverer":
+        for c in spec.channels:
+            refs += [
+                c.webhook.signing_secret_ref if c.webhook else None,
+                c.slack.webhook_url_secret_ref if c.slack else None,
+                c.pagerduty.routing_key_secret_ref if c.pagerduty else None,
+                c.email.username_secret_ref if c.email else None,
+                c.email.password_secret_ref if c.email else None,
+            ]
+    return [r for r in refs if r is not None]
+
+
+def _volume_name(secret: str) -> str:
+    if len(secret) <= 56 and re.fullmatch(r"[a-z0-9-]+", secret):
+        return f"secret-{secret}"
+    return "secret-" + hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+def desired_deployment(
+    owner: Owner, role: Role, workload: WorkloadSpec, image: str, spec: AlertPipelineSpec
+) -> JSON:
+    name = deployment_name(owner.name, role)
+    secrets = sorted({r.name for r in secret_refs(spec, role)})
+    selector = {
+        "app.kubernetes.io/instance": owner.name,
+        "app.kubernetes.io/component": role,
+        "alertpipe.io/pipeline": owner.name,
+    }
+    container: JSON = {
+        "name": role,
+        "image": workload.image or image,
+        "command": [
+            "alertpipe",
+            role,
+            "--config",
+            f"configmap:{owner.namespace}/{config_map_name(owner.name)}",
+            "--secrets-dir",
+            SECRETS_DIR,
+        ],
+        "env": [
+            {"name": "ALERTPIPE_TENANT", "value": owner.namespace},
+            {"name": "ALERTPIPE_PIPELINE", "value": owner.name},
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": _volume_name(s), "mountPath": f"{SECRETS_DIR}/{s}", "readOnly": True} for s in secrets
+        ],
+    }
+    resources = workload.resources.model_dump(exclude_defaults=True)
+    if resources:
+        container["resources"] = resources
+    if role == "ingestor":
+        container["ports"] = [{"name": "http", "containerPort": INGESTOR_PORT, "protocol": "TCP"}]
+    return with_hash(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": _meta(owner, name, role),
+            "spec": {
+                "replicas": workload.replicas,
+                "selector": {"matchLabels": selector},
+                "template": {
+                    "metadata": {"labels": labels(owner.name, role)},
+                    "spec": {
+                        "serviceAccountName": worker_account_name(owner.name),
+                        "containers": [container],
+                        "volumes": [{"name": _volume_name(s), "secret": {"secretName": s}} for s in secrets],
+                    },
+                },
+            },
+        }
+    )
+
+
+def desired_service(owner: Owner) -> JSON:
+    return with_hash(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(owner, deployment_name(owner.name, "ingestor"), "ingestor"),
+            "spec": {
+                "type": "ClusterIP",
+                "selector": {
+                    "app.kubernetes.io/instance": owner.name,
+                    "app.kubernetes.io/component": "ingestor",
+                    "alertpipe.io/pipeline": owner.name,
+                },
+                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            },
+        }
+    )
+
+
+def desired_objects(
+    owner: Owner, spec: AlertPipelineSpec, image: str, role_images: Mapping[str, str]
+) -> list[JSON]:
+    """Every owned object except the ConfigMap, in apply order; disabled roles are absent."""
+    out = [desired_service_account(owner), desired_role(owner), desired_role_binding(owner)]
+    for role in ROLES:
+        workload: WorkloadSpec = getattr(spec, role)
+        if workload.enabled:
+            out.append(desired_deployment(owner, role, workload, role_images.get(role, image), spec))
+    if spec.ingestor.enabled:
+        out.append(desired_service(owner))
+    return out

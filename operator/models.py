@@ -1,0 +1,285 @@
+"""The CRD models: AlertPipeline and AlertRule spec and status, as pydantic models.
+
+These models are the single source of truth for crds/*.yaml (``alertpipe crds`` generates them,
+see crdgen.py). The AlertRule spec IS the contract's ``RuleSpec``, and channels and kill switches
+are the contract's models too, so a field added there reaches the CRDs without touching this file.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from alertpipe.workers.config.durations import Duration
+from alertpipe.workers.config.models import (
+    ChannelSpec,
+    DeliverySettings,
+    IngestSettings,
+    KillSwitches,
+    Model,
+    RuleSpec,
+    SecretKeyRef,
+)
+
+__all__ = [
+    "GROUP",
+    "PIPELINE_PLURAL",
+    "ROLES",
+    "RULE_PLURAL",
+    "VERSION",
+    "AlertPipelineSpec",
+    "AlertPipelineStatus",
+    "AlertRuleSpec",
+    "AlertRuleStatus",
+    "Condition",
+    "KafkaSpec",
+    "LabelSelector",
+    "LabelSelectorRequirement",
+    "PipelineTopics",
+    "RedisSpec",
+    "ResourceRequirements",
+    "Role",
+    "RuleCounts",
+    "RuleLiveness",
+    "TopicSpec",
+    "WorkloadSpec",
+]
+
+GROUP = "alertpipe.io"
+VERSION = "v1alpha1"
+PIPELINE_PLURAL = "alertpipelines"
+RULE_PLURAL = "alertrules"
+
+Role = Literal["ingestor", "evaluator", "deliverer"]
+ROLES: tuple[Role, ...] = ("ingestor", "evaluator", "deliverer")
+
+Quantity = Annotated[
+    str,
+    Field(
+        max_length=64,
+        pattern=r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|[KMGTPE]i?|[mkMGTPE])?$",
+        description="A Kubernetes quantity, e.g. 100m, 0.5, 256Mi, 1Gi.",
+    ),
+]
+TopicName = Annotated[
+    str, Field(min_length=1, max_length=249, pattern=r"^[a-zA-Z0-9._-]+$", description="Kafka topic name.")
+]
+
+
+# --- kafka ------------------------------------------------------------------------------------
+
+
+class TopicSpec(Model):
+    """One Kafka topic of the pipeline: its name (derived when omitted), partitions and retention."""
+
+    name: TopicName | None = Field(
+        None, description="Topic name; omitted means <namespace>.<pipeline>.<purpose>."
+    )
+    partitions: int = Field(
+        6, ge=1, le=10_000, description="Partitions; can grow, never shrink (Kafka cannot)."
+    )
+    retention: Duration = Field("7d", description="How long Kafka keeps records (retention.ms).")
+
+
+class PipelineTopics(Model):
+    """The five topics of a pipeline."""
+
+    events: TopicSpec = Field(default_factory=TopicSpec, description="Input events (ingestor writes).")
+    alerts: TopicSpec = Field(default_factory=TopicSpec, description="Alerts (evaluator writes).")
+    late: TopicSpec = Field(
+        default_factory=lambda: TopicSpec(partitions=1), description="Events later than the lateness."
+    )
+    dead_letter: TopicSpec = Field(
+        default_factory=lambda: TopicSpec(partitions=1, retention="30d"),
+        description="Deliveries that gave up.",
+    )
+    audit: TopicSpec = Field(
+        default_factory=lambda: TopicSpec(partitions=1, retention="30d"), description="Delivery audit log."
+    )
+
+
+class KafkaSpec(Model):
+    """The tenant's Kafka cluster."""
+
+    bootstrap_servers: str = Field(min_length=1, max_length=4096, description="host:port[,host:port...]")
+    credentials_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret with sasl.username / sasl.password keys (SASL/PLAIN or SCRAM)."
+    )
+    client_options: dict[str, str] = Field(
+        default_factory=dict, description="Extra librdkafka options for every client (no secrets here)."
+    )
+    topics: PipelineTopics = Field(default_factory=PipelineTopics, description="Topic settings.")
+
+
+# --- redis ------------------------------------------------------------------------------------
+
+
+class RedisSpec(Model):
+    """Redis for dedup keys, state checkpoints and delivery claims: a URL or a Secret holding it."""
+
+    url: str | None = Field(None, max_length=2048, pattern=r"^rediss?://", description="redis://host:port/db")
+    url_secret_ref: SecretKeyRef | None = Field(None, description="Secret key holding the URL.")
+    key_prefix: str | None = Field(
+        None, max_length=253, description="Key prefix; omitted means <namespace>:<pipeline>:."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> RedisSpec:
+        if (self.url is None) == (self.url_secret_ref is None):
+            raise ValueError("redis must set exactly one of url, urlSecretRef")
+        return self
+
+
+# --- workloads --------------------------------------------------------------------------------
+
+
+class ResourceRequirements(Model):
+    """CPU and memory requests and limits of a worker container."""
+
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="e.g. cpu: 100m, memory: 128Mi")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="e.g. memory: 512Mi")
+
+
+class WorkloadSpec(Model):
+    """One worker role's Deployment."""
+
+    enabled: bool = Field(True, description="Run this role at all.")
+    replicas: int = Field(1, ge=0, le=1000, description="Pods of this role.")
+    image: str | None = Field(
+        None, max_length=1024, description="Image override; omitted means the operator's worker image."
+    )
+    resources: ResourceRequirements = Field(
+        default_factory=ResourceRequirements, description="Container resources."
+    )
+
+
+# --- selector ---------------------------------------------------------------------------------
+
+
+class LabelSelectorRequirement(Model):
+    key: str = Field(min_length=1, max_length=317, description="Label key.")
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(description="How to match.")
+    values: list[str] = Field(
+        default_factory=list, max_length=64, description="Values for In / NotIn; empty otherwise."
+    )
+
+    @model_validator(mode="after")
+    def _values_match_operator(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"operator {self.operator} needs at least one value")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
+
+
+class LabelSelector(Model):
+    """Which AlertRules of the namespace feed this pipeline (as a Kubernetes label selector)."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict, description="Labels a rule must have.")
+    match_expressions: list[LabelSelectorRequirement] = Field(
+        default_factory=list, max_length=32, description="Set-based requirements."
+    )
+
+
+# --- the kinds --------------------------------------------------------------------------------
+
+
+class AlertPipelineSpec(Model):
+    """A tenant's alert pipeline: Kafka topics, Redis, three worker roles, channels and rules."""
+
+    kafka: KafkaSpec = Field(description="The tenant's Kafka cluster and topics.")
+    redis: RedisSpec = Field(description="Redis for dedup, state and delivery claims.")
+    ingestor: WorkloadSpec = Field(default_factory=WorkloadSpec, description="HTTP ingestor.")
+    evaluator: WorkloadSpec = Field(default_factory=WorkloadSpec, description="Rule evaluator.")
+    deliverer: WorkloadSpec = Field(default_factory=WorkloadSpec, description="Alert deliverer.")
+    channels: list[ChannelSpec] = Field(
+        default_factory=list, max_length=64, description="Named destinations rules can notify."
+    )
+    rule_selector: LabelSelector = Field(
+        default_factory=LabelSelector,
+        description="AlertRules (same namespace) this pipeline runs; empty selects every rule.",
+    )
+    allowed_lateness: Duration = Field("5s", description="Events later than this go to the late topic.")
+    idle_timeout: Duration = Field(
+        "30s", description="A partition idle this long stops holding the watermark."
+    )
+    dedup_ttl: Duration = Field("24h", description="How long input (deviceId, seq) pairs are remembered.")
+    ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestor settings.")
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings, description="Deliverer settings.")
+    kill_switches: KillSwitches = Field(
+        default_factory=KillSwitches, description="Emergency stops, each with a reason and optional expiry."
+    )
+    deletion_policy: Literal["Retain", "Delete"] = Field(
+        "Retain",
+        description="Retain keeps the Kafka topics when the pipeline is deleted; Delete removes them.",
+    )
+
+    @model_validator(mode="after")
+    def _channel_names(self) -> AlertPipelineSpec:
+        names = [c.name for c in self.channels]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"channel names must be unique (repeated: {', '.join(dupes)})")
+        for i, c in enumerate(self.channels):
+            if c.fallback is not None and c.fallback not in names:
+                raise ValueError(f"channels[{i}].fallback names unknown channel {c.fallback!r}")
+        for i, m in enumerate(self.kill_switches.muted_channels):
+            if m.name not in names:
+                raise ValueError(f"killSwitches.mutedChannels[{i}] names unknown channel {m.name!r}")
+        return self
+
+
+AlertRuleSpec = RuleSpec
+"""The AlertRule spec is the contract's RuleSpec, unchanged."""
+
+
+class Condition(Model):
+    """A Kubernetes-style status condition."""
+
+    type: str = Field(
+        description="Ready, TopicsReady, RulesReady, WorkersAvailable, KillSwitchActive, Valid."
+    )
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason.")
+    message: str = Field("", description="What happened, for a human.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(None, description="Generation the condition was computed for.")
+
+
+class RuleCounts(Model):
+    valid: int = Field(0, description="Selected rules that compiled and are live.")
+    invalid: int = Field(0, description="Selected rules left out because they do not compile.")
+    disabled: int = Field(0, description="Valid rules disabled by a kill switch.")
+
+
+class RoleReplicas(Model):
+    desired: int = Field(0, description="Replicas asked for.")
+    available: int = Field(0, description="Replicas available.")
+
+
+class AlertPipelineStatus(Model):
+    """What the operator observed and did."""
+
+    observed_generation: int | None = Field(None, description="Last spec generation reconciled.")
+    conditions: list[Condition] = Field(default_factory=list, description="Current conditions.")
+    revision: str | None = Field(None, description="Config revision in the ConfigMap.")
+    config_map: str | None = Field(None, description="Name of the ConfigMap holding the config.")
+    rules: RuleCounts = Field(default_factory=RuleCounts, description="Selected rules by outcome.")
+    invalid_rules: list[str] = Field(default_factory=list, description="Selected rules left out.")
+    topics: dict[str, str] = Field(default_factory=dict, description="Topic names by purpose.")
+    replicas: dict[str, RoleReplicas] = Field(default_factory=dict, description="Replicas per role.")
+
+
+class RuleLiveness(Model):
+    pipeline: str = Field(description="Pipeline name.")
+    revision: str = Field(description="Config revision of that pipeline holding this rule.")
+
+
+class AlertRuleStatus(Model):
+    """Validation outcome and where the rule runs."""
+
+    observed_generation: int | None = Field(None, description="Last spec generation validated.")
+    conditions: list[Condition] = Field(default_factory=list, description="Valid condition.")
+    pipelines: list[str] = Field(default_factory=list, description="Pipelines this rule feeds.")
+    live: list[RuleLiveness] = Field(default_factory=list, description="Config revision per pipeline.")
