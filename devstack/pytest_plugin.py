@@ -1,1 +1,100 @@
-"""pytest plugin of the devstack: session-scoped fixtures that start each real component once."""
+"""pytest plugin of the devstack: session-scoped fixtures that start each real component once.
+
+Fixtures start lazily: a session whose tests only ask for ``redis_url`` never starts Kafka. With
+ALERTPIPE_DEVSTACK_ENV=<file written by `alertpipe devstack up`> the endpoint fixtures reuse that
+running stack; ``kafka_server`` / ``redis_server`` (the handles tests stop and restart) then start a
+private instance, so a restart test never bounces a stack other sessions share.
+
+After every test, a component a test left stopped is started again, so one failing restart test
+cannot take the rest of the session down with it.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.kafka import KafkaServer
+from devstack.paths import runs_dir
+from devstack.processes import install_signal_handlers
+from devstack.redis import RedisServer
+from devstack.stack import Stack, StackEnv, new_run_dir, prune_run_dirs
+
+ENV_VAR = "ALERTPIPE_DEVSTACK_ENV"
+_restartable: list[KafkaServer | RedisServer] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    install_signal_handlers()
+
+
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    for comp in _restartable:
+        if comp.process is not None and not comp.running():
+            comp.start()
+
+
+@pytest.fixture(scope="session")
+def devstack_env() -> StackEnv | None:
+    """The running stack named by ALERTPIPE_DEVSTACK_ENV, or None (this session starts its own)."""
+    path = os.environ.get(ENV_VAR)
+    return StackEnv.load(Path(path)) if path else None
+
+
+@pytest.fixture(scope="session")
+def devstack() -> Iterator[Stack]:
+    """This session's own stack (run directory under .devstack/runs/); stopped at the session's end."""
+    root = runs_dir()
+    prune_run_dirs(root, "pytest")
+    stack = Stack(new_run_dir(root, "pytest"))
+    try:
+        yield stack
+    finally:
+        _restartable.clear()
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_server(devstack: Stack) -> KafkaServer:
+    """A broker this session owns: ``.bootstrap``, ``.stop()``, ``.start()`` (same port and data)."""
+    k = devstack.kafka()
+    if k not in _restartable:
+        _restartable.append(k)
+    return k
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest, devstack_env: StackEnv | None) -> str:
+    """``127.0.0.1:PORT`` of a real single-node KRaft Kafka."""
+    if devstack_env is not None:
+        return devstack_env.check_kafka()
+    server: KafkaServer = request.getfixturevalue("kafka_server")
+    return server.bootstrap
+
+
+@pytest.fixture(scope="session")
+def redis_server(devstack: Stack) -> RedisServer:
+    """A redis-server this session owns: ``.url``, ``.restart()`` (``crash=True`` for SIGKILL)."""
+    r = devstack.redis()
+    if r not in _restartable:
+        _restartable.append(r)
+    return r
+
+
+@pytest.fixture(scope="session")
+def redis_url(request: pytest.FixtureRequest, devstack_env: StackEnv | None) -> str:
+    """``redis://127.0.0.1:PORT/0`` of a real redis-server (AOF on)."""
+    if devstack_env is not None:
+        return devstack_env.check_redis()
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique lowercase name (a valid topic, group, namespace or key prefix)."""
+    return "t" + uuid.uuid4().hex[:10]

@@ -43,7 +43,9 @@ build_kube() {
   while read -r name; do args+=("-replace=$name=$name@$staging"); done \
     < <(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod")
   go mod edit "${args[@]}"
-  go get "k8s.io/kubernetes@$v"
+  # go get of the three command packages (not just the module) records every go.sum entry they need
+  go get "k8s.io/kubernetes/cmd/kube-apiserver@$v" "k8s.io/kubernetes/cmd/kube-controller-manager@$v" \
+    "k8s.io/kubernetes/cmd/kube-scheduler@$v"
   local ld="-X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
   mkdir -p "$work/k8sout"
   go build -trimpath -o "$work/k8sout/" -ldflags "$ld" \

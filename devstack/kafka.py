@@ -1,0 +1,187 @@
+"""A single-node Apache Kafka (KRaft, broker+controller in one JVM) on loopback, for tests and the demo.
+
+Static quorum (``controller.quorum.voters``): with it Kafka 4.1's StorageTool formats without
+``--standalone`` (that flag belongs to the dynamic quorum, ``controller.quorum.bootstrap.servers``).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from devstack.processes import ManagedProcess, StartError, free_port, port_open
+
+__all__ = ["KafkaServer", "broker_properties", "log4j2_properties", "new_cluster_id"]
+
+logger = logging.getLogger(__name__)
+
+
+def new_cluster_id() -> str:
+    """Kafka's cluster id format: a random UUID, URL-safe base64 without padding (22 characters)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def broker_properties(port: int, controller_port: int, data_dir: Path, partitions: int = 3) -> str:
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        "num.partitions": str(partitions),
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        "offsets.topic.replication.factor": "1",
+        # 50 partitions by default: each is a log to create when the first group appears; 5 do for tests
+        "offsets.topic.num.partitions": "5",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "5",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        # otherwise every new consumer group waits 3 s before its first assignment
+        "group.initial.rebalance.delay.ms": "0",
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+        "log.segment.bytes": str(64 * 1024 * 1024),
+        "delete.topic.enable": "true",
+    }
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def log4j2_properties() -> str:
+    """Kafka 4 logs through log4j2: a properties-format config (not the log4j 1 file of Kafka 3)."""
+    return "\n".join(
+        [
+            "status = warn",
+            "appender.out.type = Console",
+            "appender.out.name = OUT",
+            "appender.out.layout.type = PatternLayout",
+            "appender.out.layout.pattern = [%d] %p %m (%c)%n",
+            "rootLogger.level = INFO",
+            "rootLogger.appenderRef.out.ref = OUT",
+            "logger.kafka.name = kafka",
+            "logger.kafka.level = INFO",
+            "logger.request.name = kafka.request.logger",
+            "logger.request.level = WARN",
+            "logger.statechange.name = state.change.logger",
+            "logger.statechange.level = WARN",
+            "logger.raft.name = org.apache.kafka.raft",
+            "logger.raft.level = WARN",
+            "",
+        ]
+    )
+
+
+class KafkaServer:
+    """One broker. ``start()`` formats on first use; ``stop()``/``start()`` keep the port and data."""
+
+    def __init__(
+        self,
+        libs: Path,
+        run_dir: Path,
+        *,
+        port: int | None = None,
+        controller_port: int | None = None,
+        heap: str = "512m",
+        tie_to_parent: bool = True,
+    ) -> None:
+        self.libs = libs
+        self.dir = run_dir
+        self.port = port or free_port()
+        self.controller_port = controller_port or free_port()
+        self.heap = heap
+        self.tie_to_parent = tie_to_parent
+        self.process: ManagedProcess | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.dir / "data"
+
+    def _java(self) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise StartError("kafka: java not found on PATH (Kafka 4 needs Java 17+)")
+        return [
+            java,
+            f"-Xmx{self.heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+            "-cp",
+            f"{self.libs}/*",
+        ]
+
+    def _configure(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "server.properties").write_text(
+            broker_properties(self.port, self.controller_port, self.data_dir)
+        )
+        (self.dir / "log4j2.properties").write_text(log4j2_properties())
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cmd = [
+            *self._java(),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            new_cluster_id(),
+            "-c",
+            str(self.dir / "server.properties"),
+        ]
+        with open(self.dir / "format.log", "wb") as log:
+            rc = subprocess.run(
+                cmd, stdout=log, stderr=subprocess.STDOUT, timeout=120, check=False
+            ).returncode
+        if rc != 0:
+            tail = (self.dir / "format.log").read_text(errors="replace").splitlines()[-15:]
+            raise StartError(f"kafka: StorageTool format failed (exit {rc}):\n" + "\n".join(tail))
+
+    def start(self, timeout: float = 90.0) -> None:
+        if self.process is not None and self.process.running():
+            return
+        if not any(self.libs.glob("kafka_*.jar")):
+            raise StartError(f"kafka: no broker jars in {self.libs}; run `alertpipe devstack provision`")
+        self._configure()
+        self.process = ManagedProcess(
+            "kafka",
+            [*self._java(), "kafka.Kafka", str(self.dir / "server.properties")],
+            self.dir / "kafka.log",
+            tie_to_parent=self.tie_to_parent,
+            stop_timeout=30,
+        )
+        self.process.start()
+        self.process.wait_healthy(lambda: port_open(self.port), f"listening on {self.bootstrap}", timeout)
+        self.process.wait_healthy(self.healthy, "answering metadata requests", timeout)
+
+    def healthy(self) -> bool:
+        return kafka_healthy(self.bootstrap)
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.process is not None:
+            self.process.stop(kill=kill)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.running()
+
+
+def kafka_healthy(bootstrap: str, timeout: float = 3.0) -> bool:
+    """True when the broker answers a metadata request and lists itself (registered and unfenced)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    md = admin.list_topics(timeout=timeout)
+    return len(md.brokers) >= 1

@@ -1,0 +1,270 @@
+"""Provisioning: fetch or build every devstack component once into the cache ($ALERTPIPE_CACHE).
+
+Idempotent and resumable. Each component is produced under a temporary name and moved into place
+with a stamp recording what was built (version, and for Kafka the pom's hash); a finished component
+whose stamp matches is reused, a half-finished one is redone. One file lock serialises provisioning
+runs that share a cache (two test sessions starting at once build nothing twice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from devstack.paths import bin_dir, cache_dir, kafka_home
+from devstack.versions import Versions, load_versions
+
+__all__ = [
+    "COMPONENTS",
+    "GO_BINARIES",
+    "ProvisionError",
+    "StepResult",
+    "kafka_libs",
+    "kwok_stages_dir",
+    "missing",
+    "provision",
+]
+
+HERE = Path(__file__).resolve().parent
+POM = HERE / "kafka" / "pom.xml"
+BUILD_GO = HERE / "scripts" / "build-go.sh"
+GO_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "helm")
+COMPONENTS = ("redis", "kafka", "go", "kwok-stages")
+KWOK_STAGE_SETS = ("node/fast", "node/heartbeat-with-lease", "pod/general")
+
+
+class ProvisionError(RuntimeError):
+    """A component could not be provisioned; the message says which, the command, and its output tail."""
+
+
+@dataclass(frozen=True)
+class StepResult:
+    component: str
+    action: str  # "reused" | "built" | "installed" | "fetched"
+    seconds: float
+    detail: str = ""
+
+
+def kafka_libs(v: Versions | None = None) -> Path:
+    return kafka_home((v or load_versions()).kafka) / "libs"
+
+
+def kwok_stages_dir(v: Versions | None = None) -> Path:
+    return cache_dir() / f"kwok-stages-{(v or load_versions()).kwok}"
+
+
+def _go_version_wanted(name: str, v: Versions) -> str:
+    return {
+        "etcd": v.etcd,
+        "kwok": v.kwok,
+        "helm": v.helm,
+    }.get(name, v.kubernetes)
+
+
+def _stamp_ok(path: Path, want: str) -> bool:
+    try:
+        return path.read_text().strip() == want
+    except OSError:
+        return False
+
+
+def _kafka_stamp(v: Versions) -> str:
+    return f"{v.kafka} pom:{hashlib.sha256(POM.read_bytes()).hexdigest()[:12]}"
+
+
+def missing(v: Versions | None = None) -> list[str]:
+    """Components not (or not at the pinned version) in the cache; empty when all are ready."""
+    v = v or load_versions()
+    out = []
+    if shutil.which("redis-server") is None:
+        out.append("redis")
+    if not _stamp_ok(kafka_libs(v) / ".stamp", _kafka_stamp(v)):
+        out.append("kafka")
+    for name in GO_BINARIES:
+        if not (
+            os.access(bin_dir() / name, os.X_OK)
+            and _stamp_ok(bin_dir() / f".{name}.version", _go_version_wanted(name, v))
+        ):
+            out.append(name)
+    if not _stamp_ok(kwok_stages_dir(v) / ".stamp", v.kwok):
+        out.append("kwok-stages")
+    return out
+
+
+def _run(cmd: list[str], what: str, log: Path, env: dict[str, str] | None = None) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as f:
+        f.write(f"\n==== {time.strftime('%F %T')} {' '.join(cmd)}\n".encode())
+        f.flush()
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, check=False).returncode
+    if rc != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+        raise ProvisionError(f"{what}: `{' '.join(cmd[:3])} ...` exited {rc} (full log {log}):\n{tail}")
+
+
+def _sudo() -> list[str]:
+    if os.geteuid() == 0:
+        return []
+    if shutil.which("sudo"):
+        return ["sudo", "-n"]
+    raise ProvisionError("apt-get needs root: run as root or install sudo")
+
+
+def _apt_install(package: str, log: Path) -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    _run([*_sudo(), "apt-get", "update", "-q"], "apt-get update", log, env)
+    _run(
+        [*_sudo(), "apt-get", "install", "-y", "-q", "--no-install-recommends", package],
+        f"install {package}",
+        log,
+        env,
+    )
+
+
+def provision_redis(v: Versions, log: Path) -> str:
+    if shutil.which("redis-server"):
+        return "reused"
+    _apt_install("redis-server", log)
+    if shutil.which("redis-server") is None:
+        raise ProvisionError("redis: apt-get installed redis-server but it is not on PATH")
+    return "installed"
+
+
+def provision_kafka(v: Versions, log: Path) -> str:
+    libs = kafka_libs(v)
+    want = _kafka_stamp(v)
+    if _stamp_ok(libs / ".stamp", want):
+        return "reused"
+    if shutil.which("mvn") is None:
+        _apt_install("maven", log)
+    tmp = libs.with_name("libs.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # a half-finished fetch is redone, never trusted
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    _run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            f"-Dkafka.version={v.kafka}",
+            "dependency:copy-dependencies",
+            "-DincludeScope=runtime",
+            f"-DoutputDirectory={tmp}",
+        ],
+        "kafka: fetch broker jars with maven",
+        log,
+    )
+    if not any(tmp.glob("kafka_2.13-*.jar")):
+        raise ProvisionError(f"kafka: maven finished but {tmp} has no kafka_2.13 jar")
+    (tmp / ".stamp").write_text(want + "\n")
+    if libs.exists():  # a running broker keeps its open jars; the old folder goes after the swap
+        old = libs.with_name(f"libs.old.{os.getpid()}")
+        os.rename(libs, old)
+        os.rename(tmp, libs)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, libs)
+    return "fetched"
+
+
+def provision_go(v: Versions, log: Path) -> str:
+    todo = [n for n in missing(v) if n in GO_BINARIES]
+    if not todo:
+        return "reused"
+    if shutil.which("go") is None:
+        raise ProvisionError("go binaries: `go` not found on PATH (Go 1.26 is expected on this machine)")
+    env = {**os.environ, "ALERTPIPE_CACHE": str(cache_dir())}
+    _run(["bash", str(BUILD_GO), "all"], f"build {', '.join(todo)}", log, env)
+    still = [n for n in missing(v) if n in GO_BINARIES]
+    if still:
+        raise ProvisionError(f"go binaries: build-go.sh finished but {', '.join(still)} are missing")
+    return "built"
+
+
+def provision_kwok_stages(v: Versions, log: Path) -> str:
+    """Copy kwok's Stage definitions (node and pod lifecycles) from its module source into the cache."""
+    dest = kwok_stages_dir(v)
+    if _stamp_ok(dest / ".stamp", v.kwok):
+        return "reused"
+    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", f"sigs.k8s.io/kwok@{v.kwok}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cache_dir(),
+        check=False,
+    )
+    if out.returncode != 0:
+        raise ProvisionError(f"kwok stages: go mod download failed: {out.stderr.strip()[-500:]}")
+    src = Path(json.loads(out.stdout)["Dir"]) / "kustomize" / "stage"
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    docs = []
+    for rel in KWOK_STAGE_SETS:
+        for f in sorted((src / rel).glob("*.yaml")):
+            if f.name != "kustomization.yaml":
+                origin = f"sigs.k8s.io/kwok@{v.kwok}/kustomize/stage/{rel}/{f.name}"
+                docs.append(f"# from {origin}\n{f.read_text().strip()}\n")
+    if not docs:
+        raise ProvisionError(f"kwok stages: none found under {src}")
+    (tmp / "stages.yaml").write_text("---\n".join(docs))
+    (tmp / ".stamp").write_text(v.kwok + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.rename(tmp, dest)
+    return "built"
+
+
+STEPS: dict[str, Callable[[Versions, Path], str]] = {
+    "redis": provision_redis,
+    "kafka": provision_kafka,
+    "go": provision_go,
+    "kwok-stages": provision_kwok_stages,
+}
+
+
+@contextlib.contextmanager
+def _cache_lock(console: Console) -> Iterator[None]:
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(cache_dir() / ".provision.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            console.print("[yellow]waiting for another provisioning run to finish...[/]")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def provision(components: tuple[str, ...] = COMPONENTS, console: Console | None = None) -> list[StepResult]:
+    """Provision the given components (all by default), printing each step and how long it took."""
+    console = console or Console(stderr=True)
+    v = load_versions()
+    log = cache_dir() / "provision.log"
+    results = []
+    with _cache_lock(console):
+        for name in components:
+            if name not in STEPS:
+                raise ProvisionError(f"unknown component {name!r}; choose from {', '.join(STEPS)}")
+            t0 = time.monotonic()
+            with console.status(f"provisioning {name} ..."):
+                action = STEPS[name](v, log)
+            r = StepResult(name, action, time.monotonic() - t0)
+            console.print(f"  {name:<12} {action:<9} {r.seconds:7.1f}s")
+            results.append(r)
+    return results

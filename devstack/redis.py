@@ -1,0 +1,77 @@
+"""A redis-server on loopback with persistence chosen on purpose: AOF on (appendfsync everysec), no RDB
+snapshots. A graceful restart loses nothing; a crash (``restart(crash=True)``, SIGKILL) may lose up to
+the last second of writes, exactly as a production Redis configured this way would."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from devstack.processes import ManagedProcess, StartError, free_port, port_open
+
+__all__ = ["RedisServer", "redis_ping"]
+
+
+class RedisServer:
+    def __init__(self, run_dir: Path, *, port: int | None = None, tie_to_parent: bool = True) -> None:
+        self.dir = run_dir
+        self.port = port or free_port()
+        self.tie_to_parent = tie_to_parent
+        self.process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def argv(self) -> list[str]:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise StartError("redis: redis-server not found; run `alertpipe devstack provision`")
+        return [
+            exe,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.dir / "data"),
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", "",
+            "--databases", "16",
+        ]  # fmt: skip
+
+    def start(self, timeout: float = 30.0) -> None:
+        if self.process is not None and self.process.running():
+            return
+        (self.dir / "data").mkdir(parents=True, exist_ok=True)
+        self.process = ManagedProcess(
+            "redis", self.argv(), self.dir / "redis.log", tie_to_parent=self.tie_to_parent, stop_timeout=15
+        )
+        self.process.start()
+        self.process.wait_healthy(lambda: port_open(self.port), f"listening on port {self.port}", timeout)
+        self.process.wait_healthy(self.healthy, "answering PING (AOF loaded)", timeout)
+
+    def healthy(self) -> bool:
+        return redis_ping(self.url)
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.process is not None:
+            self.process.stop(kill=kill)
+
+    def restart(self, *, crash: bool = False, timeout: float = 30.0) -> None:
+        """Stop (SIGTERM: Redis flushes the AOF; ``crash=True``: SIGKILL), start on the same port and dir."""
+        self.stop(kill=crash)
+        self.start(timeout=timeout)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.running()
+
+
+def redis_ping(url: str) -> bool:
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()

@@ -1,0 +1,215 @@
+"""The stack: the devstack's components in one run directory, each started on first use.
+
+``Stack`` owns processes (a test session, or the background supervisor of ``alertpipe devstack up``);
+``StackEnv`` is what a client needs to use a stack someone else runs, read from the env file that
+``up`` writes (ALERTPIPE_DEVSTACK_ENV).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from devstack.kafka import KafkaServer, kafka_healthy
+from devstack.processes import StartError
+from devstack.provision import kafka_libs, missing, provision
+from devstack.redis import RedisServer, redis_ping
+from devstack.versions import parse_env_file
+
+__all__ = ["ENV_KEYS", "Stack", "StackEnv", "new_run_dir", "prune_run_dirs"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ENV_KEYS = {
+    "kafka": "ALERTPIPE_KAFKA_BOOTSTRAP",
+    "redis": "ALERTPIPE_REDIS_URL",
+    "kubeconfig": "KUBECONFIG",
+    "helm": "ALERTPIPE_HELM",
+    "run_dir": "ALERTPIPE_DEVSTACK_RUN_DIR",
+    "pid": "ALERTPIPE_DEVSTACK_PID",
+}
+
+
+def new_run_dir(root: Path, prefix: str) -> Path:
+    d = root / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    d.mkdir(parents=True, exist_ok=False)
+    return d
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def prune_run_dirs(root: Path, prefix: str, keep: int = 5) -> None:
+    """Delete old run directories of finished sessions (their pid is the name's last part), newest kept."""
+    if not root.is_dir():
+        return
+    dirs = sorted((d for d in root.iterdir() if d.is_dir() and d.name.startswith(prefix + "-")), reverse=True)
+    for d in dirs[keep:]:
+        pid = d.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+class _Lazy(Generic[T]):
+    """Start-once holder: the first caller starts the component, later callers get it (or its error)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.value: T | None = None
+        self.error: BaseException | None = None
+
+    def get(self, make: Callable[[], T]) -> T:
+        with self.lock:
+            if self.error is not None:
+                raise StartError(f"failed earlier in this session: {self.error}")
+            if self.value is None:
+                try:
+                    self.value = make()
+                except BaseException as e:
+                    self.error = e
+                    raise
+            return self.value
+
+
+def ensure_provisioned(*needs: str) -> None:
+    """Provision what is missing among ``needs`` (component names of devstack.provision)."""
+    gone = missing()
+    todo = tuple(
+        c
+        for c in needs
+        if c in gone
+        or (
+            c == "go"
+            and any(
+                n in gone
+                for n in (
+                    "etcd",
+                    "kube-apiserver",
+                    "kwok",
+                    "helm",
+                    "kube-controller-manager",
+                    "kube-scheduler",
+                )
+            )
+        )
+    )
+    if todo:
+        provision(todo)
+
+
+class Stack:
+    """Components in one run directory; each one is started the first time it is asked for."""
+
+    def __init__(self, run_dir: Path, *, tie_to_parent: bool = True) -> None:
+        self.run_dir = run_dir
+        self.tie_to_parent = tie_to_parent
+        self._redis: _Lazy[RedisServer] = _Lazy()
+        self._kafka: _Lazy[KafkaServer] = _Lazy()
+        self.timings: dict[str, float] = {}
+
+    def _timed(self, name: str, fn: Callable[[], T]) -> T:
+        t0 = time.monotonic()
+        out = fn()
+        self.timings[name] = round(time.monotonic() - t0, 2)
+        return out
+
+    def redis(self) -> RedisServer:
+        def make() -> RedisServer:
+            ensure_provisioned("redis")
+            r = RedisServer(self.run_dir / "redis", tie_to_parent=self.tie_to_parent)
+            self._timed("redis", r.start)
+            return r
+
+        return self._redis.get(make)
+
+    def kafka(self) -> KafkaServer:
+        def make() -> KafkaServer:
+            ensure_provisioned("kafka")
+            k = KafkaServer(kafka_libs(), self.run_dir / "kafka", tie_to_parent=self.tie_to_parent)
+            self._timed("kafka", k.start)
+            return k
+
+        return self._kafka.get(make)
+
+    def start(self, components: tuple[str, ...] = ("redis", "kafka")) -> None:
+        """Start the given components concurrently (each waits for what it depends on)."""
+        getters: dict[str, Callable[[], object]] = {"redis": self.redis, "kafka": self.kafka}
+        with ThreadPoolExecutor(max_workers=len(components)) as pool:
+            futures = [pool.submit(getters[c]) for c in components]
+            errors = [f.exception() for f in futures]
+        real = [e for e in errors if e is not None]
+        if real:
+            raise StartError("; ".join(str(e) for e in real))
+
+    def env(self) -> dict[str, str]:
+        out = {ENV_KEYS["run_dir"]: str(self.run_dir)}
+        if self._kafka.value is not None:
+            out[ENV_KEYS["kafka"]] = self._kafka.value.bootstrap
+        if self._redis.value is not None:
+            out[ENV_KEYS["redis"]] = self._redis.value.url
+        return out
+
+    def stop(self) -> None:
+        """Stop what was started, dependents first."""
+        for comp in (self._kafka.value, self._redis.value):
+            if comp is not None:
+                try:
+                    comp.stop()
+                except Exception:
+                    logger.exception("stopping %s", comp)
+
+
+@dataclass(frozen=True)
+class StackEnv:
+    """Endpoints of a stack started by ``alertpipe devstack up`` (read from its env file)."""
+
+    values: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> StackEnv:
+        try:
+            return cls(parse_env_file(path.read_text()))
+        except OSError as e:
+            raise StartError(f"ALERTPIPE_DEVSTACK_ENV={path}: cannot read it ({e.strerror})") from None
+
+    def get(self, key: str) -> str:
+        name = ENV_KEYS[key]
+        if name not in self.values:
+            raise StartError(f"the devstack env file has no {name}: is that component up?")
+        return self.values[name]
+
+    def check_kafka(self) -> str:
+        bootstrap = self.get("kafka")
+        try:
+            ok = kafka_healthy(bootstrap)
+        except Exception as e:
+            raise StartError(
+                f"Kafka at {bootstrap} (from ALERTPIPE_DEVSTACK_ENV) does not answer: {e}"
+            ) from None
+        if not ok:
+            raise StartError(f"Kafka at {bootstrap} (from ALERTPIPE_DEVSTACK_ENV) lists no broker")
+        return bootstrap
+
+    def check_redis(self) -> str:
+        url = self.get("redis")
+        try:
+            redis_ping(url)
+        except Exception as e:
+            raise StartError(f"Redis at {url} (from ALERTPIPE_DEVSTACK_ENV) does not answer: {e}") from None
+        return url
