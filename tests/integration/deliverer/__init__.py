@@ -1,0 +1,1 @@
+"""Integration tests of the deliverer (real Kafka/Redis, local receivers)."""

@@ -1,0 +1,107 @@
+"""The two-phase delivery claim in Redis: a short claim before a send, a long-lived mark after it.
+
+Key ``<prefix>:dlv:<alert id>:<status>:<channel>`` holds ``c:<owner>`` (claimed, PX claim TTL),
+``d`` (delivered, EX dedup TTL) or ``x`` (dead-lettered, EX dedup TTL). A redelivered alert whose
+key says ``d`` is skipped; one whose claim expired (the sender crashed) is claimed again and sent
+with the same Idempotency-Key. Each phase is one Lua script, so check-and-set is atomic.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import Enum
+from typing import Any
+
+import redis.asyncio as aioredis
+
+__all__ = ["ClaimResult", "Claims"]
+
+logger = logging.getLogger(__name__)
+
+DELIVERED = "d"
+DEAD = "x"
+
+# KEYS[1] key; ARGV: owner value, claim ms, honour-dead (1/0)
+_ACQUIRE = """
+local v = redis.call('GET', KEYS[1])
+if v == 'd' then return 'delivered' end
+if v == 'x' and ARGV[3] == '1' then return 'dead' end
+if v and v ~= 'x' and v ~= ARGV[1] then return 'busy' end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 'ok'
+"""
+
+# KEYS[1] key; ARGV: owner value, final value, ttl seconds
+_FINISH = """
+local v = redis.call('GET', KEYS[1])
+if v == 'd' then return 'delivered' end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+if v == ARGV[1] then return 'ok' end
+return 'lost'
+"""
+
+# KEYS[1] key; ARGV: owner value
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class ClaimResult(Enum):
+    OK = "ok"  # claimed by us (new, re-claimed after expiry, or extended)
+    DELIVERED = "delivered"  # already delivered: skip
+    DEAD = "dead"  # already dead-lettered (not a replay): skip
+    BUSY = "busy"  # another live worker holds the claim: wait for it to finish or expire
+
+
+class Claims:
+    """Claim, mark delivered, mark dead-lettered, release; one instance per worker (``owner``)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        owner: str,
+        claim_ttl: float = 30.0,
+        mark_ttl: float = 86_400.0,
+    ) -> None:
+        self._r = client
+        self.prefix = prefix
+        self._owner = "c:" + owner
+        self.claim_ttl = claim_ttl
+        self.mark_ttl = mark_ttl
+        self._acquire: Any = client.register_script(_ACQUIRE)
+        self._finish: Any = client.register_script(_FINISH)
+        self._release: Any = client.register_script(_RELEASE)
+
+    def key(self, delivery_key: str) -> str:
+        return f"{self.prefix}:dlv:{delivery_key}"
+
+    async def acquire(self, delivery_key: str, *, replay: bool = False) -> ClaimResult:
+        """Phase one. ``replay`` ignores a dead-letter mark (``alertpipe dlq replay`` sends it again)."""
+        res = await self._acquire(
+            keys=[self.key(delivery_key)],
+            args=[self._owner, int(self.claim_ttl * 1000), "0" if replay else "1"],
+        )
+        return ClaimResult(res.decode() if isinstance(res, bytes) else res)
+
+    async def mark_delivered(self, delivery_key: str) -> bool:
+        """Phase two after a 2xx; False when our claim had expired meanwhile (logged, still marked)."""
+        res = await self._finish(
+            keys=[self.key(delivery_key)], args=[self._owner, DELIVERED, int(self.mark_ttl)]
+        )
+        return (res.decode() if isinstance(res, bytes) else res) in ("ok", "delivered")
+
+    async def mark_dead(self, delivery_key: str) -> None:
+        await self._finish(keys=[self.key(delivery_key)], args=[self._owner, DEAD, int(self.mark_ttl)])
+
+    async def release(self, delivery_key: str) -> None:
+        """Drop our claim without a verdict (muted meanwhile, shutting down)."""
+        await self._release(keys=[self.key(delivery_key)], args=[self._owner])
+
+    async def state(self, delivery_key: str) -> str | None:
+        v = await self._r.get(self.key(delivery_key))
+        if v is None:
+            return None
+        text = v.decode() if isinstance(v, bytes) else str(v)
+        return {"d": "delivered", "x": "dead-lettered"}.get(text, "claimed")

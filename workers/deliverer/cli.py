@@ -1,0 +1,85 @@
+"""``alertpipe deliverer``: run the deliverer for one pipeline until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from prometheus_client import start_http_server
+
+from alertpipe.workers.config import SecretKeyRef
+from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
+from alertpipe.workers.deliverer.worker import Deliverer, DelivererSettings
+from alertpipe.workers.errors import AlertpipeError
+from alertpipe.workers.secrets import SecretResolver, add_secrets_argument
+
+__all__ = ["add_arguments", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    add_secrets_argument(parser)
+    parser.add_argument("--metrics-port", type=int, default=9102, help="Prometheus /metrics port (0: off)")
+    parser.add_argument("--metrics-host", default="0.0.0.0", help="address /metrics listens on")  # noqa: S104
+    parser.add_argument(
+        "--group", default=None, help="consumer group (default alertpipe.<tenant>.<pipeline>.deliverer)"
+    )
+    parser.add_argument(
+        "--claim-ttl",
+        type=float,
+        default=30.0,
+        help="seconds a delivery claim lives before another worker may retry it",
+    )
+    parser.add_argument(
+        "--max-inflight",
+        type=int,
+        default=20_000,
+        help="alerts read and not yet terminal before consuming pauses",
+    )
+    parser.add_argument(
+        "--breaker-threshold", type=int, default=5, help="consecutive failures that open a circuit"
+    )
+    parser.add_argument(
+        "--breaker-cooldown", type=float, default=5.0, help="seconds before a half-open probe"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        source = parse_config_arg(args.config)
+    except AlertpipeError as exc:
+        logger.error("%s", exc)
+        return 2
+    resolver = SecretResolver(args.secrets_dir)
+    settings = DelivererSettings(
+        group_id=args.group,
+        claim_ttl=args.claim_ttl,
+        max_inflight=args.max_inflight,
+        breaker_threshold=args.breaker_threshold,
+        breaker_cooldown=args.breaker_cooldown,
+    )
+
+    def secret(ref: SecretKeyRef) -> str:
+        return resolver.resolve(ref).get_secret_value()
+
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr=args.metrics_host)
+    deliverer = Deliverer(source, secret, settings)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await deliverer.run(stop)
+
+    try:
+        asyncio.run(main())
+    except AlertpipeError as exc:
+        logger.error("%s", exc)
+        return 1
+    return 0

@@ -1,0 +1,134 @@
+"""Kafka plumbing for the deliverer: client options from the config, a producer whose acks resolve
+asyncio futures, and per-partition trackers of the alerts in flight (for the commit frontier).
+
+confluent-kafka's calls block, so the producer is polled by its own thread and every consumer call
+runs on one dedicated thread (librdkafka's consumer is not meant to be driven from two at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from alertpipe.workers.config import PipelineConfig, SecretKeyRef
+from alertpipe.workers.deliverer.policy import commit_frontier
+
+__all__ = ["AsyncProducer", "PartitionTracker", "client_options"]
+
+logger = logging.getLogger(__name__)
+
+
+def client_options(config: PipelineConfig, secret: Any | None = None) -> dict[str, Any]:
+    """librdkafka options common to every client of this pipeline (bootstrap, extras, SASL creds)."""
+    opts: dict[str, Any] = {"bootstrap.servers": config.kafka.bootstrap_servers}
+    opts.update(config.kafka.client_options)
+    ref = config.kafka.credentials_secret_ref
+    if ref is not None and secret is not None:
+        opts["sasl.username"] = secret(SecretKeyRef(name=ref.name, key="sasl.username"))
+        opts["sasl.password"] = secret(SecretKeyRef(name=ref.name, key="sasl.password"))
+    return opts
+
+
+class AsyncProducer:
+    """An idempotent producer (acks=all); ``send`` returns a future resolved by the broker's ack."""
+
+    def __init__(self, options: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._p = Producer(
+            {
+                **options,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "compression.type": "lz4",
+            }
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="deliverer-producer", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._p.poll(0.05)
+
+    def send(
+        self, topic: str, key: bytes | str, value: bytes, headers: Any = None
+    ) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = self._loop.create_future()
+
+        def ack(err: KafkaError | None, _msg: Any) -> None:
+            self._loop.call_soon_threadsafe(_resolve, fut, err)
+
+        while True:
+            try:
+                self._p.produce(topic, value=value, key=key, headers=headers, on_delivery=ack)
+                return fut
+            except BufferError:
+                # Queue full: the poll thread drains it; a short blocking wait here is the backpressure.
+                self._p.poll(0.01)
+
+    def fire(self, topic: str, key: bytes | str, value: bytes) -> None:
+        """Produce without waiting for the ack (decision log); errors are logged by the callback."""
+        try:
+            self._p.produce(topic, value=value, key=key, on_delivery=_log_failure)
+        except BufferError:
+            self._p.poll(0.01)
+            self._p.produce(topic, value=value, key=key, on_delivery=_log_failure)
+
+    def flush(self, timeout: float = 10.0) -> int:
+        remaining: int = self._p.flush(timeout)
+        return remaining
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.flush(timeout)
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+
+def _resolve(fut: asyncio.Future[None], err: KafkaError | None) -> None:
+    if fut.done():
+        return
+    if err is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(KafkaException(err))
+
+
+def _log_failure(err: KafkaError | None, msg: Any) -> None:
+    if err is not None:
+        logger.warning("decision log record to %s not written: %s", msg.topic(), err.str())
+
+
+@dataclass
+class PartitionTracker:
+    """Offsets of one partition read but not yet terminal (offset -> deliveries outstanding)."""
+
+    next_offset: int = -1
+    pending: dict[int, int] = field(default_factory=dict)
+    committed: int = -1
+
+    def add(self, offset: int, deliveries: int) -> None:
+        self.next_offset = max(self.next_offset, offset + 1)
+        if deliveries > 0:
+            self.pending[offset] = self.pending.get(offset, 0) + deliveries
+
+    def done(self, offset: int) -> None:
+        left = self.pending.get(offset)
+        if left is None:
+            return
+        if left <= 1:
+            del self.pending[offset]
+        else:
+            self.pending[offset] = left - 1
+
+    def frontier(self) -> int | None:
+        """The offset to commit now, or None when nothing new can be committed."""
+        if self.next_offset < 0:
+            return None
+        f = commit_frontier(self.pending.keys(), self.next_offset)
+        return f if f > self.committed else None

@@ -1,0 +1,59 @@
+"""Prometheus metrics of the deliverer (``alertpipe_deliverer_*``); labels tenant and channel only."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "ATTEMPTS",
+    "CIRCUIT_STATE",
+    "CONFIG_REVISION",
+    "DEAD_LETTERS",
+    "DELIVERY_LATENCY",
+    "INFLIGHT",
+    "OUTCOMES",
+    "PAUSED",
+    "RETRIES",
+    "SEND_LATENCY",
+]
+
+ATTEMPTS = Counter(
+    "alertpipe_deliverer_attempts_total",
+    "Send attempts by channel and outcome (delivered, retry, failed).",
+    ["tenant", "channel", "outcome"],
+)
+OUTCOMES = Counter(
+    "alertpipe_deliverer_deliveries_total",
+    "Terminal delivery decisions by channel (delivered, dead_lettered, muted, skipped_delivered, ...).",
+    ["tenant", "channel", "decision"],
+)
+RETRIES = Counter("alertpipe_deliverer_retries_total", "Retries scheduled.", ["tenant", "channel"])
+DEAD_LETTERS = Counter(
+    "alertpipe_deliverer_dead_letters_total",
+    "Deliveries written to the dead-letter topic.",
+    ["tenant", "channel"],
+)
+DELIVERY_LATENCY = Histogram(
+    "alertpipe_deliverer_delivery_latency_seconds",
+    "From the alert's produce time on the alerts topic to the receiver's 2xx.",
+    ["tenant", "channel"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+SEND_LATENCY = Histogram(
+    "alertpipe_deliverer_send_seconds",
+    "Duration of one send attempt.",
+    ["tenant", "channel"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CIRCUIT_STATE = Gauge(
+    "alertpipe_deliverer_circuit_state",
+    "Circuit breaker: 0 closed, 1 half-open, 2 open.",
+    ["tenant", "channel"],
+)
+INFLIGHT = Gauge("alertpipe_deliverer_queue_depth", "Alerts read and not yet terminal.", ["tenant"])
+PAUSED = Gauge("alertpipe_deliverer_paused", "1 while delivery is stopped by the kill switch.", ["tenant"])
+CONFIG_REVISION = Gauge(
+    "alertpipe_deliverer_config_revision_info",
+    "The loaded PipelineConfig revision (value 1).",
+    ["tenant", "pipeline", "revision"],
+)

@@ -1,0 +1,125 @@
+"""The deliverer's records on Kafka: dead-letter envelopes and decision-log (audit) entries.
+
+The dead-letter topic is shared with the evaluator's malformed events, so a delivery envelope is
+marked twice: header ``alertpipe-dlq-kind: delivery`` and ``"kind": "delivery"`` in the JSON value
+(key = delivery key). Audit entries are keyed by alert id, so one alert's history is in one
+partition, in order. ``alertpipe dlq`` and ``alertpipe explain`` read them back with these helpers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from alertpipe.workers.alerts import Alert
+
+__all__ = [
+    "DLQ_KIND_DELIVERY",
+    "DLQ_KIND_HEADER",
+    "REPLAY_HEADER",
+    "AuditEntry",
+    "Decision",
+    "DeadLetter",
+    "dead_letter_from_json",
+    "is_delivery_dead_letter",
+]
+
+DLQ_KIND_HEADER = "alertpipe-dlq-kind"
+DLQ_KIND_DELIVERY = "delivery"
+# Set by `alertpipe dlq replay` on the alert it produces back: value = replay time (epoch ms).
+REPLAY_HEADER = "alertpipe-replayed-at-ms"
+
+Decision = Literal[
+    "received",  # the alert was read from the alerts topic
+    "delivered",  # a 2xx (or SMTP 250)
+    "retry",  # an attempt failed; another one follows after a backoff
+    "dead_lettered",  # gave up; written to the dead-letter topic
+    "fallback",  # gave up on a channel; its fallback channel is tried next
+    "muted",  # the channel is muted by a kill switch: terminal, not sent
+    "skipped_delivered",  # already delivered (a replay, crash or rebalance): not sent again
+    "skipped_dead",  # already dead-lettered earlier: not sent again (replay with `alertpipe dlq replay`)
+    "invalid",  # the message on the alerts topic is not an alert: dead-lettered
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One line of the decision log."""
+
+    alert_id: str
+    decision: Decision
+    at_ms: int
+    status: str = ""  # firing / resolved
+    channel: str = ""
+    delivery_key: str = ""
+    attempt: int = 0
+    status_code: int | None = None
+    latency_ms: float | None = None
+    reason: str = ""
+    delay_s: float | None = None
+    rule: str = ""
+    pipeline: str = ""
+    tenant: str = ""
+    revision: str = ""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({k: v for k, v in asdict(self).items() if v not in (None, "")})
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> AuditEntry:
+        data = orjson.loads(raw)
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A delivery that gave up: the alert, the channel, why, how many attempts, the last response."""
+
+    alert: dict[str, Any]
+    channel: str
+    delivery_key: str
+    reason: str
+    attempts: int
+    last_status: int | None
+    last_response: str
+    first_attempt_ms: int
+    dead_at_ms: int
+    pipeline: str
+    tenant: str
+    kind: str = DLQ_KIND_DELIVERY
+    version: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(asdict(self))
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [(DLQ_KIND_HEADER, DLQ_KIND_DELIVERY.encode()), ("alertpipe-channel", self.channel.encode())]
+
+    def to_alert(self) -> Alert:
+        return Alert.model_validate(self.alert)
+
+
+def is_delivery_dead_letter(headers: list[tuple[str, bytes | None]] | None) -> bool:
+    for k, v in headers or ():
+        if k == DLQ_KIND_HEADER and v == DLQ_KIND_DELIVERY.encode():
+            return True
+    return False
+
+
+def dead_letter_from_json(raw: bytes) -> DeadLetter | None:
+    """A DeadLetter from a dead-letter value, or None for another kind (e.g. a malformed event)."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or data.get("kind") != DLQ_KIND_DELIVERY:
+        return None
+    known = set(DeadLetter.__dataclass_fields__)
+    try:
+        return DeadLetter(**{k: v for k, v in data.items() if k in known})
+    except TypeError:
+        return None

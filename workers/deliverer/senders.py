@@ -1,0 +1,203 @@
+"""Per-channel senders: one attempt of one delivery, success as a SendResult, failure as DeliveryError.
+
+HTTP channels (webhook, Slack, PagerDuty) share one aiohttp session whose resolver is the SSRF
+guard; redirects are not followed. Email goes through aiosmtplib (STARTTLS and auth optional).
+Every failure is classified here: ``retryable`` and, for HTTP, the status and Retry-After.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+import aiosmtplib
+import orjson
+
+from alertpipe.workers.alerts import Alert
+from alertpipe.workers.config import ChannelSpec, SecretKeyRef, parse_duration
+from alertpipe.workers.deliverer import payloads
+from alertpipe.workers.deliverer.policy import classify_http_status, parse_retry_after
+from alertpipe.workers.deliverer.ssrf import GuardedResolver, check_url
+from alertpipe.workers.errors import AlertpipeError, DeliveryError
+
+__all__ = ["SendResult", "Sender", "SetupError", "Senders"]
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = "alertpipe-deliverer/0.1"
+_EXCERPT = 300
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    status: int | None
+    detail: str
+
+
+class SetupError(DeliveryError):
+    """A failure on our side (a secret missing, an unknown channel): says nothing about the receiver."""
+
+
+class SecretLookup(Protocol):
+    def __call__(self, ref: SecretKeyRef) -> str: ...
+
+
+class Sender(Protocol):
+    async def send(self, alert: Alert, channel: ChannelSpec, key: str) -> SendResult: ...
+
+
+def _excerpt(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _EXCERPT else text[: _EXCERPT - 1] + "…"
+
+
+class Senders:
+    """Owns the HTTP session and the per-kind send functions; ``send`` dispatches on the channel kind."""
+
+    def __init__(
+        self, secret: SecretLookup, allow_private: Callable[[], bool], *, connection_limit: int = 0
+    ) -> None:
+        self._secret = secret
+        self._allow_private = allow_private
+        self._session: aiohttp.ClientSession | None = None
+        self._connection_limit = connection_limit
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                resolver=GuardedResolver(self._allow_private),
+                limit=self._connection_limit,
+                limit_per_host=0,
+                ttl_dns_cache=30,
+                enable_cleanup_closed=False,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"User-Agent": USER_AGENT},
+                json_serialize=lambda o: orjson.dumps(o).decode(),
+                skip_auto_headers=("Accept-Encoding",),
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _lookup(self, ref: SecretKeyRef, what: str) -> str:
+        try:
+            return self._secret(ref)
+        except AlertpipeError as exc:
+            raise SetupError(f"{what}: {exc}", retryable=True) from None
+
+    async def send(self, alert: Alert, channel: ChannelSpec, key: str) -> SendResult:
+        if channel.webhook is not None:
+            return await self.send_webhook(alert, channel, key)
+        if channel.slack is not None:
+            url = self._lookup(channel.slack.webhook_url_secret_ref, "slack webhook URL")
+            body = orjson.dumps(payloads.slack_message(alert))
+            return await self._post(url, body, {payloads.IDEMPOTENCY_HEADER: key}, 10.0)
+        if channel.pagerduty is not None:
+            routing = self._lookup(channel.pagerduty.routing_key_secret_ref, "pagerduty routing key")
+            body = orjson.dumps(payloads.pagerduty_event(alert, routing))
+            return await self._post(channel.pagerduty.url, body, {payloads.IDEMPOTENCY_HEADER: key}, 10.0)
+        if channel.email is not None:
+            return await self.send_email(alert, channel, key)
+        raise SetupError(f"channel {channel.name!r} has no kind", retryable=False)
+
+    async def send_webhook(self, alert: Alert, channel: ChannelSpec, key: str) -> SendResult:
+        spec = channel.webhook
+        assert spec is not None  # noqa: S101 - dispatched on it
+        body = payloads.webhook_body(alert, channel.name, key)
+        ts = int(time.time())
+        headers = {payloads.IDEMPOTENCY_HEADER: key, payloads.TIMESTAMP_HEADER: str(ts)}
+        if spec.signing_secret_ref is not None:
+            secret = self._lookup(spec.signing_secret_ref, "webhook signing secret")
+            headers[payloads.SIGNATURE_HEADER] = payloads.sign(secret.encode(), ts, body)
+        return await self._post(spec.url, body, headers, parse_duration(spec.timeout))
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> SendResult:
+        check_url(url, self._allow_private())
+        if self._session is None:
+            await self.start()
+        assert self._session is not None  # noqa: S101 - started above
+        headers = {"Content-Type": "application/json", **headers}
+        try:
+            async with self._session.post(
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0)),
+            ) as resp:
+                text = await resp.text(errors="replace")
+                status = resp.status
+                retry_after_raw = resp.headers.get("Retry-After")
+        except DeliveryError:
+            raise
+        except TimeoutError:
+            raise DeliveryError(f"timed out after {timeout:g}s", retryable=True) from None
+        except aiohttp.ClientConnectorError as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, DeliveryError):
+                raise cause from None
+            raise DeliveryError(f"cannot connect: {exc.os_error.strerror or exc}", retryable=True) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise DeliveryError(f"connection failed: {type(exc).__name__}: {exc}", retryable=True) from None
+        verdict = classify_http_status(status)
+        if verdict == "delivered":
+            return SendResult(status, _excerpt(text))
+        retry_after = parse_retry_after(retry_after_raw, time.time())
+        raise DeliveryError(
+            f"HTTP {status}: {_excerpt(text)}",
+            retryable=verdict == "retry",
+            status=status,
+            retry_after=retry_after,
+        )
+
+    async def send_email(self, alert: Alert, channel: ChannelSpec, key: str) -> SendResult:
+        spec = channel.email
+        assert spec is not None  # noqa: S101 - dispatched on it
+        msg = payloads.email_message(alert, spec.from_address, list(spec.to), key)
+        username = password = None
+        if spec.username_secret_ref is not None:
+            username = self._lookup(spec.username_secret_ref, "smtp username")
+        if spec.password_secret_ref is not None:
+            password = self._lookup(spec.password_secret_ref, "smtp password")
+        tls_context = ssl.create_default_context()
+        try:
+            errors, response = await aiosmtplib.send(
+                msg,
+                hostname=spec.host,
+                port=spec.port,
+                start_tls=spec.starttls,
+                use_tls=False,
+                username=username,
+                password=password,
+                tls_context=tls_context,
+                timeout=30,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            retryable = all(400 <= c < 500 for c in codes)
+            raise DeliveryError(
+                f"SMTP recipients refused: {_excerpt(str(exc))}",
+                retryable=retryable,
+                status=codes[0] if codes else None,
+            ) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise DeliveryError(
+                f"SMTP {exc.code}: {_excerpt(exc.message)}", retryable=400 <= exc.code < 500, status=exc.code
+            ) from None
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            raise DeliveryError(
+                f"SMTP failed: {type(exc).__name__}: {_excerpt(str(exc))}", retryable=True
+            ) from None
+        if errors:
+            refused = ", ".join(sorted(errors))
+            raise DeliveryError(f"SMTP refused some recipients: {refused}", retryable=False)
+        return SendResult(250, _excerpt(response))

@@ -1,0 +1,735 @@
+"""The deliverer's run loop: read alerts, deliver each (alert, channel) under the claim, commit the frontier.
+
+One task per (alert, channel); per channel a concurrency limit, a token bucket and a circuit
+breaker; a retry loop driven by ``policy.decide_retry``. Offsets are committed only up to the lowest
+alert with a delivery not yet terminal (delivered, dead-lettered, muted, skipped as a duplicate).
+The stop-delivery kill switch pauses the consumer (alerts wait in Kafka) and holds attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from pydantic import ValidationError
+
+from alertpipe.workers.alerts import Alert
+from alertpipe.workers.config import ChannelSpec, ConfigSource, PipelineConfig, SecretKeyRef, parse_duration
+from alertpipe.workers.deliverer import metrics as m
+from alertpipe.workers.deliverer.claims import ClaimResult, Claims
+from alertpipe.workers.deliverer.kafka_io import AsyncProducer, PartitionTracker, client_options
+from alertpipe.workers.deliverer.policy import (
+    BreakerState,
+    CircuitBreaker,
+    RetryBudget,
+    TokenBucket,
+    decide_retry,
+)
+from alertpipe.workers.deliverer.records import REPLAY_HEADER, AuditEntry, DeadLetter, Decision
+from alertpipe.workers.deliverer.senders import Sender, Senders, SetupError
+from alertpipe.workers.errors import DeliveryError
+
+__all__ = ["Deliverer", "DelivererSettings", "Outcome", "is_muted", "is_paused"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DelivererSettings:
+    group_id: str | None = None  # default alertpipe.<tenant>.<pipeline>.deliverer
+    max_inflight: int = 20_000  # alerts read and not terminal before the consumer pauses
+    claim_ttl: float = 30.0
+    commit_interval: float = 0.2
+    breaker_threshold: int = 5
+    breaker_cooldown: float = 5.0
+    shutdown_grace: float = 10.0
+    batch_size: int = 500
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+
+
+class Outcome(Enum):
+    DELIVERED = "delivered"
+    DEAD = "dead_lettered"
+    MUTED = "muted"
+    SKIPPED_DELIVERED = "skipped_delivered"
+    SKIPPED_DEAD = "skipped_dead"
+
+
+def _now_utc() -> datetime:
+    return datetime.now(tz=UTC)
+
+
+def is_paused(config: PipelineConfig, now: datetime) -> bool:
+    ks = config.kill_switches.stop_delivery
+    return ks is not None and ks.active(now)
+
+
+def is_muted(config: PipelineConfig, channel: str, now: datetime) -> str | None:
+    """The mute reason when ``channel`` is muted now, else None."""
+    for sw in config.kill_switches.muted_channels:
+        if sw.name == channel and sw.active(now):
+            return sw.reason
+    return None
+
+
+class _Channel:
+    """Runtime state of one channel: its spec, limiter, bucket and breaker."""
+
+    def __init__(self, spec: ChannelSpec, threshold: int, cooldown: float) -> None:
+        self.spec = spec
+        self.sem = asyncio.Semaphore(spec.max_concurrency)
+        self.bucket = TokenBucket(spec.rate_limit_per_second, now=time.monotonic())
+        self.breaker = CircuitBreaker(threshold=threshold, cooldown=cooldown)
+        r = spec.retry
+        self.budget = RetryBudget(
+            r.max_attempts,
+            parse_duration(r.max_age),
+            parse_duration(r.initial_backoff),
+            parse_duration(r.max_backoff),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Ctx:
+    replay: bool
+    origin_s: float  # wall-clock seconds the age budget counts from (produce or replay time)
+    produced_s: float  # produce time of the alert message (for delivery latency)
+
+
+class Deliverer:
+    def __init__(
+        self,
+        source: ConfigSource,
+        secret: Callable[[SecretKeyRef], str],
+        settings: DelivererSettings | None = None,
+        sender: Sender | None = None,
+    ) -> None:
+        self.source = source
+        self.settings = settings or DelivererSettings()
+        self._secret_fn = secret
+        self._secret_cache: dict[tuple[str, str], tuple[str, float]] = {}
+        self._config: PipelineConfig | None = None
+        self._channels: dict[str, _Channel] = {}
+        self._senders = Senders(self._secret, self._allow_private)
+        self._sender: Sender = sender or self._senders
+        self._trackers: dict[tuple[str, int], PartitionTracker] = {}
+        self._lock = threading.Lock()
+        self._chains: dict[str, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._inflight = 0
+        self._gated = False
+        self._kexec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deliverer-consumer")
+        self._consumer: Any = None
+        self._producer: AsyncProducer | None = None
+        self._redis: aioredis.Redis | None = None
+        self._claims: Claims | None = None
+        self._rand = random.SystemRandom().random
+        self.ready = asyncio.Event()
+
+    # --- config and secrets --------------------------------------------------------------------
+
+    @property
+    def config(self) -> PipelineConfig:
+        assert self._config is not None  # noqa: S101 - set before any delivery starts
+        return self._config
+
+    def _allow_private(self) -> bool:
+        return self._config is not None and self._config.delivery.allow_private_networks
+
+    def _secret(self, ref: SecretKeyRef) -> str:
+        k = (ref.name, ref.key)
+        hit = self._secret_cache.get(k)
+        now = time.monotonic()
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        value = self._secret_fn(ref)
+        self._secret_cache[k] = (value, now + 10.0)
+        return value
+
+    def _refresh_config(self) -> PipelineConfig:
+        cfg = self.source.current()
+        if cfg is None:
+            return self.config
+        if self._config is None or cfg.revision != self._config.revision or cfg is not self._config:
+            if self._config is not None and cfg.revision == self._config.revision:
+                self._config = cfg
+                return cfg
+            old = self._config
+            self._config = cfg
+            if old is not None:
+                m.CONFIG_REVISION.remove(old.tenant, old.pipeline, old.revision)
+            m.CONFIG_REVISION.labels(cfg.tenant, cfg.pipeline, cfg.revision).set(1)
+            for name in list(self._channels):
+                spec = cfg.channel(name)
+                if spec is None or spec != self._channels[name].spec:
+                    del self._channels[name]
+            self._secret_cache.clear()
+            logger.info("deliverer running config revision %s", cfg.revision)
+        return cfg
+
+    def _channel(self, name: str) -> _Channel | None:
+        ch = self._channels.get(name)
+        if ch is None:
+            spec = self.config.channel(name)
+            if spec is None:
+                return None
+            ch = self._channels[name] = _Channel(
+                spec, self.settings.breaker_threshold, self.settings.breaker_cooldown
+            )
+        return ch
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.source.start()
+        while self.source.current() is None:
+            logger.info("waiting for the first PipelineConfig")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            if stop.is_set():
+                return
+        cfg = self._refresh_config()
+        loop = asyncio.get_running_loop()
+        opts = client_options(cfg, self._secret)
+        group = self.settings.group_id or f"alertpipe.{cfg.tenant}.{cfg.pipeline}.deliverer"
+        self._producer = AsyncProducer(opts, loop)
+        self._consumer = Consumer(
+            {
+                **opts,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": False,
+                "partition.assignment.strategy": "cooperative-sticky",
+            }
+        )
+        if not cfg.redis.url and cfg.redis.url_secret_ref is None:
+            raise DeliveryError("redis.url or redis.urlSecretRef must be set", retryable=False)
+        url = cfg.redis.url or self._secret(cfg.redis.url_secret_ref)  # type: ignore[arg-type]
+        self._redis = aioredis.Redis.from_url(url, max_connections=256, health_check_interval=30)
+        self._claims = Claims(
+            self._redis,
+            cfg.redis.key_prefix,
+            self.settings.owner,
+            claim_ttl=self.settings.claim_ttl,
+            mark_ttl=parse_duration(cfg.dedup_ttl),
+        )
+        await self._senders.start()
+        await loop.run_in_executor(self._kexec, self._subscribe, cfg.kafka.topics.alerts)
+        logger.info(
+            "deliverer consuming %s as group %s (owner %s)",
+            cfg.kafka.topics.alerts,
+            group,
+            self.settings.owner,
+        )
+        committer = asyncio.create_task(self._commit_loop(stop), name="commit")
+        try:
+            await self._consume_loop(stop)
+        finally:
+            await self._shutdown(committer)
+
+    def _subscribe(self, topic: str) -> None:
+        self._consumer.subscribe(
+            [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+
+    async def _shutdown(self, committer: asyncio.Task[None]) -> None:
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            logger.info(
+                "waiting up to %.0fs for %d deliveries in flight", self.settings.shutdown_grace, len(pending)
+            )
+            _, still = await asyncio.wait(pending, timeout=self.settings.shutdown_grace)
+            for t in still:
+                t.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+        committer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await committer
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._kexec, self._commit_sync)
+        await loop.run_in_executor(self._kexec, self._consumer.close)
+        self._kexec.shutdown(wait=True)
+        if self._producer is not None:
+            await loop.run_in_executor(None, self._producer.close)
+        await self._senders.close()
+        if self._redis is not None:
+            await self._redis.aclose()
+        self.source.stop()
+
+    # --- consumer thread -------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            for tp in partitions:
+                self._trackers[(tp.topic, tp.partition)] = PartitionTracker()
+        logger.info("assigned %s", [p.partition for p in partitions])
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        offsets = []
+        with self._lock:
+            for tp in partitions:
+                tr = self._trackers.pop((tp.topic, tp.partition), None)
+                f = tr.frontier() if tr else None
+                if f is not None:
+                    offsets.append(TopicPartition(tp.topic, tp.partition, f))
+        if offsets:
+            with contextlib.suppress(KafkaException):
+                consumer.commit(offsets=offsets, asynchronous=False)
+        logger.info("revoked %s", [p.partition for p in partitions])
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        with self._lock:
+            for tp in partitions:
+                self._trackers.pop((tp.topic, tp.partition), None)
+        logger.warning("partitions lost %s", [p.partition for p in partitions])
+
+    def _poll(self, gate: bool) -> list[Any]:
+        c = self._consumer
+        if gate != self._gated:
+            assignment = c.assignment()
+            if assignment:
+                (c.pause if gate else c.resume)(assignment)
+            self._gated = gate
+        if gate:
+            # Paused partitions return nothing; a partition assigned meanwhile may: put it back.
+            held = c.consume(num_messages=self.settings.batch_size, timeout=0.2)
+            first: dict[tuple[str, int], int] = {}
+            for msg in held:
+                if msg.error() is None:
+                    first.setdefault((msg.topic(), msg.partition()), msg.offset())
+            for (t, p), off in first.items():
+                c.seek(TopicPartition(t, p, off))
+            if first:
+                c.pause(c.assignment())
+            return []
+        msgs: list[Any] = c.consume(num_messages=self.settings.batch_size, timeout=0.1)
+        return msgs
+
+    def _commit_sync(self) -> None:
+        offsets = self._frontiers()
+        if offsets:
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                logger.warning("offset commit failed (will retry): %s", exc)
+                return
+            with self._lock:
+                for tp in offsets:
+                    tr = self._trackers.get((tp.topic, tp.partition))
+                    if tr is not None:
+                        tr.committed = max(tr.committed, tp.offset)
+
+    def _frontiers(self) -> list[TopicPartition]:
+        with self._lock:
+            out = []
+            for (topic, part), tr in self._trackers.items():
+                f = tr.frontier()
+                if f is not None:
+                    out.append(TopicPartition(topic, part, f))
+            return out
+
+    # --- event loop side -------------------------------------------------------------------------
+
+    async def _consume_loop(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            cfg = self._refresh_config()
+            paused = is_paused(cfg, _now_utc())
+            m.PAUSED.labels(cfg.tenant).set(1 if paused else 0)
+            gate = paused or self._inflight >= self.settings.max_inflight
+            msgs = await loop.run_in_executor(self._kexec, self._poll, gate)
+            if not self.ready.is_set() and self._trackers:
+                self.ready.set()
+            for msg in msgs:
+                self._dispatch(msg)
+            m.INFLIGHT.labels(cfg.tenant).set(self._inflight)
+            if gate or not msgs:
+                await asyncio.sleep(0)
+
+    async def _commit_loop(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.commit_interval)
+            if self._frontiers():
+                await loop.run_in_executor(self._kexec, self._commit_sync)
+
+    def _dispatch(self, msg: Any) -> None:
+        if msg.error() is not None:
+            logger.warning("consumer error: %s", msg.error().str())
+            return
+        tp = (msg.topic(), msg.partition())
+        offset = msg.offset()
+        with self._lock:
+            tr = self._trackers.get(tp)
+            if tr is None:  # revoked while the batch was in hand: the new owner delivers it
+                return
+        cfg = self.config
+        value = msg.value() or b""
+        try:
+            alert = Alert.from_json(value)
+        except (ValidationError, ValueError) as exc:
+            reason = "not an alert: " + (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            with self._lock:
+                tr.add(offset, 1)
+            self._spawn(self._dead_letter_invalid(value, msg.key(), reason), tp, offset)
+            return
+        channels = list(dict.fromkeys(alert.channels))
+        with self._lock:
+            tr.add(offset, len(channels))
+        now = time.time()
+        ts_type, ts_ms = msg.timestamp()
+        produced = ts_ms / 1000 if ts_ms and ts_ms > 0 else alert.processed_at_ms / 1000
+        replay_ms = _header(msg.headers(), REPLAY_HEADER)
+        replay = replay_ms is not None
+        origin = int(replay_ms) / 1000 if replay_ms and replay_ms.isdigit() else produced
+        self._audit(
+            AuditEntry(
+                alert.id,
+                "received",
+                int(now * 1000),
+                status=alert.status,
+                reason="replayed from the dead-letter topic"
+                if replay
+                else ("" if channels else "the alert names no channel"),
+                rule=alert.rule,
+                pipeline=alert.pipeline,
+                tenant=alert.tenant,
+                revision=cfg.revision,
+            )
+        )
+        ctx = _Ctx(replay, origin, produced)
+        for ch in channels:
+            self._spawn(self._deliver_chain(alert, ch, ctx), tp, offset)
+
+    def _spawn(self, coro: Any, tp: tuple[str, int], offset: int) -> None:
+        task = asyncio.create_task(coro)
+        self._inflight += 1
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._tasks.discard(t)
+            self._inflight -= 1
+            if t.cancelled():
+                return  # not terminal: the offset stays uncommitted and is redelivered
+            exc = t.exception()
+            if exc is not None:
+                logger.error("delivery task failed (offset %d stays uncommitted): %r", offset, exc)
+                return
+            with self._lock:
+                tr = self._trackers.get(tp)
+                if tr is not None:
+                    tr.done(offset)
+
+        task.add_done_callback(done)
+
+    def _audit(self, entry: AuditEntry) -> None:
+        if self._producer is not None and self._config is not None:
+            self._producer.fire(self._config.kafka.topics.audit, entry.alert_id, entry.to_json())
+
+    def _log(self, alert: Alert, decision: Decision, channel: str, **kw: Any) -> None:
+        cfg = self.config
+        self._audit(
+            AuditEntry(
+                alert.id,
+                decision,
+                int(time.time() * 1000),
+                status=alert.status,
+                channel=channel,
+                delivery_key=alert.delivery_key(channel),
+                rule=alert.rule,
+                pipeline=alert.pipeline,
+                tenant=alert.tenant,
+                revision=cfg.revision,
+                **kw,
+            )
+        )
+
+    async def _deliver_chain(self, alert: Alert, channel: str, ctx: _Ctx) -> None:
+        """Deliver to ``channel`` and, if it gives up, to its fallback chain; one (id, channel) at a time."""
+        chain_key = f"{alert.id}:{channel}"
+        prev = self._chains.get(chain_key)
+        me: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._chains[chain_key] = me
+        try:
+            if prev is not None and not prev.done():
+                # firing and resolved of one alert reach a channel in order (a resolve never overtakes)
+                await asyncio.shield(prev)
+            visited = {channel}
+            name = channel
+            while True:
+                outcome = await self._deliver_one(alert, name, ctx)
+                if outcome not in (Outcome.DEAD, Outcome.SKIPPED_DEAD):
+                    return
+                ch = self._channel(name)
+                fb = ch.spec.fallback if ch else None
+                if fb is None or fb in visited:
+                    return
+                visited.add(fb)
+                self._log(alert, "fallback", name, reason=f"trying fallback channel {fb!r}")
+                name = fb
+        finally:
+            me.set_result(None)
+            if self._chains.get(chain_key) is me:
+                del self._chains[chain_key]
+
+    async def _deliver_one(self, alert: Alert, name: str, ctx: _Ctx) -> Outcome:
+        claims = self._claims
+        assert claims is not None  # noqa: S101 - set in run()
+        key = alert.delivery_key(name)
+        attempts = 0
+        first_ms = 0
+        last_status: int | None = None
+        last_detail = ""
+        while True:
+            cfg = self._refresh_config()
+            tenant = cfg.tenant
+            while is_paused(cfg, _now_utc()):
+                await asyncio.sleep(0.2)
+                cfg = self._refresh_config()
+            muted = is_muted(cfg, name, _now_utc())
+            if muted is not None:
+                await self._redis_retry(claims.release, key)
+                self._log(alert, "muted", name, attempt=attempts, reason=f"channel muted: {muted}")
+                m.OUTCOMES.labels(tenant, name, "muted").inc()
+                return Outcome.MUTED
+            ch = self._channel(name)
+            if ch is None:
+                return await self._give_up(
+                    alert,
+                    name,
+                    key,
+                    f"channel {name!r} is not defined in pipeline {cfg.pipeline!r}",
+                    attempts,
+                    None,
+                    "",
+                    first_ms,
+                )
+            age = time.time() - ctx.origin_s
+            wait = ch.breaker.allow(time.monotonic())
+            m.CIRCUIT_STATE.labels(tenant, name).set(ch.breaker.state.value)
+            if wait > 0:
+                if age + wait > ch.budget.max_age:
+                    return await self._give_up(
+                        alert,
+                        name,
+                        key,
+                        f"circuit open; retry budget exhausted (alert age {age:.1f}s)",
+                        attempts,
+                        last_status,
+                        last_detail,
+                        first_ms,
+                    )
+                await asyncio.sleep(min(wait, 1.0))
+                continue
+            probe = ch.breaker.state is BreakerState.HALF_OPEN
+            delay = ch.bucket.reserve(time.monotonic())
+            if delay > 0:
+                await asyncio.sleep(delay)
+            async with ch.sem:
+                res = await self._redis_retry(claims.acquire, key, replay=ctx.replay)
+                if res is ClaimResult.DELIVERED or res is ClaimResult.DEAD:
+                    if probe:
+                        ch.breaker.record_neutral()
+                    outcome = (
+                        Outcome.SKIPPED_DELIVERED if res is ClaimResult.DELIVERED else Outcome.SKIPPED_DEAD
+                    )
+                    self._log(
+                        alert,
+                        outcome.value,
+                        name,
+                        reason="already "
+                        + ("delivered" if res is ClaimResult.DELIVERED else "dead-lettered"),
+                    )
+                    m.OUTCOMES.labels(tenant, name, outcome.value).inc()
+                    return outcome
+                if res is ClaimResult.BUSY:
+                    if probe:
+                        ch.breaker.record_neutral()
+                    busy = True
+                else:
+                    busy = False
+                    attempts += 1
+                    if not first_ms:
+                        first_ms = int(time.time() * 1000)
+                    t0 = time.perf_counter()
+                    try:
+                        result = await self._sender.send(alert, ch.spec, key)
+                    except DeliveryError as exc:
+                        err: DeliveryError | None = exc
+                    else:
+                        err = None
+                    took = time.perf_counter() - t0
+            if busy:
+                # Another worker holds the claim (rebalance): wait until it delivers or its claim expires.
+                await asyncio.sleep(0.5)
+                continue
+            m.SEND_LATENCY.labels(tenant, name).observe(took)
+            if err is None:
+                ch.breaker.record_success()
+                m.CIRCUIT_STATE.labels(tenant, name).set(0)
+                if not await self._redis_retry(claims.mark_delivered, key):
+                    logger.warning("claim on %s had expired before the delivered mark", key)
+                m.ATTEMPTS.labels(tenant, name, "delivered").inc()
+                m.OUTCOMES.labels(tenant, name, "delivered").inc()
+                m.DELIVERY_LATENCY.labels(tenant, name).observe(max(0.0, time.time() - ctx.produced_s))
+                self._log(
+                    alert,
+                    "delivered",
+                    name,
+                    attempt=attempts,
+                    status_code=result.status,
+                    latency_ms=round(took * 1000, 2),
+                )
+                return Outcome.DELIVERED
+            last_status, last_detail = err.status, err.reason
+            if isinstance(err, SetupError) or (err.status is not None and not err.retryable):
+                ch.breaker.record_neutral()
+            else:
+                ch.breaker.record_failure(time.monotonic())
+            m.CIRCUIT_STATE.labels(tenant, name).set(ch.breaker.state.value)
+            decision = decide_retry(
+                attempts=attempts,
+                retryable=err.retryable,
+                retry_after=err.retry_after,
+                age=time.time() - ctx.origin_s,
+                budget=ch.budget,
+                rand=self._rand,
+            )
+            if not decision.retry:
+                m.ATTEMPTS.labels(tenant, name, "failed").inc()
+                why = err.reason if not err.retryable else f"{decision.reason}; last error: {err.reason}"
+                return await self._give_up(
+                    alert, name, key, why, attempts, last_status, last_detail, first_ms, latency=took
+                )
+            m.ATTEMPTS.labels(tenant, name, "retry").inc()
+            m.RETRIES.labels(tenant, name).inc()
+            self._log(
+                alert,
+                "retry",
+                name,
+                attempt=attempts,
+                status_code=err.status,
+                latency_ms=round(took * 1000, 2),
+                reason=f"{err.reason} ({decision.reason})",
+                delay_s=round(decision.delay, 3),
+            )
+            await asyncio.sleep(decision.delay)
+
+    async def _give_up(
+        self,
+        alert: Alert,
+        name: str,
+        key: str,
+        reason: str,
+        attempts: int,
+        last_status: int | None,
+        last_detail: str,
+        first_ms: int,
+        latency: float | None = None,
+    ) -> Outcome:
+        cfg = self.config
+        now_ms = int(time.time() * 1000)
+        dl = DeadLetter(
+            alert=alert.model_dump(mode="json", by_alias=True),
+            channel=name,
+            delivery_key=key,
+            reason=reason,
+            attempts=attempts,
+            last_status=last_status,
+            last_response=last_detail,
+            first_attempt_ms=first_ms or now_ms,
+            dead_at_ms=now_ms,
+            pipeline=cfg.pipeline,
+            tenant=cfg.tenant,
+        )
+        await self._publish_until_acked(cfg.kafka.topics.dead_letter, key, dl.to_json(), dl.headers())
+        assert self._claims is not None  # noqa: S101
+        await self._redis_retry(self._claims.mark_dead, key)
+        m.DEAD_LETTERS.labels(cfg.tenant, name).inc()
+        m.OUTCOMES.labels(cfg.tenant, name, "dead_lettered").inc()
+        self._log(
+            alert,
+            "dead_lettered",
+            name,
+            attempt=attempts,
+            status_code=last_status,
+            reason=reason,
+            latency_ms=round(latency * 1000, 2) if latency is not None else None,
+        )
+        logger.info("dead-lettered %s after %d attempts: %s", key, attempts, reason)
+        return Outcome.DEAD
+
+    async def _dead_letter_invalid(self, value: bytes, key: bytes | None, reason: str) -> None:
+        cfg = self.config
+        now_ms = int(time.time() * 1000)
+        dl = DeadLetter(
+            alert={},
+            channel="",
+            delivery_key="",
+            reason=reason,
+            attempts=0,
+            last_status=None,
+            last_response="",
+            first_attempt_ms=now_ms,
+            dead_at_ms=now_ms,
+            pipeline=cfg.pipeline,
+            tenant=cfg.tenant,
+            extra={"raw": value[:4096].decode("utf-8", errors="replace")},
+        )
+        await self._publish_until_acked(cfg.kafka.topics.dead_letter, key or b"", dl.to_json(), dl.headers())
+        logger.warning("invalid message on the alerts topic dead-lettered: %s", reason)
+
+    async def _publish_until_acked(
+        self, topic: str, key: bytes | str, value: bytes, headers: Any
+    ) -> None:
+        assert self._producer is not None  # noqa: S101
+        delay = 0.2
+        while True:
+            try:
+                await self._producer.send(topic, key, value, headers)
+                return
+            except KafkaException as exc:
+                logger.warning("dead-letter write to %s failed, retrying in %.1fs: %s", topic, delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _redis_retry(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Redis is required for the claim: while it is away the delivery waits (it stays non-terminal)."""
+        delay = 0.1
+        while True:
+            try:
+                return await fn(*args, **kw)
+            except (
+                redis.exceptions.ConnectionError,
+                redis.exceptions.TimeoutError,
+                redis.exceptions.BusyLoadingError,
+                redis.exceptions.TryAgainError,
+            ) as exc:
+                logger.warning("redis unavailable (%s), retrying in %.1fs", type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+def _header(headers: list[tuple[str, bytes | None]] | None, name: str) -> str | None:
+    for k, v in headers or ():
+        if k == name:
+            return v.decode() if v is not None else ""
+    return None
