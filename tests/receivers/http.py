@@ -158,7 +158,7 @@ class HttpReceiver:
         await self._site.start()
         server = self._site._server
         assert server is not None
-        self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
     async def down(self) -> None:
         """Stop listening: clients get connection refused on this port until ``up()``."""

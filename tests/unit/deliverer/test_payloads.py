@@ -118,7 +118,7 @@ def test_email_message() -> None:
         "169.254.169.254",
         "::1",
         "fe80::1",
-        "0.0.0.0",
+        "0.0.0.0",  # noqa: S104 - the address under test
         "::ffff:127.0.0.1",
         "fd00::1",
         "224.0.0.1",
