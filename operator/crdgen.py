@@ -89,7 +89,8 @@ def _deref(node: JSON, defs: dict[str, JSON]) -> tuple[JSON, str | None]:
 
 def _convert(node: JSON, defs: dict[str, JSON], def_name: str | None = None) -> JSON:
     node, ref_name = _deref(node, defs)
-    def_name = ref_name or def_name
+    if ref_name is not None:
+        def_name = ref_name
     any_of = node.get("anyOf")
     if isinstance(any_of, list):
         rest = [n for n in any_of if n.get("type") != "null"]
@@ -136,10 +137,10 @@ def _convert(node: JSON, defs: dict[str, JSON], def_name: str | None = None) -> 
             out["properties"] = {}
             for k, v in props.items():
                 out["properties"][k] = _convert(v, defs)
-                key = LIST_MAP_KEYS.get((def_name or "", k))
-                if key is not None:
+                map_key = LIST_MAP_KEYS.get((def_name or "", k))
+                if map_key is not None:
                     out["properties"][k]["x-kubernetes-list-type"] = "map"
-                    out["properties"][k]["x-kubernetes-list-map-keys"] = [key]
+                    out["properties"][k]["x-kubernetes-list-map-keys"] = [map_key]
             required = [r for r in node.get("required", []) if r in props]
             if required:
                 out["required"] = required

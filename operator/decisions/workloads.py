@@ -81,7 +81,7 @@ def labels(pipeline: str, component: str | None = None) -> dict[str, str]:
     return out
 
 
-def deployment_name(pipeline: str, role: Role) -> str:
+def deployment_name(pipeline: str, role: str) -> str:
     return f"{pipeline}-{role}"
 
 

@@ -1,0 +1,209 @@
+"""``alertpipe operator``: run the Kopf operator (watches, reconciler, admission webhook, probes, metrics)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import random
+from typing import Any
+
+import kopf
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from alertpipe.operator.handlers import register
+from alertpipe.operator.kube import Kube, load_client
+from alertpipe.operator.models import ROLES
+from alertpipe.operator.reconciler import OperatorSettings, Reconciler
+
+__all__ = ["add_arguments", "run"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IMAGE = "ghcr.io/alertpipe/alertpipe:0.1.0"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    g = parser.add_argument_group("scope")
+    g.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch only this namespace (repeatable; glob patterns allowed); default: all namespaces",
+    )
+    g.add_argument(
+        "--kubeconfig",
+        default=env("KUBECONFIG"),
+        help="kubeconfig file (default: $KUBECONFIG, else in-cluster)",
+    )
+    g = parser.add_argument_group("workers")
+    g.add_argument(
+        "--image",
+        default=env("ALERTPIPE_WORKER_IMAGE", DEFAULT_IMAGE),
+        help="worker image for every role (env ALERTPIPE_WORKER_IMAGE; default %(default)s)",
+    )
+    for role in ROLES:
+        g.add_argument(
+            f"--{role}-image",
+            default=env(f"ALERTPIPE_{role.upper()}_IMAGE"),
+            help=f"image override for the {role} (env ALERTPIPE_{role.upper()}_IMAGE)",
+        )
+    g = parser.add_argument_group("endpoints")
+    g.add_argument(
+        "--bind",
+        default=env("ALERTPIPE_OPERATOR_BIND", "0.0.0.0"),  # noqa: S104 - a pod listens on its own IP
+        help="address for probes and metrics",
+    )
+    g.add_argument(
+        "--health-port", type=int, default=8081, help="/healthz and /readyz (0 disables; default 8081)"
+    )
+    g.add_argument(
+        "--metrics-port", type=int, default=9090, help="Prometheus /metrics (0 disables; default 9090)"
+    )
+    g = parser.add_argument_group("admission webhook (validates AlertRules and AlertPipelines)")
+    g.add_argument(
+        "--webhook-port",
+        type=int,
+        default=0,
+        help="HTTPS port of the webhook server (0: no webhook; chart: 9443)",
+    )
+    g.add_argument(
+        "--webhook-addr",
+        default="0.0.0.0",  # noqa: S104 - a pod listens on its own IP
+        help="address the webhook server listens on",
+    )
+    g.add_argument("--webhook-host", default=None, help="host name in the webhook URL (managed mode)")
+    g.add_argument("--webhook-cert", default=None, help="TLS certificate file (PEM); e.g. from cert-manager")
+    g.add_argument("--webhook-key", default=None, help="TLS private key file (PEM)")
+    g.add_argument("--webhook-ca", default=None, help="CA bundle file for caBundle (managed mode)")
+    g.add_argument(
+        "--webhook-manage",
+        default=None,
+        metavar="NAME",
+        help="let the operator create/patch ValidatingWebhookConfiguration NAME itself (else the chart does)",
+    )
+    g = parser.add_argument_group("high availability")
+    g.add_argument(
+        "--peering",
+        default=env("ALERTPIPE_PEERING"),
+        metavar="NAME",
+        help="Kopf peering object name: replicas with the same NAME run one at a time (needs kopf.dev CRDs)",
+    )
+    g.add_argument(
+        "--priority", type=int, default=None, help="peering priority (default: random per process)"
+    )
+    g = parser.add_argument_group("tuning")
+    g.add_argument(
+        "--rule-debounce", type=float, default=0.2, help="seconds to gather rule edits (default 0.2)"
+    )
+    g.add_argument("--resync", type=float, default=300.0, help="seconds between full resyncs (default 300)")
+    g.add_argument("--concurrency", type=int, default=8, help="reconciles running at once (default 8)")
+
+
+async def _serve(rec: Reconciler, bind: str, health_port: int, metrics_port: int) -> list[web.AppRunner]:
+    started = asyncio.get_running_loop().time()
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        # Ready once the watches have listed everything (or a few seconds passed with nothing to list).
+        ok = rec.queue.ready.is_set() or asyncio.get_running_loop().time() - started > 5
+        return web.Response(status=200 if ok else 503, text="ready\n" if ok else "listing\n")
+
+    async def metrics_view(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    runners = []
+    for port, routes in (
+        (health_port, [web.get("/healthz", healthz), web.get("/readyz", readyz)]),
+        (metrics_port, [web.get("/metrics", metrics_view)]),
+    ):
+        if not port:
+            continue
+        app = web.Application()
+        app.add_routes(routes)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, bind, port).start()
+        runners.append(runner)
+    return runners
+
+
+def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.OperatorSettings, Reconciler]:
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    role_images: dict[str, str] = {
+        r: getattr(args, f"{r}_image") for r in ROLES if getattr(args, f"{r}_image")
+    }
+    rec = Reconciler(
+        Kube(load_client(args.kubeconfig)),
+        OperatorSettings(
+            image=args.image,
+            role_images=role_images,
+            rule_debounce=args.rule_debounce,
+            resync=args.resync,
+            concurrency=args.concurrency,
+        ),
+    )
+    registry = kopf.OperatorRegistry()
+    register(registry, rec)
+    tasks: list[asyncio.Task[None]] = []
+    runners: list[web.AppRunner] = []
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        return kopf.login_via_client(**kwargs)
+
+    @kopf.on.startup(registry=registry)
+    async def start(**_: Any) -> None:
+        tasks.append(asyncio.create_task(rec.queue.run(), name="reconcile-queue"))
+        tasks.append(asyncio.create_task(rec.resync_loop(), name="resync"))
+        runners.extend(await _serve(rec, args.bind, args.health_port, args.metrics_port))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(**_: Any) -> None:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await rec.queue.stop()
+        for r in runners:
+            await r.cleanup()
+
+    settings = kopf.OperatorSettings()
+    settings.posting.enabled = False  # the reconciler posts its own, decision-level Events
+    settings.persistence.finalizer = "alertpipe.io/topics"
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    if args.webhook_port:
+        settings.admission.server = kopf.WebhookServer(
+            addr=args.webhook_addr,
+            port=args.webhook_port,
+            host=args.webhook_host,
+            certfile=args.webhook_cert,
+            pkeyfile=args.webhook_key,
+            cafile=args.webhook_ca,
+        )
+        if args.webhook_manage:
+            settings.admission.managed = args.webhook_manage
+    return registry, settings, rec
+
+
+def run(args: argparse.Namespace) -> int:
+    registry, settings, _ = build(args)
+    peering = args.peering
+    kopf.run(
+        registry=registry,
+        settings=settings,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        standalone=not peering,
+        peering_name=peering,
+        priority=args.priority if args.priority is not None else random.randint(1, 1_000_000),  # noqa: S311
+    )
+    return 0

@@ -1,0 +1,123 @@
+"""Kopf registrations: watches feed the Reconciler, admission webhooks validate, deletion cleans topics.
+
+Handlers stay thin: they hand bodies to the Reconciler (which schedules the real work) or call the
+pure validators. AlertRules and AlertPipelines are fed through Kopf *indexers* on purpose: Kopf holds
+every handler until all indexed kinds are fully listed, so the first reconcile after a restart sees
+every rule and writes nothing that was already right.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from alertpipe.operator.decisions.topics import desired_topics
+from alertpipe.operator.decisions.validation import errors_text, validate_pipeline_spec, validate_rule
+from alertpipe.operator.kafka_admin import KafkaAdminError
+from alertpipe.operator.models import GROUP, PIPELINE_PLURAL, RULE_PLURAL, VERSION
+from alertpipe.operator.reconciler import Reconciler
+
+__all__ = ["RULE_WEBHOOK_ID", "PIPELINE_WEBHOOK_ID", "register"]
+
+logger = logging.getLogger(__name__)
+
+RULE_WEBHOOK_ID = "validate-alertrule"
+PIPELINE_WEBHOOK_ID = "validate-alertpipeline"
+MANAGED = {"app.kubernetes.io/managed-by": "alertpipe-operator"}
+
+
+def _deletes_topics(spec: kopf.Spec, **_: Any) -> bool:
+    return bool(spec.get("deletionPolicy") == "Delete")
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    return {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind"),
+        "metadata": dict(body.metadata),
+        "spec": dict(body.spec),
+        "status": dict(body.status),
+    }
+
+
+def register(registry: kopf.OperatorRegistry, rec: Reconciler) -> None:
+    """Attach every handler to ``registry``, bound to ``rec``."""
+
+    @kopf.index(GROUP, VERSION, PIPELINE_PLURAL, registry=registry)
+    def pipelines_feed(body: kopf.Body, **_: Any) -> None:
+        rec.pipeline_seen(_plain(body))
+
+    @kopf.index(GROUP, VERSION, RULE_PLURAL, registry=registry)
+    def rules_feed(body: kopf.Body, **_: Any) -> None:
+        rec.rule_seen(_plain(body))
+
+    @kopf.on.event(GROUP, VERSION, PIPELINE_PLURAL, registry=registry)
+    def pipeline_event(type: str, name: str, namespace: str | None, **_: Any) -> None:
+        rec.queue.ready.set()
+        if type == "DELETED":
+            rec.pipeline_gone(namespace or "", name)
+
+    @kopf.on.event(GROUP, VERSION, RULE_PLURAL, registry=registry)
+    def rule_event(type: str, name: str, namespace: str | None, **_: Any) -> None:
+        rec.queue.ready.set()
+        if type == "DELETED":
+            rec.rule_gone(namespace or "", name)
+
+    @kopf.on.event("apps", "v1", "deployments", labels=MANAGED, registry=registry)
+    def deployment_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+        rec.deployment_seen(_plain(body), deleted=type == "DELETED")
+
+    @kopf.on.delete(GROUP, VERSION, PIPELINE_PLURAL, when=_deletes_topics, registry=registry)
+    async def delete_topics(spec: kopf.Spec, name: str, namespace: str | None, **_: Any) -> None:
+        namespace = namespace or ""
+        parsed, errors = validate_pipeline_spec(dict(spec))
+        if parsed is None:
+            logger.warning(
+                "%s/%s: spec invalid, cannot tell its topics; keeping them: %s",
+                namespace,
+                name,
+                errors_text(errors),
+            )
+            return
+        names = [w.name for w in desired_topics(namespace, name, parsed.kafka)]
+        try:
+            options = await rec._kafka_options(namespace, parsed)  # noqa: SLF001 - same package
+            admin = rec.admins.get(parsed.kafka.bootstrap_servers, options)
+            import asyncio
+
+            gone = await asyncio.to_thread(admin.delete, names)
+        except KafkaAdminError as exc:
+            raise kopf.TemporaryError(f"deleting topics: {exc}", delay=10) from None
+        logger.info("%s/%s: deleted topics %s (deletionPolicy: Delete)", namespace, name, ", ".join(gone))
+
+    @kopf.on.validate(
+        GROUP, VERSION, RULE_PLURAL, id=RULE_WEBHOOK_ID, operations=["CREATE", "UPDATE"], registry=registry
+    )
+    def validate_alertrule(body: kopf.Body, name: str | None, namespace: str | None, **_: Any) -> None:
+        labels = dict(body.metadata.labels)
+        channels = None
+        # Check channel names against the pipelines of the namespace that will select this rule.
+        from alertpipe.operator.decisions.selector import matches
+
+        for p in rec.store.pipelines_in(namespace or ""):
+            pspec, _errs = validate_pipeline_spec(p.get("spec"))
+            if pspec is not None and matches(pspec.rule_selector, labels):
+                channels = (channels or []) + list(pspec.channels)
+        verdict = validate_rule(name or "rule", body.get("spec"), channels)
+        if not verdict.valid:
+            raise kopf.AdmissionError(f"AlertRule {name}: {verdict.message}", code=422)
+
+    @kopf.on.validate(
+        GROUP,
+        VERSION,
+        PIPELINE_PLURAL,
+        id=PIPELINE_WEBHOOK_ID,
+        operations=["CREATE", "UPDATE"],
+        registry=registry,
+    )
+    def validate_alertpipeline(body: kopf.Body, name: str | None, **_: Any) -> None:
+        spec, errors = validate_pipeline_spec(body.get("spec"))
+        if spec is None:
+            raise kopf.AdmissionError(f"AlertPipeline {name}: {errors_text(errors)}", code=422)

@@ -1,0 +1,565 @@
+"""The reconcile loop: observed AlertPipelines and AlertRules in, topics, config, workloads and status out.
+
+Kopf feeds the ``Store`` (watch events) and the ``WorkQueue`` schedules one reconcile per pipeline and
+one rule-status pass per namespace. Each reconcile reads the desired state from the pure decisions and
+writes only what differs from the live objects, so a resync or an operator restart writes nothing.
+Transient failures (Kafka down, 409, 5xx) retry with capped, jittered backoff; an impossible spec
+stops with a permanent reason in status until the spec changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from alertpipe.operator import metrics
+from alertpipe.operator.decisions.compile import CONFIG_KEY, compile_config, config_map_name
+from alertpipe.operator.decisions.conditions import Observed, Want, merge_conditions, pipeline_conditions
+from alertpipe.operator.decisions.killswitches import active_switches, describe_active, next_expiry
+from alertpipe.operator.decisions.selector import matches
+from alertpipe.operator.decisions.topics import desired_topics, plan_topics
+from alertpipe.operator.decisions.validation import (
+    RuleVerdict,
+    errors_text,
+    validate_pipeline_spec,
+    validate_rule,
+)
+from alertpipe.operator.decisions.workloads import (
+    DESIRED_HASH,
+    Owner,
+    deployment_name,
+    desired_config_map,
+    desired_objects,
+    needs_update,
+)
+from alertpipe.operator.kafka_admin import AdminPool, KafkaAdminError
+from alertpipe.operator.kube import Kube, KubeError
+from alertpipe.operator.models import ROLES, AlertPipelineSpec
+from alertpipe.operator.queue import WorkQueue
+from alertpipe.workers.config.models import ChannelSpec, RuleEntry
+
+__all__ = ["OperatorSettings", "Reconciler", "Store"]
+
+logger = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+Key = Hashable  # (kind, namespace, name); kind "pipeline" or "rules" (name "")
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    image: str = "alertpipe:latest"
+    role_images: Mapping[str, str] = field(default_factory=dict)
+    rule_debounce: float = 0.2  # seconds a rule change waits for more changes
+    resync: float = 300.0  # seconds between full resyncs
+    concurrency: int = 8
+
+
+def _essence(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    meta = body.get("metadata", {})
+    return (
+        meta.get("uid"),
+        meta.get("generation"),
+        tuple(sorted((meta.get("labels") or {}).items())),
+        meta.get("deletionTimestamp"),
+    )
+
+
+class Store:
+    """The operator's view of the cluster, fed by Kopf's watches (plain dicts, latest seen)."""
+
+    def __init__(self) -> None:
+        self.pipelines: dict[tuple[str, str], JSON] = {}
+        self.rules: dict[tuple[str, str], JSON] = {}
+        self.deployments: dict[tuple[str, str], JSON] = {}
+        # pipeline -> (revision, names of the rules live in it)
+        self.compiled: dict[tuple[str, str], tuple[str, frozenset[str]]] = {}
+
+    def put(self, table: dict[tuple[str, str], JSON], body: Mapping[str, Any]) -> bool:
+        """Store ``body``; True when its essence (uid, generation, labels, deletion) changed."""
+        meta = body.get("metadata", {})
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        old = table.get(key)
+        table[key] = dict(body)
+        return old is None or _essence(old) != _essence(body)
+
+    def rules_in(self, namespace: str) -> list[JSON]:
+        return [b for (ns, _), b in sorted(self.rules.items()) if ns == namespace]
+
+    def pipelines_in(self, namespace: str) -> list[JSON]:
+        return [b for (ns, _), b in sorted(self.pipelines.items()) if ns == namespace]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _backoff(attempt: int) -> float:
+    return float(random.uniform(0.5, 1.0) * min(60.0, 0.5 * 2.0 ** min(attempt, 10)))  # noqa: S311 - jitter only
+
+
+def _strip_status_noise(status: Mapping[str, Any] | None) -> JSON:
+    return dict(status or {})
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, settings: OperatorSettings, admins: AdminPool | None = None) -> None:
+        self.kube = kube
+        self.settings = settings
+        self.admins = admins or AdminPool()
+        self.store = Store()
+        self.queue = WorkQueue(self._work, concurrency=settings.concurrency)
+        self._failures: dict[Key, int] = {}
+        self._verdicts: dict[tuple[Any, ...], RuleVerdict] = {}
+        self._secrets_cache: dict[tuple[str, str], JSON] = {}
+
+    # --- inputs from Kopf -------------------------------------------------------------------
+
+    def pipeline_seen(self, body: Mapping[str, Any]) -> None:
+        if self.store.put(self.store.pipelines, body):
+            meta = body["metadata"]
+            self.queue.schedule(("pipeline", meta["namespace"], meta["name"]), 0.0)
+            self.queue.schedule(("rules", meta["namespace"], ""), self.settings.rule_debounce)
+        metrics.PIPELINES.set(len(self.store.pipelines))
+
+    def pipeline_gone(self, namespace: str, name: str) -> None:
+        self.store.pipelines.pop((namespace, name), None)
+        self.store.compiled.pop((namespace, name), None)
+        self.queue.schedule(("rules", namespace, ""), self.settings.rule_debounce)
+        metrics.PIPELINES.set(len(self.store.pipelines))
+
+    def rule_seen(self, body: Mapping[str, Any]) -> None:
+        if self.store.put(self.store.rules, body):
+            self._rule_changed(body["metadata"]["namespace"])
+        metrics.RULES.set(len(self.store.rules))
+
+    def rule_gone(self, namespace: str, name: str) -> None:
+        self.store.rules.pop((namespace, name), None)
+        self._rule_changed(namespace)
+        metrics.RULES.set(len(self.store.rules))
+
+    def _rule_changed(self, namespace: str) -> None:
+        for p in self.store.pipelines_in(namespace):
+            self.queue.schedule(("pipeline", namespace, p["metadata"]["name"]), self.settings.rule_debounce)
+        self.queue.schedule(("rules", namespace, ""), self.settings.rule_debounce)
+
+    def deployment_seen(self, body: Mapping[str, Any], deleted: bool = False) -> None:
+        meta = body.get("metadata", {})
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        old = self.store.deployments.get(key)
+        if deleted:
+            self.store.deployments.pop(key, None)
+        else:
+            self.store.deployments[key] = dict(body)
+        pipeline = (meta.get("labels") or {}).get("alertpipe.io/pipeline")
+        if not pipeline or (key[0], pipeline) not in self.store.pipelines:
+            return
+
+        def brief(b: Mapping[str, Any] | None) -> Any:
+            if b is None:
+                return None
+            return (
+                b.get("status", {}).get("availableReplicas"),
+                b.get("spec", {}).get("replicas"),
+                (b.get("metadata", {}).get("annotations") or {}).get(DESIRED_HASH),
+            )
+
+        if deleted or brief(old) != brief(body):
+            self.queue.schedule(("pipeline", key[0], pipeline), 0.05)
+
+    def resync_all(self) -> None:
+        for ns, name in list(self.store.pipelines):
+            self.queue.schedule(("pipeline", ns, name), random.uniform(0, 5))  # noqa: S311 - spread only
+
+    async def resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync)
+            self.resync_all()
+
+    # --- the work ---------------------------------------------------------------------------
+
+    async def _work(self, key: Key) -> float | None:
+        assert isinstance(key, tuple)  # noqa: S101 - only this module schedules keys
+        kind, namespace, name = key
+        label = "AlertPipeline" if kind == "pipeline" else "AlertRule"
+        t0 = time.perf_counter()
+        try:
+            if kind == "pipeline":
+                again = await self.reconcile_pipeline(namespace, name)
+            else:
+                again = await self.reconcile_rule_statuses(namespace)
+        except (KubeError, KafkaAdminError, OSError) as exc:
+            attempt = self._failures.get(key, 0)
+            self._failures[key] = attempt + 1
+            reason = f"http{exc.status}" if isinstance(exc, KubeError) else type(exc).__name__
+            metrics.RECONCILES.labels(kind=label, result="error").inc()
+            metrics.ERRORS.labels(kind=label, reason=reason).inc()
+            delay = 0.1 if isinstance(exc, KubeError) and exc.status == 409 else _backoff(attempt)
+            logger.warning("reconcile %s/%s (%s): %s; retrying in %.1f s", namespace, name, kind, exc, delay)
+            return delay
+        finally:
+            metrics.RECONCILE_SECONDS.labels(kind=label).observe(time.perf_counter() - t0)
+        self._failures.pop(key, None)
+        metrics.RECONCILES.labels(kind=label, result="ok").inc()
+        return again
+
+    async def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """A Kubernetes Event about ``obj`` (best effort: a failed Event never fails a reconcile)."""
+        meta = obj["metadata"]
+        now = _now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        ev = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", "alertpipe.io/v1alpha1"),
+                "kind": obj.get("kind", "AlertPipeline"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "alertpipe-operator"},
+            "reportingComponent": "alertpipe-operator",
+            "firstTimestamp": now[:19] + "Z",
+            "lastTimestamp": now[:19] + "Z",
+            "count": 1,
+        }
+        metrics.EVENTS.labels(reason=reason).inc()
+        try:
+            await self.kube.create(ev)
+        except KubeError as exc:
+            logger.warning(
+                "could not post Event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc
+            )
+
+    async def _kafka_options(self, namespace: str, spec: AlertPipelineSpec) -> dict[str, str]:
+        options = dict(spec.kafka.client_options)
+        ref = spec.kafka.credentials_secret_ref
+        if ref is not None:
+            secret = await self.kube.get("Secret", namespace, ref.name)
+            if secret is None:
+                raise KafkaAdminError(f"spec.kafka.credentialsSecretRef: Secret {ref.name!r} not found")
+            import base64
+
+            data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+            for k in ("sasl.username", "sasl.password", "sasl.mechanism", "security.protocol"):
+                if k in data:
+                    options[k] = data[k]
+            options.setdefault("security.protocol", "SASL_SSL")
+            options.setdefault("sasl.mechanism", "SCRAM-SHA-512")
+        return options
+
+    def _verdict(self, rule: Mapping[str, Any], channels: list[ChannelSpec] | None) -> RuleVerdict:
+        meta = rule["metadata"]
+        ckey = tuple(c.model_dump_json() for c in channels) if channels is not None else None
+        key = (
+            meta.get("uid"),
+            meta.get("generation"),
+            meta.get("resourceVersion") if not meta.get("generation") else 0,
+            ckey,
+        )
+        hit = self._verdicts.get(key)
+        if hit is None:
+            hit = validate_rule(meta["name"], rule.get("spec"), channels)
+            if len(self._verdicts) > 50_000:
+                self._verdicts.clear()
+            self._verdicts[key] = hit
+        return hit
+
+    async def reconcile_pipeline(self, namespace: str, name: str) -> float | None:
+        body = self.store.pipelines.get((namespace, name))
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        meta = body["metadata"]
+        generation = meta.get("generation")
+        status = _strip_status_noise(body.get("status"))
+        prev_conditions = list(status.get("conditions") or [])
+        now = _now()
+        spec, errors = validate_pipeline_spec(body.get("spec"))
+        if spec is None:
+            message = errors_text(errors)
+            await self._write_status(
+                body, status, Observed(spec_errors=message), now, {"observedGeneration": generation}
+            )
+            if not any(
+                c.get("reason") == "InvalidSpec" and c.get("message") == message for c in prev_conditions
+            ):
+                await self.event(body, "Warning", "InvalidSpec", message)
+            metrics.RECONCILES.labels(kind="AlertPipeline", result="invalid").inc()
+            return None
+
+        owner = Owner(namespace, name, meta["uid"])
+        retry: float | None = None
+
+        # 1. topics
+        want = desired_topics(namespace, name, spec.kafka)
+        topics_error = ""
+        refused: tuple[tuple[str, int, int], ...] = ()
+        try:
+            options = await self._kafka_options(namespace, spec)
+            admin = self.admins.get(spec.kafka.bootstrap_servers, options)
+            seen = await asyncio.to_thread(admin.observe, [w.name for w in want])
+            plan = plan_topics(want, seen)
+            done = await asyncio.to_thread(admin.apply, plan) if plan.changes else []
+            refused = tuple(plan.refused_shrinks)
+            known = set((status.get("topics") or {}).values())
+            for line in done:
+                reason = (
+                    "TopicCreated"
+                    if line.startswith("created")
+                    else ("PartitionsGrown" if line.startswith("grew") else "TopicConfigured")
+                )
+                await self.event(body, "Normal", reason, line)
+            for topic in plan.adopt:
+                if topic not in known and not any(topic in d for d in done):
+                    await self.event(body, "Normal", "TopicAdopted", f"adopted existing topic {topic}")
+        except KafkaAdminError as exc:
+            topics_error = str(exc)
+            attempt = self._failures.get(("pipeline", namespace, name), 0)
+            self._failures[("pipeline", namespace, name)] = attempt + 1
+            retry = _backoff(attempt)
+
+        # 2. rules -> config
+        entries: list[RuleEntry] = []
+        invalid: list[str] = []
+        for rule in self.store.rules_in(namespace):
+            if not matches(spec.rule_selector, rule["metadata"].get("labels") or {}):
+                continue
+            verdict = self._verdict(rule, list(spec.channels))
+            if verdict.valid and verdict.spec is not None:
+                entries.append(RuleEntry(name=rule["metadata"]["name"], spec=verdict.spec))
+            else:
+                invalid.append(f"{rule['metadata']['name']}: {verdict.message}")
+        config = compile_config(namespace, name, spec, entries, now)
+        cm = desired_config_map(owner, config)
+        live_cm = await self.kube.get("ConfigMap", namespace, cm["metadata"]["name"])
+        if live_cm is None:
+            await self.kube.create(cm)
+            await self.event(
+                body, "Normal", "ConfigCreated", f"config revision {config.revision}: {len(entries)} rule(s)"
+            )
+        elif (live_cm.get("data") or {}).get(CONFIG_KEY) != cm["data"][CONFIG_KEY]:
+            cm["metadata"]["resourceVersion"] = live_cm["metadata"]["resourceVersion"]
+            await self.kube.replace(cm)
+            await self.event(
+                body, "Normal", "ConfigUpdated", f"config revision {config.revision}: {len(entries)} rule(s)"
+            )
+        self.store.compiled[(namespace, name)] = (config.revision, frozenset(e.name for e in entries))
+
+        # 3. workloads
+        desired = desired_objects(owner, spec, self.settings.image, self.settings.role_images)
+        live_deployments: dict[str, JSON] = {}
+        for obj in desired:
+            live = await self._apply(obj)
+            if obj["kind"] == "Deployment":
+                live_deployments[obj["metadata"]["name"]] = live
+        for role in ROLES:
+            if not getattr(spec, role).enabled:
+                dname = deployment_name(name, role)
+                if await self.kube.get("Deployment", namespace, dname) is not None:
+                    await self.kube.delete("Deployment", namespace, dname)
+                    await self.event(
+                        body, "Normal", "WorkloadRemoved", f"{role} disabled: deleted Deployment {dname}"
+                    )
+        if not spec.ingestor.enabled and await self.kube.get(
+            "Service", namespace, deployment_name(name, "ingestor")
+        ):
+            await self.kube.delete("Service", namespace, deployment_name(name, "ingestor"))
+
+        desired_replicas: dict[str, int] = {
+            r: getattr(spec, r).replicas for r in ROLES if getattr(spec, r).enabled
+        }
+        available: dict[str, int] = {}
+        for r in desired_replicas:
+            dep = self.store.deployments.get((namespace, deployment_name(name, r))) or live_deployments.get(
+                deployment_name(name, r), {}
+            )
+            fresh = live_deployments.get(deployment_name(name, r), {})
+            rv_store = int((dep.get("metadata") or {}).get("resourceVersion") or 0)
+            rv_fresh = int((fresh.get("metadata") or {}).get("resourceVersion") or 0)
+            newest = dep if rv_store >= rv_fresh else fresh
+            available[r] = int((newest.get("status") or {}).get("availableReplicas") or 0)
+
+        # 4. kill switches and status
+        active = active_switches(spec.kill_switches, now)
+        lines = tuple(describe_active(active))
+        all_lines = tuple(describe_active(spec.kill_switches))
+        expired = tuple(x for x in all_lines if x not in lines)
+        observed = Observed(
+            topics_error=topics_error,
+            refused_shrinks=refused,
+            rules_valid=len(entries),
+            rules_invalid=tuple(invalid),
+            desired_replicas=dict(desired_replicas),
+            available_replicas=dict(available),
+            kill_switches=lines,
+            expired_switches=expired,
+        )
+        extra = {
+            "observedGeneration": generation,
+            "revision": config.revision,
+            "configMap": config_map_name(name),
+            "rules": {
+                "valid": len(entries),
+                "invalid": len(invalid),
+                "disabled": sum(1 for e in entries if any(d.name == e.name for d in active.disabled_rules)),
+            },
+            "invalidRules": sorted(i.split(":", 1)[0] for i in invalid),
+            "topics": {w.purpose: w.name for w in want},
+            "replicas": {
+                r: {"desired": n, "available": available.get(r, 0)} for r, n in desired_replicas.items()
+            },
+        }
+        new_conditions = await self._write_status(body, status, observed, now, extra)
+        await self._transition_events(body, prev_conditions, new_conditions)
+
+        expiry = next_expiry(spec.kill_switches, now)
+        if expiry is not None:
+            until = (expiry - now).total_seconds() + 0.05
+            retry = until if retry is None else min(retry, until)
+        return retry
+
+    async def _apply(self, obj: JSON) -> JSON:
+        meta = obj["metadata"]
+        live = await self.kube.get(obj["kind"], meta["namespace"], meta["name"])
+        if live is None:
+            try:
+                return await self.kube.create(obj)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+                live = await self.kube.get(obj["kind"], meta["namespace"], meta["name"])
+                if live is None:
+                    raise
+        if not needs_update(obj, live):
+            return live
+        body = {**obj, "metadata": dict(meta)}
+        live_meta = live["metadata"]
+        body["metadata"]["resourceVersion"] = live_meta["resourceVersion"]
+        body["metadata"]["annotations"] = {
+            **(live_meta.get("annotations") or {}),
+            **meta.get("annotations", {}),
+        }
+        body["metadata"]["labels"] = {**(live_meta.get("labels") or {}), **meta.get("labels", {})}
+        if obj["kind"] == "Service":
+            spec = dict(body["spec"])
+            for k in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+                if k in live.get("spec", {}):
+                    spec[k] = live["spec"][k]
+            body["spec"] = spec
+        logger.info("updating %s %s/%s", obj["kind"], meta["namespace"], meta["name"])
+        return await self.kube.replace(body)
+
+    async def _write_status(
+        self, body: Mapping[str, Any], status: JSON, observed: Observed, now: datetime, extra: JSON
+    ) -> list[JSON]:
+        wants: list[Want] = pipeline_conditions(observed)
+        conditions = merge_conditions(
+            status.get("conditions") or [], wants, now, extra.get("observedGeneration")
+        )
+        new_status = {**status, **extra, "conditions": conditions}
+        if new_status != status:
+            meta = body["metadata"]
+            patched = await self.kube.merge_patch(
+                "AlertPipeline", meta["namespace"], meta["name"], {"status": new_status}, sub="status"
+            )
+            # Keep the store current, so the next reconcile compares against what we wrote.
+            stored = self.store.pipelines.get((meta["namespace"], meta["name"]))
+            if stored is not None and stored["metadata"].get("uid") == patched.get("metadata", {}).get("uid"):
+                stored["status"] = patched.get("status", new_status)
+        return conditions
+
+    async def _transition_events(
+        self, body: Mapping[str, Any], before: list[Mapping[str, Any]], after: list[JSON]
+    ) -> None:
+        prev = {c.get("type"): c for c in before}
+        for c in after:
+            old = prev.get(c["type"])
+            if old is not None and old.get("status") == c["status"] and old.get("reason") == c["reason"]:
+                if c["type"] != "KillSwitchActive" or old.get("message") == c["message"]:
+                    continue
+            t, reason = c["type"], c["reason"]
+            if t == "KillSwitchActive" and c["status"] == "True":
+                await self.event(body, "Warning", "KillSwitchOn", c["message"])
+            elif t == "KillSwitchActive" and reason == "KillSwitchExpired":
+                await self.event(body, "Normal", "KillSwitchExpired", c["message"])
+            elif t == "KillSwitchActive" and old is not None and old.get("status") == "True":
+                await self.event(body, "Normal", "KillSwitchOff", "every kill switch is off")
+            elif t == "TopicsReady" and reason == "PartitionDecreaseNotSupported":
+                await self.event(body, "Warning", reason, c["message"])
+            elif t == "Ready" and c["status"] == "True":
+                await self.event(body, "Normal", "Ready", c["message"])
+
+    # --- rule statuses ----------------------------------------------------------------------
+
+    async def reconcile_rule_statuses(self, namespace: str) -> float | None:
+        now = _now()
+        pipelines = []
+        for p in self.store.pipelines_in(namespace):
+            spec, _ = validate_pipeline_spec(p.get("spec"))
+            if spec is not None and not p["metadata"].get("deletionTimestamp"):
+                pipelines.append((p["metadata"]["name"], spec))
+        for rule in self.store.rules_in(namespace):
+            meta = rule["metadata"]
+            labels = meta.get("labels") or {}
+            feeding = [(n, s) for n, s in pipelines if matches(s.rule_selector, labels)]
+            errors: list[tuple[str, str]] = []
+            if feeding:
+                for pname, pspec in feeding:
+                    for path, reason in self._verdict(rule, list(pspec.channels)).errors:
+                        entry = (path, reason if len(feeding) == 1 else f"{reason} (pipeline {pname})")
+                        if entry not in errors:
+                            errors.append(entry)
+            else:
+                errors = list(self._verdict(rule, None).errors)
+            valid = not errors
+            if valid:
+                want = Want(
+                    "Valid",
+                    "True",
+                    "Compiled" if feeding else "CompiledNotSelected",
+                    "compiles" + ("" if feeding else "; no AlertPipeline in this namespace selects it"),
+                )
+            else:
+                want = Want("Valid", "False", "InvalidRule", errors_text(errors))
+            status = dict(rule.get("status") or {})
+            conditions = merge_conditions(status.get("conditions") or [], [want], now, meta.get("generation"))
+            live = []
+            for pname, _ in feeding:
+                compiled = self.store.compiled.get((namespace, pname))
+                if compiled and meta["name"] in compiled[1]:
+                    live.append({"pipeline": pname, "revision": compiled[0]})
+            new_status = {
+                **status,
+                "observedGeneration": meta.get("generation"),
+                "conditions": conditions,
+                "pipelines": [n for n, _ in feeding],
+                "live": live,
+            }
+            if new_status != status:
+                patched = await self.kube.merge_patch(
+                    "AlertRule", namespace, meta["name"], {"status": new_status}, sub="status"
+                )
+                stored = self.store.rules.get((namespace, meta["name"]))
+                if stored is not None and stored["metadata"].get("uid") == patched.get("metadata", {}).get(
+                    "uid"
+                ):
+                    stored["status"] = patched.get("status", new_status)
+                old = next((c for c in status.get("conditions") or [] if c.get("type") == "Valid"), None)
+                if not valid and (old is None or old.get("message") != want.message):
+                    await self.event(
+                        {**rule, "kind": "AlertRule", "apiVersion": "alertpipe.io/v1alpha1"},
+                        "Warning",
+                        "RuleRejected",
+                        want.message,
+                    )
+        return None
