@@ -56,9 +56,7 @@ class AsyncProducer:
         while not self._stop.is_set():
             self._p.poll(0.05)
 
-    def send(
-        self, topic: str, key: bytes | str, value: bytes, headers: Any = None
-    ) -> asyncio.Future[None]:
+    def send(self, topic: str, key: bytes | str, value: bytes, headers: Any = None) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = self._loop.create_future()
 
         def ack(err: KafkaError | None, _msg: Any) -> None:

@@ -697,9 +697,7 @@ class Deliverer:
         await self._publish_until_acked(cfg.kafka.topics.dead_letter, key or b"", dl.to_json(), dl.headers())
         logger.warning("invalid message on the alerts topic dead-lettered: %s", reason)
 
-    async def _publish_until_acked(
-        self, topic: str, key: bytes | str, value: bytes, headers: Any
-    ) -> None:
+    async def _publish_until_acked(self, topic: str, key: bytes | str, value: bytes, headers: Any) -> None:
         assert self._producer is not None  # noqa: S101
         delay = 0.2
         while True:
