@@ -81,13 +81,13 @@ def read_topic(
             for msg in c.consume(num_messages=1000, timeout=0.5):
                 if msg.error() is not None:
                     continue
-                p: int = msg.partition()
+                part: int = msg.partition()
                 off: int = msg.offset()
-                if p not in todo:
+                if part not in todo:
                     continue
-                if off < ends[p]:
+                if off < ends[part]:
                     yield msg
-                if off >= ends[p] - 1:
-                    todo.discard(p)
+                if off >= ends[part] - 1:
+                    todo.discard(part)
     finally:
         c.close()
