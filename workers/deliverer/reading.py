@@ -81,8 +81,8 @@ def read_topic(
             for msg in c.consume(num_messages=1000, timeout=0.5):
                 if msg.error() is not None:
                     continue
-                part: int = msg.partition()
-                off: int = msg.offset()
+                part = int(msg.partition() or 0)
+                off = int(msg.offset() or 0)
                 if part not in todo:
                     continue
                 if off < ends[part]:
