@@ -1,0 +1,89 @@
+"""``alertpipe ingestor``: serve POST /v1/events for one pipeline until SIGTERM, then drain and flush."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from alertpipe.workers.config import add_config_argument, parse_config_arg
+from alertpipe.workers.errors import ConfigError
+from alertpipe.workers.ingestor.app import Ingestor, IngestorSettings, KeySource
+from alertpipe.workers.secrets import SecretResolver, add_secrets_argument
+
+__all__ = ["add_arguments", "run", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    add_secrets_argument(parser)
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    parser.add_argument(
+        "--api-keys-file", default=None, metavar="PATH",
+        help="key list (TENANT:KEY or TENANT/PIPELINE:KEY per line) instead of ingest.apiKeysSecretRef",
+    )
+    parser.add_argument(
+        "--delivery-timeout", type=float, default=15.0, metavar="SECONDS",
+        help="how long a request waits for the broker's acknowledgement before 503 (default 15)",
+    )
+    parser.add_argument(
+        "--max-inflight", type=int, default=200_000, metavar="EVENTS",
+        help="unacknowledged events before requests get 429 (default 200000)",
+    )
+    parser.add_argument("--linger-ms", type=int, default=5, help="producer linger.ms (default 5)")
+    parser.add_argument(
+        "--drain-seconds", type=float, default=0.0, metavar="SECONDS",
+        help="on SIGTERM, answer 503 on /readyz this long before closing the listener (default 0;"
+        " a few seconds in a cluster so endpoints are updated)",
+    )
+    parser.add_argument("--access-log", action="store_true", help="log every request")
+
+
+async def serve(ingestor: Ingestor, host: str, port: int, *, drain_seconds: float = 0.0,
+                access_log: bool = False, stop: asyncio.Event | None = None) -> None:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT), then drain, finish requests and flush."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner = web.AppRunner(
+        ingestor.app(),
+        shutdown_timeout=ingestor.settings.delivery_timeout + 5,
+        access_log=logging.getLogger("alertpipe.ingestor.access") if access_log else None,
+    )
+    await runner.setup()
+    grace = ingestor.settings.delivery_timeout + 5
+    site = web.TCPSite(runner, host, port, backlog=1024, shutdown_timeout=grace)
+    await site.start()
+    logger.info("ingestor listening on %s:%d", host, port)
+    try:
+        await stop.wait()
+    finally:
+        logger.info("shutting down: draining for %.1fs, then finishing in-flight requests", drain_seconds)
+        ingestor.draining = True
+        if drain_seconds > 0:
+            await asyncio.sleep(drain_seconds)
+        await runner.cleanup()
+        logger.info("ingestor stopped")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        source = parse_config_arg(args.config)
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        return 2
+    keys = KeySource(path=args.api_keys_file, resolver=SecretResolver(args.secrets_dir))
+    settings = IngestorSettings(
+        delivery_timeout=args.delivery_timeout, max_inflight=args.max_inflight, linger_ms=args.linger_ms
+    )
+    ingestor = Ingestor(source, keys, settings)
+    asyncio.run(serve(ingestor, args.host, args.port, drain_seconds=args.drain_seconds,
+                      access_log=args.access_log))
+    return 0
