@@ -80,6 +80,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--webhook-host", default=None, help="host name in the webhook URL (managed mode)")
     g.add_argument("--webhook-cert", default=None, help="TLS certificate file (PEM); e.g. from cert-manager")
     g.add_argument("--webhook-key", default=None, help="TLS private key file (PEM)")
+    g.add_argument(
+        "--webhook-cert-dir",
+        default=None,
+        help="folder with tls.crt, tls.key (and ca.crt) as a Secret volume mounts them; sets the three below",
+    )
     g.add_argument("--webhook-ca", default=None, help="CA bundle file for caBundle (managed mode)")
     g.add_argument(
         "--webhook-manage",
@@ -180,6 +185,11 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
     settings.persistence.finalizer = "alertpipe.io/topics"
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
+    if args.webhook_cert_dir:
+        args.webhook_cert = args.webhook_cert or os.path.join(args.webhook_cert_dir, "tls.crt")
+        args.webhook_key = args.webhook_key or os.path.join(args.webhook_cert_dir, "tls.key")
+        ca = os.path.join(args.webhook_cert_dir, "ca.crt")
+        args.webhook_ca = args.webhook_ca or (ca if os.path.exists(ca) else None)
     if args.webhook_port:
         settings.admission.server = kopf.WebhookServer(
             addr=args.webhook_addr,
@@ -197,11 +207,12 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
 def run(args: argparse.Namespace) -> int:
     registry, settings, _ = build(args)
     peering = args.peering
+    clusterwide = bool(args.all_namespaces or not args.namespace)
     kopf.run(
         registry=registry,
         settings=settings,
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
+        clusterwide=clusterwide,
+        namespaces=() if clusterwide else args.namespace,
         standalone=not peering,
         peering_name=peering,
         priority=args.priority if args.priority is not None else random.randint(1, 1_000_000),  # noqa: S311
