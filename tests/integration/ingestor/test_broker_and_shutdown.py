@@ -95,7 +95,8 @@ async def test_sigterm_finishes_in_flight_requests_and_flushes(
         async with aiohttp.ClientSession() as s:
             deadline = time.monotonic() + 60
             while True:
-                assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "ingestor.log").read_text()
+                alive = time.monotonic() < deadline and proc.poll() is None
+                assert alive, (tmp_path / "ingestor.log").read_text()
                 try:
                     async with s.get(url + "/readyz") as r:
                         if r.status == 200:
