@@ -48,7 +48,8 @@ class SmtpReceiver:
             self.port = s.getsockname()[1]
         kwargs: dict[str, Any] = {}
         if self.username is not None:
-            kwargs.update(authenticator=self._auth, auth_require_tls=False, auth_required=True)
+            # AUTH offered without TLS on loopback; auth_required would make aiosmtpd warn (an error here)
+            kwargs.update(authenticator=self._auth, auth_require_tls=False)
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **kwargs)
         self._controller.start()
         return self
