@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from devstack.kafka import KafkaServer
+from devstack.kube import KubeCluster
 from devstack.paths import runs_dir
-from devstack.processes import install_signal_handlers
+from devstack.processes import install_signal_handlers, wait_until
 from devstack.redis import RedisServer
 from devstack.stack import Stack, StackEnv, new_run_dir, prune_run_dirs
 
@@ -92,6 +93,53 @@ def redis_url(request: pytest.FixtureRequest, devstack_env: StackEnv | None) -> 
         return devstack_env.check_redis()
     server: RedisServer = request.getfixturevalue("redis_server")
     return server.url
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(devstack: Stack) -> KubeCluster:
+    """This session's own control plane (etcd, apiserver, controllers, scheduler, kwok nodes)."""
+    return devstack.kube()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(request: pytest.FixtureRequest, devstack_env: StackEnv | None) -> Path:
+    """Path of a kubeconfig (admin token) for a real kube-apiserver with kwok nodes Ready."""
+    if devstack_env is not None:
+        return devstack_env.check_kube()
+    cluster: KubeCluster = request.getfixturevalue("kube_cluster")
+    return cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def helm_bin(devstack: Stack) -> Path:
+    """Path of the helm binary built by the devstack (pass ``--kubeconfig`` to it)."""
+    return devstack.helm()
+
+
+@pytest.fixture
+def namespace(kubeconfig: Path, unique: str) -> Iterator[str]:
+    """A fresh namespace (its default ServiceAccount exists, so pods can be created); deleted afterwards."""
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))  # type: ignore[no-untyped-call]
+    api.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=unique)))
+
+    def has_default_sa() -> bool:
+        return any(
+            sa.metadata and sa.metadata.name == "default"
+            for sa in api.list_namespaced_service_account(unique).items
+        )
+
+    wait_until(has_default_sa, f"namespace {unique}: default ServiceAccount", 60)
+    try:
+        yield unique
+    finally:
+        try:
+            api.delete_namespace(unique)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+        api.api_client.close()
 
 
 @pytest.fixture

@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from devstack.kafka import KafkaServer, kafka_healthy
+from devstack.kube import KubeCluster
+from devstack.paths import bin_dir
 from devstack.processes import StartError
-from devstack.provision import kafka_libs, missing, provision
+from devstack.provision import kafka_libs, kwok_stages_dir, missing, provision
 from devstack.redis import RedisServer, redis_ping
 from devstack.versions import parse_env_file
 
@@ -121,6 +123,7 @@ class Stack:
         self.tie_to_parent = tie_to_parent
         self._redis: _Lazy[RedisServer] = _Lazy()
         self._kafka: _Lazy[KafkaServer] = _Lazy()
+        self._kube: _Lazy[KubeCluster] = _Lazy()
         self.timings: dict[str, float] = {}
 
     def _timed(self, name: str, fn: Callable[[], T]) -> T:
@@ -147,9 +150,33 @@ class Stack:
 
         return self._kafka.get(make)
 
-    def start(self, components: tuple[str, ...] = ("redis", "kafka")) -> None:
+    def kube(self) -> KubeCluster:
+        def make() -> KubeCluster:
+            ensure_provisioned("go", "kwok-stages")
+            k = KubeCluster(
+                self.run_dir / "kube", kwok_stages_dir() / "stages.yaml", tie_to_parent=self.tie_to_parent
+            )
+            try:
+                self._timed("kube", k.start)
+            except BaseException:
+                k.stop()
+                raise
+            self.timings.update({f"kube/{n}": s for n, s in k.timings.items()})
+            return k
+
+        return self._kube.get(make)
+
+    def helm(self) -> Path:
+        ensure_provisioned("go")
+        return bin_dir() / "helm"
+
+    def start(self, components: tuple[str, ...] = ("redis", "kafka", "kube")) -> None:
         """Start the given components concurrently (each waits for what it depends on)."""
-        getters: dict[str, Callable[[], object]] = {"redis": self.redis, "kafka": self.kafka}
+        getters: dict[str, Callable[[], object]] = {
+            "redis": self.redis,
+            "kafka": self.kafka,
+            "kube": self.kube,
+        }
         with ThreadPoolExecutor(max_workers=len(components)) as pool:
             futures = [pool.submit(getters[c]) for c in components]
             errors = [f.exception() for f in futures]
@@ -163,11 +190,14 @@ class Stack:
             out[ENV_KEYS["kafka"]] = self._kafka.value.bootstrap
         if self._redis.value is not None:
             out[ENV_KEYS["redis"]] = self._redis.value.url
+        if self._kube.value is not None:
+            out[ENV_KEYS["kubeconfig"]] = str(self._kube.value.kubeconfig)
+            out[ENV_KEYS["helm"]] = str(bin_dir() / "helm")
         return out
 
     def stop(self) -> None:
         """Stop what was started, dependents first."""
-        for comp in (self._kafka.value, self._redis.value):
+        for comp in (self._kube.value, self._kafka.value, self._redis.value):
             if comp is not None:
                 try:
                     comp.stop()
@@ -205,6 +235,12 @@ class StackEnv:
         if not ok:
             raise StartError(f"Kafka at {bootstrap} (from ALERTPIPE_DEVSTACK_ENV) lists no broker")
         return bootstrap
+
+    def check_kube(self) -> Path:
+        path = Path(self.get("kubeconfig"))
+        if not path.exists():
+            raise StartError(f"kubeconfig {path} (from ALERTPIPE_DEVSTACK_ENV) does not exist")
+        return path
 
     def check_redis(self) -> str:
         url = self.get("redis")

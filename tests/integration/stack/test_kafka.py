@@ -106,9 +106,7 @@ def test_keyed_messages_consumed_in_a_group_and_lag_reads_back(kafka_bootstrap: 
         consumer.close()
 
 
-def test_broker_restarts_on_the_same_port_with_its_data(
-    kafka_server: KafkaServer, unique: str
-) -> None:
+def test_broker_restarts_on_the_same_port_with_its_data(kafka_server: KafkaServer, unique: str) -> None:
     admin = AdminClient({"bootstrap.servers": kafka_server.bootstrap})
     _create_topic(admin, unique, 2)
     _produce(kafka_server.bootstrap, unique, 0, 100)
