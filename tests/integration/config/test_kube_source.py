@@ -1,0 +1,105 @@
+"""KubeConfigMapSource against a real kube-apiserver: create, update, invalid documents, delete."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from alertpipe.workers.config import KubeConfigMapSource, PipelineConfig
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+def config(pipeline: str, **kw: Any) -> PipelineConfig:
+    doc = {
+        "tenant": "acme",
+        "pipeline": pipeline,
+        "kafka": {
+            "bootstrapServers": "127.0.0.1:9092",
+            "topics": {"events": "e", "alerts": "a", "late": "l", "deadLetter": "d", "audit": "u"},
+        },
+        "redis": {"url": "redis://127.0.0.1:6379/0", "keyPrefix": "ap:"},
+    }
+    return PipelineConfig.model_validate(doc | kw).with_revision()
+
+
+def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> float:
+    """Seconds until ``cond`` held; fails after ``timeout``."""
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.005)
+    return time.monotonic() - t0
+
+
+def core_api(kubeconfig: Path) -> Any:
+    k8s: Any = importlib.import_module("kubernetes.config")
+    client: Any = importlib.import_module("kubernetes.client")
+    return client.CoreV1Api(k8s.new_client_from_config(config_file=str(kubeconfig))), client
+
+
+def test_configmap_revisions_are_watched(kubeconfig: Path, namespace: str) -> None:
+    api, client = core_api(kubeconfig)
+    name = "p1-config"
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def on_change(cfg: PipelineConfig) -> None:
+        with lock:
+            seen.append(cfg.revision)
+
+    src = KubeConfigMapSource(namespace, name, kubeconfig=kubeconfig, on_change=on_change, watch_timeout=5)
+
+    def rev() -> str | None:
+        cfg = src.current()
+        return cfg.revision if cfg else None
+
+    src.start()
+    try:
+        assert src.wait_loaded(30)
+        assert src.current() is None  # the ConfigMap does not exist yet
+
+        def put(data: dict[str, str], create: bool = False) -> None:
+            body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name), data=data)
+            if create:
+                api.create_namespaced_config_map(namespace, body)
+            else:
+                api.replace_namespaced_config_map(name, namespace, body)
+
+        a = config("p1")
+        put({"config.json": a.to_json().decode()}, create=True)
+        wait_for(lambda: rev() == a.revision, 10, "first revision")
+
+        b = config("p1", allowedLateness="9s")
+        put({"config.json": b.to_json().decode()})
+        took = wait_for(lambda: rev() == b.revision, 1.0, "updated revision")
+        print(f"update seen after {took * 1000:.0f} ms")
+
+        # invalid documents: not JSON, schema-invalid, key missing; each keeps the last good revision
+        put({"config.json": "{not json"})
+        put({"config.json": '{"tenant": "acme"}'})
+        put({"other.json": "{}"})
+        assert rev() == b.revision
+        c = config("p1", idleTimeout="45s")
+        put({"config.json": c.to_json().decode()})
+        wait_for(lambda: rev() == c.revision, 10, "revision after invalid ones")
+        with lock:
+            assert seen == [a.revision, b.revision, c.revision]  # the invalid ones never took effect
+
+        # a deleted ConfigMap keeps the last revision in force; a recreated one is picked up
+        api.delete_namespaced_config_map(name, namespace)
+        d = config("p1", dedupTtl="2h")
+        put({"config.json": d.to_json().decode()}, create=True)
+        wait_for(lambda: rev() == d.revision, 10, "recreated")
+        with lock:
+            assert seen == [a.revision, b.revision, c.revision, d.revision]
+    finally:
+        src.stop()
+
