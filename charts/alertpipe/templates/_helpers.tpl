@@ -100,6 +100,9 @@ Deployment so that every render runs it. */}}
 {{- fail (printf "podDisruptionBudget.minAvailable (%d) must be below replicaCount (%d), or no node could ever be drained" (int $pdb.minAvailable) (int .Values.replicaCount)) -}}
 {{- end -}}
 {{- end -}}
+{{- if and (not .Values.peering.enabled) (gt (int .Values.replicaCount) 1) -}}
+{{- fail (printf "replicaCount %d needs peering.enabled=true: without peering every replica would reconcile at once" (int .Values.replicaCount)) -}}
+{{- end -}}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.enabled) -}}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.enabled=true (the ServiceMonitor scrapes the metrics Service)" -}}
 {{- end -}}

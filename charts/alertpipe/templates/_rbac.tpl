@@ -42,9 +42,15 @@ are the read-only cluster-scoped bits Kopf needs in either mode.
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 {{- end }}
 # Kubernetes Events for every decision (topic created, rule rejected, kill switch on/off).
-- apiGroups: ["", "events.k8s.io"]
+- apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
+{{- if and .Values.peering.enabled .Values.operator.watchNamespaces }}
+# Kopf peering in each watched namespace: which replica is active.
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
 {{- end -}}
 
 {{- define "alertpipe.rbac.clusterRules" -}}
@@ -55,4 +61,10 @@ are the read-only cluster-scoped bits Kopf needs in either mode.
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["get", "list", "watch"]
+{{- if and .Values.peering.enabled (not .Values.operator.watchNamespaces) }}
+# Kopf peering, cluster-wide: which replica is active.
+- apiGroups: ["kopf.dev"]
+  resources: ["clusterkopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
 {{- end -}}
