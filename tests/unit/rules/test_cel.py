@@ -9,9 +9,17 @@ from alertpipe.workers.rules.cel import AGGREGATE_ENV, MISSING, CelError, compil
 pytestmark = pytest.mark.unit
 
 EVENT = {
-    "tenant": "acme", "deviceId": "d-1", "seq": 7, "type": "cpu", "value": 91.5, "n": 3,
-    "region": "eu-west-1", "tags": ["a", "b"], "meta": {"rack": {"row": 4}, "name": "srv"},
-    "ok": True, "s": "12",
+    "tenant": "acme",
+    "deviceId": "d-1",
+    "seq": 7,
+    "type": "cpu",
+    "value": 91.5,
+    "n": 3,
+    "region": "eu-west-1",
+    "tags": ["a", "b"],
+    "meta": {"rack": {"row": 4}, "name": "srv"},
+    "ok": True,
+    "s": "12",
 }
 
 
@@ -52,9 +60,19 @@ def test_evaluates(expr: str, expected: bool) -> None:
 @pytest.mark.parametrize(
     "expr",
     [
-        "missing > 1", "missing < 1", "missing == 1", "missing != 1", "missing + 1 > 0",
-        "missing.a.b == 1", "size(missing) == 0", "missing.startsWith('a')", "int(missing) == 1",
-        "meta.nothing.deeper == 1", "tags[9] == 'x'", "meta['nope'] == 1", "missing in [1, 2]",
+        "missing > 1",
+        "missing < 1",
+        "missing == 1",
+        "missing != 1",
+        "missing + 1 > 0",
+        "missing.a.b == 1",
+        "size(missing) == 0",
+        "missing.startsWith('a')",
+        "int(missing) == 1",
+        "meta.nothing.deeper == 1",
+        "tags[9] == 'x'",
+        "meta['nope'] == 1",
+        "missing in [1, 2]",
     ],
 )
 def test_missing_fields_make_comparisons_false(expr: str) -> None:

@@ -1,0 +1,757 @@
+"""The rule engine: per-partition event-time state that turns events into alert transitions. No I/O.
+
+One ``Partition`` holds everything for one Kafka partition: the watermark, a reorder buffer per
+device, and per rule its groups (threshold ``for`` timers, window panes, absence timers) and firing
+set. Its whole state is one orjson snapshot, so the worker can checkpoint it with the offset it
+covers and a restore + replay reproduces exactly the same transitions and alert ids.
+
+Semantics (docs/rules.md has the user's version):
+
+* Watermark = max event time seen in the partition − allowed lateness, advanced on every event,
+  so results do not depend on how the stream was cut into batches. An event older than the
+  watermark is *late* (the worker sends it to the late topic).
+* Reorder: per device, the next expected ``seq``. The expected event is released at once; others
+  wait until the watermark passes their time, then are released in seq order, and the missing
+  seqs become a *gap* (recorded, never blocking). A device's first events wait the lateness bound
+  (its first seq is unknown), so any order within the bound gives the same result.
+* Timers (window ends, ``for``, absence) fire when the watermark passes them, in time order; a
+  group's timers that are due before one of its events are fired before the event is applied, so
+  arrival order inside the lateness bound never changes a result.
+* Threshold: fires when a released event satisfies the condition (after holding ``for``), resolves
+  at the group's first event that does not. Aggregate: panes of ``every``; at each window end the
+  window's aggregate is tested; an empty window of a firing group resolves it. Absence: fires at
+  last-seen + ``for`` once the watermark passes it, resolves at the group's next event.
+* Idleness: the engine only moves with event time; the worker calls ``advance_to`` with a
+  wall-clock-derived watermark when a partition has been idle and caught up (see the worker).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from alertpipe.workers.alerts import alert_id
+from alertpipe.workers.rules.cel import MISSING
+from alertpipe.workers.rules.compiler import CompiledRule
+from alertpipe.workers.rules.templates import render_value
+
+__all__ = ["ACCEPTED", "DUPLICATE", "LATE", "Engine", "EngineSettings", "Partition"]
+
+ACCEPTED = 0  # released or waiting in the reorder buffer: it will be evaluated
+DUPLICATE = 1  # a seq this device already released or holds
+LATE = 2  # older than the watermark
+
+SNAPSHOT_VERSION = 1
+_NEG = -(2**62)
+MAX_GAPS_PER_DEVICE = 8
+MAX_QUANTILE_VALUES = 20_000  # per pane; beyond it values are sampled deterministically
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    tenant: str
+    pipeline: str
+    lateness_ms: int = 5000
+    revision: str = ""
+
+
+class _Ctx:
+    """What rule states need from their partition: settings, output, timers, clock."""
+
+    __slots__ = ("settings", "out", "heap", "counter", "clock", "fired", "resolved")
+
+    def __init__(self, settings: EngineSettings, clock: Callable[[], float]) -> None:
+        self.settings = settings
+        self.out: list[dict[str, Any]] = []
+        self.heap: list[tuple[int, int, RuleState]] = []
+        self.counter = 0
+        self.clock = clock
+        self.fired: dict[str, int] = {}
+        self.resolved: dict[str, int] = {}
+
+    def schedule(self, due: int, rs: RuleState) -> None:
+        self.counter += 1
+        heapq.heappush(self.heap, (due, self.counter, rs))
+
+
+def _group_text(rule: CompiledRule, key: Any) -> str:
+    if len(rule.by_names) == 1:
+        return f"{rule.by_names[0]}={render_value(key)}"
+    return ",".join(f"{n}={render_value(v)}" for n, v in zip(rule.by_names, key, strict=True))
+
+
+def _group_labels(rule: CompiledRule, key: Any) -> dict[str, str]:
+    labels = dict(rule.labels)
+    if len(rule.by_names) == 1:
+        labels[rule.by_names[0]] = render_value(key)
+    else:
+        for n, v in zip(rule.by_names, key, strict=True):
+            labels[n] = render_value(v)
+    return labels
+
+
+def _get_path(d: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    cur: Any = d
+    for p in path:
+        if cur.__class__ is not dict:
+            return None
+        cur = cur.get(p)
+    return cur
+
+
+def _key_fn(rule: CompiledRule) -> Callable[[dict[str, Any]], Any]:
+    """The group key of an event: the value (one field) or a tuple; None when a field is missing."""
+    paths = rule.by
+    if len(paths) == 1 and len(paths[0]) == 1:
+        name = paths[0][0]
+
+        def one(d: dict[str, Any]) -> Any:
+            v = d.get(name)
+            return v if v.__class__ in (str, int) else _hashable(v)
+
+        return one
+
+    def many(d: dict[str, Any]) -> Any:
+        out = []
+        for p in paths:
+            v = _hashable(_get_path(d, p))
+            if v is None:
+                return None
+            out.append(v)
+        return tuple(out)
+
+    return many
+
+
+def _hashable(v: Any) -> Any:
+    if v is None or v.__class__ in (str, int, float, bool):
+        return v
+    return None  # objects and lists cannot key a group: the event is skipped by that rule
+
+
+class RuleState:
+    """Per-partition state of one rule; subclasses per kind."""
+
+    __slots__ = ("rule", "ctx", "groups", "key", "flt", "cond", "name", "due_groups")
+
+    kind = ""
+
+    def __init__(self, rule: CompiledRule, ctx: _Ctx) -> None:
+        self.rule = rule
+        self.ctx = ctx
+        self.groups: dict[Any, list[Any]] = {}
+        self.key = _key_fn(rule)
+        self.flt = rule.filter.fn if rule.filter is not None else None
+        self.cond = rule.condition.fn if rule.condition is not None else None
+        self.name = rule.name
+        self.due_groups: dict[int, set[Any]] = {}
+
+    def _schedule(self, key: Any, due: int) -> None:
+        s = self.due_groups.get(due)
+        if s is None:
+            s = self.due_groups[due] = set()
+            self.ctx.schedule(due, self)
+        s.add(key)
+
+    def _due(self, due: int) -> list[Any]:
+        keys = self.due_groups.pop(due, None)
+        return sorted(keys, key=_sort_key) if keys else []
+
+    # --- hot path ---
+    def on_event(self, d: dict[str, Any], ts: int, ingest: int | None) -> None:
+        raise NotImplementedError
+
+    def on_timer(self, due: int) -> None:
+        raise NotImplementedError
+
+    # --- output ---
+    def emit(
+        self,
+        status: str,
+        key: Any,
+        start: int,
+        at: int,
+        values: dict[str, Any],
+        tctx: Mapping[str, Any],
+        ingest: int | None,
+    ) -> None:
+        ctx = self.ctx
+        s = ctx.settings
+        rule = self.rule
+        group = _group_text(rule, key)
+        ctx_all = {**tctx, "rule": rule.name, "severity": rule.severity, "groupKey": group}
+        if len(rule.by_names) == 1:
+            ctx_all.setdefault(rule.by_names[0], key)
+        else:
+            for n, v in zip(rule.by_names, key, strict=True):
+                ctx_all.setdefault(n, v)
+        ctx.out.append({
+            "id": alert_id(s.tenant, s.pipeline, rule.name, group, start),
+            "status": status,
+            "tenant": s.tenant,
+            "pipeline": s.pipeline,
+            "rule": rule.name,
+            "severity": rule.severity,
+            "groupKey": group,
+            "labels": _group_labels(rule, key),
+            "annotations": {k: t.render(ctx_all) for k, t in rule.annotations.items()},
+            "values": values,
+            "channels": list(rule.channels),
+            "startsAtMs": start,
+            "endsAtMs": at if status == "resolved" else None,
+            "eventTimeMs": at,
+            "ingestTimeMs": ingest,
+            "processedAtMs": int(ctx.clock() * 1000),
+            "revision": s.revision,
+        })
+        counts = ctx.fired if status == "firing" else ctx.resolved
+        counts[rule.name] = counts.get(rule.name, 0) + 1
+
+    def firing(self) -> Iterable[tuple[Any, int]]:
+        """(group key, episode start) of every firing group."""
+        raise NotImplementedError
+
+    def retire(self, at: int) -> None:
+        """The rule changed or went away: resolve what fires, as of event time ``at``."""
+        for key, start in list(self.firing()):
+            self.emit("resolved", key, start, max(at, start), {"reason": "rule changed or removed"}, {}, None)
+        self.groups.clear()
+
+    # --- snapshot ---
+    def dump(self) -> list[Any]:
+        return [[k, v] for k, v in self.groups.items()]
+
+    def load(self, rows: list[Any], wm: int) -> None:
+        for k, v in rows:
+            self.groups[tuple(k) if isinstance(k, list) else k] = v
+        self.reschedule(wm)
+
+    def reschedule(self, wm: int) -> None:
+        raise NotImplementedError
+
+
+# threshold group: [pending_since | None, firing_start | None, scheduled_due, event that started it]
+class ThresholdState(RuleState):
+    __slots__ = ()
+    kind = "threshold"
+
+    def on_event(self, d: dict[str, Any], ts: int, ingest: int | None) -> None:
+        key = self.key(d)
+        if key is None:
+            return
+        g = self.groups.get(key)
+        cond = self.cond
+        if cond is not None and cond(d):
+            if g is None:
+                for_ms = self.rule.for_ms
+                if for_ms == 0:
+                    self.groups[key] = [None, ts, 0, None]
+                    self.emit("firing", key, ts, ts, self._values(d), d, ingest)
+                else:
+                    self.groups[key] = [ts, None, ts + for_ms, d]
+                    self._schedule(key, ts + for_ms)
+            elif g[1] is None and ts >= g[0] + self.rule.for_ms:
+                self._fire_pending(key, g)
+        elif g is not None:
+            if g[1] is None and ts >= g[0] + self.rule.for_ms:
+                self._fire_pending(key, g)
+            if g[1] is not None:
+                self.emit("resolved", key, g[1], ts, self._values(d), d, ingest)
+            del self.groups[key]
+
+    def _values(self, d: Mapping[str, Any]) -> dict[str, Any]:
+        cond = self.rule.condition
+        if cond is None:
+            return {}
+        return {f: d[f] for f in sorted(cond.fields) if f in d}
+
+    def _fire_pending(self, key: Any, g: list[Any]) -> None:
+        at = g[0] + self.rule.for_ms
+        d = g[3] or {}
+        g[1] = at
+        g[2] = 0
+        g[3] = None
+        self.emit("firing", key, at, at, self._values(d), d, None)
+
+    def on_timer(self, due: int) -> None:
+        for key in self._due(due):
+            g = self.groups.get(key)
+            if g is not None and g[2] == due and g[1] is None:
+                self._fire_pending(key, g)
+
+    def firing(self) -> Iterable[tuple[Any, int]]:
+        return [(k, g[1]) for k, g in self.groups.items() if g[1] is not None]
+
+    def reschedule(self, wm: int) -> None:
+        for key, g in self.groups.items():
+            if g[1] is None and g[2]:
+                self._schedule(key, g[2])
+
+
+# aggregate group: [next_due, pending_since | None, firing_start | None, {pane: acc}]
+# acc: [count, sum, min, max] or [count, sum, min, max, values] for quantiles
+_QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+
+
+class AggregateState(RuleState):
+    __slots__ = ("every", "window", "fn", "field", "q")
+    kind = "aggregate"
+
+    def __init__(self, rule: CompiledRule, ctx: _Ctx) -> None:
+        super().__init__(rule, ctx)
+        self.every = rule.every_ms
+        self.window = rule.window_ms
+        self.fn = rule.fn or "count"
+        self.field = rule.field[0] if rule.field and len(rule.field) == 1 else None
+        self.q = _QUANTILES.get(self.fn)
+
+    def on_event(self, d: dict[str, Any], ts: int, ingest: int | None) -> None:
+        key = self.key(d)
+        if key is None:
+            return
+        if self.fn != "count":
+            f = self.field
+            v = d.get(f) if f is not None else _get_path(d, self.rule.field or ())
+            cls = v.__class__
+            if cls is not int and cls is not float:
+                return  # not a number: this rule skips the event (documented)
+            if v != v:  # NaN
+                return
+        else:
+            v = 1
+        pane = ts // self.every
+        g = self.groups.get(key)
+        if g is None:
+            due = (pane + 1) * self.every
+            g = self.groups[key] = [due, None, None, {}]
+            self._schedule(key, due)
+        panes = g[3]
+        acc = panes.get(pane)
+        if acc is None:
+            acc = panes[pane] = [0, 0.0, v, v] if self.q is None else [0, 0.0, v, v, []]
+            due = (pane + 1) * self.every
+            if due < g[0]:
+                g[0] = due
+                self._schedule(key, due)
+        acc[0] += 1
+        acc[1] += v
+        if v < acc[2]:
+            acc[2] = v
+        if v > acc[3]:
+            acc[3] = v
+        if self.q is not None:
+            vals = acc[4]
+            if len(vals) < MAX_QUANTILE_VALUES:
+                vals.append(v)
+            elif acc[0] % 2 == 0:  # deterministic thinning beyond the cap
+                vals[acc[0] // 2 % MAX_QUANTILE_VALUES] = v
+
+    def value(self, accs: list[list[Any]]) -> tuple[Any, int]:
+        n = sum(a[0] for a in accs)
+        if n == 0:
+            return (0 if self.fn == "count" else MISSING), 0
+        fn = self.fn
+        if fn == "count":
+            return n, n
+        if fn == "sum":
+            return math.fsum(a[1] for a in accs), n
+        if fn == "avg":
+            return math.fsum(a[1] for a in accs) / n, n
+        if fn == "min":
+            return min(a[2] for a in accs), n
+        if fn == "max":
+            return max(a[3] for a in accs), n
+        vals = sorted(v for a in accs for v in a[4])
+        q = self.q or 0.5
+        # nearest-rank quantile: the smallest value with at least q of the values at or below it
+        idx = max(0, math.ceil(q * len(vals)) - 1)
+        return vals[idx], n
+
+    def on_timer(self, due: int) -> None:
+        for key in self._due(due):
+            g = self.groups.get(key)
+            if g is not None and g[0] == due:
+                self._evaluate(key, g, due)
+
+    def _evaluate(self, key: Any, g: list[Any], end: int) -> None:
+        every, window = self.every, self.window
+        first = (end - window) // every  # first pane index in the window
+        last = end // every  # exclusive
+        panes = g[3]
+        accs = [a for p, a in panes.items() if first <= p < last]
+        value, n = self.value(accs)
+        holds = self.cond(value) if self.cond is not None else False
+        values = {"value": value if value is not MISSING else None, "count": n,
+                  "windowStartMs": end - window, "windowEndMs": end}
+        tctx = {"value": values["value"], "count": n, "fn": self.fn, "window": self.rule.spec.aggregate.window
+                if self.rule.spec.aggregate else "", "windowStart": end - window, "windowEnd": end}
+        if holds:
+            if g[2] is None:
+                if g[1] is None:
+                    g[1] = end
+                if end - g[1] >= self.rule.for_ms:
+                    g[2] = end
+                    self.emit("firing", key, end, end, values, tctx, None)
+        else:
+            g[1] = None
+            if g[2] is not None:
+                self.emit("resolved", key, g[2], end, values, tctx, None)
+                g[2] = None
+        # drop panes no later window needs, then find the next window end with data
+        keep_from = first + 1
+        for p in [p for p in panes if p < keep_from]:
+            del panes[p]
+        if g[1] is not None or g[2] is not None:
+            nxt = end + every
+        elif panes:
+            nxt = max(end + every, (min(panes) + 1) * every)
+        else:
+            del self.groups[key]
+            return
+        g[0] = nxt
+        self._schedule(key, nxt)
+
+    def firing(self) -> Iterable[tuple[Any, int]]:
+        return [(k, g[2]) for k, g in self.groups.items() if g[2] is not None]
+
+    def dump(self) -> list[Any]:
+        return [[k, [g[0], g[1], g[2], [[p, a] for p, a in g[3].items()]]] for k, g in self.groups.items()]
+
+    def load(self, rows: list[Any], wm: int) -> None:
+        for k, v in rows:
+            key = tuple(k) if isinstance(k, list) else k
+            self.groups[key] = [v[0], v[1], v[2], {p: a for p, a in v[3]}]
+        self.reschedule(wm)
+
+    def reschedule(self, wm: int) -> None:
+        for key, g in self.groups.items():
+            self._schedule(key, g[0])
+
+
+def _sort_key(k: Any) -> str:
+    return repr(k)
+
+
+# absence group: [last_seen, firing_start | None, scheduled_due]
+class AbsenceState(RuleState):
+    __slots__ = ("for_ms",)
+    kind = "absence"
+
+    def __init__(self, rule: CompiledRule, ctx: _Ctx) -> None:
+        super().__init__(rule, ctx)
+        self.for_ms = rule.absence_ms
+
+    def on_event(self, d: dict[str, Any], ts: int, ingest: int | None) -> None:
+        key = self.key(d)
+        if key is None:
+            return
+        g = self.groups.get(key)
+        if g is None:
+            due = ts + self.for_ms
+            self.groups[key] = [ts, None, due]
+            self._schedule(key, due)
+            return
+        if ts <= g[0]:
+            return
+        if g[1] is None and ts >= g[0] + self.for_ms:
+            self._fire(key, g)  # the silence ended before the watermark saw it: same result
+        if g[1] is not None:
+            self.emit("resolved", key, g[1], ts, {"lastSeenMs": g[0], "silenceMs": ts - g[0]},
+                      self._tctx(g, ts), ingest)
+            g[1] = None
+        g[0] = ts
+        if not g[2]:
+            g[2] = ts + self.for_ms
+            self._schedule(key, g[2])
+
+    def _tctx(self, g: list[Any], at: int) -> dict[str, Any]:
+        return {"lastSeen": g[0], "for": self.rule.spec.absence.for_ if self.rule.spec.absence else "",
+                "silence": (at - g[0]) / 1000}
+
+    def _fire(self, key: Any, g: list[Any]) -> None:
+        at = g[0] + self.for_ms
+        g[1] = at
+        g[2] = 0
+        values = {"lastSeenMs": g[0], "silenceMs": self.for_ms}
+        self.emit("firing", key, at, at, values, self._tctx(g, at), None)
+
+    def on_timer(self, due: int) -> None:
+        for key in self._due(due):
+            g = self.groups.get(key)
+            if g is None or g[2] != due or g[1] is not None:
+                continue
+            deadline = g[0] + self.for_ms
+            if deadline <= due:
+                self._fire(key, g)
+            else:
+                g[2] = deadline
+                self._schedule(key, deadline)
+
+    def firing(self) -> Iterable[tuple[Any, int]]:
+        return [(k, g[1]) for k, g in self.groups.items() if g[1] is not None]
+
+    def reschedule(self, wm: int) -> None:
+        for key, g in self.groups.items():
+            if g[2]:
+                self._schedule(key, g[2])
+
+
+_STATES: dict[str, type[RuleState]] = {
+    "threshold": ThresholdState, "aggregate": AggregateState, "absence": AbsenceState,
+}
+
+
+class Partition:
+    """All event-time state of one partition. Feed ``offer``; read ``take_alerts``/``take_gaps``."""
+
+    def __init__(self, engine: Engine, partition: int) -> None:
+        self.engine = engine
+        self.partition = partition
+        self.lateness = engine.settings.lateness_ms
+        self.ctx = _Ctx(engine.settings, engine.clock)
+        self.max_ts = _NEG
+        self.wm = _NEG
+        # device -> [next_seq (-1: unknown), {seq: (ts, ingest, data)} | None, [[first, last], ...] | None]
+        self.devices: dict[str, list[Any]] = {}
+        self.held: list[tuple[int, int, str]] = []  # (ts, seq, device) of waiting events
+        self.states: dict[str, RuleState] = {}
+        self.index: dict[str, tuple[RuleState, ...]] = {}
+        self.wildcard: tuple[RuleState, ...] = ()
+        self.gaps_out: list[dict[str, Any]] = []
+        self.counts = {"accepted": 0, "duplicate": 0, "late": 0, "gaps": 0, "gap_seqs": 0, "released": 0}
+        self.set_rules(engine.rules)
+
+    # --- rules ---
+    def set_rules(self, rules: Mapping[str, CompiledRule]) -> None:
+        """Swap the rule set: unchanged rules (same fingerprint) keep their state."""
+        old = self.states
+        new: dict[str, RuleState] = {}
+        for name, rule in rules.items():
+            st = old.get(name)
+            if st is not None and st.rule.fingerprint == rule.fingerprint:
+                st.rule = rule
+                new[name] = st
+            else:
+                new[name] = _STATES[rule.kind](rule, self.ctx)
+        at = self.wm if self.wm > _NEG else 0
+        for name, st in old.items():
+            if new.get(name) is not st:
+                st.retire(at)
+        self.states = new
+        by_type: dict[str, list[RuleState]] = {}
+        wildcard: list[RuleState] = []
+        for st in new.values():
+            if st.rule.types:
+                for t in st.rule.types:
+                    by_type.setdefault(t, []).append(st)
+            else:
+                wildcard.append(st)
+        self.wildcard = tuple(wildcard)
+        self.index = {t: tuple(sts) + self.wildcard for t, sts in by_type.items()}
+
+    # --- events ---
+    def offer(self, d: dict[str, Any], device: str, seq: int, ts: int, ingest: int | None = None) -> int:
+        """Take one decoded event (``d`` is its JSON object); ACCEPTED, DUPLICATE or LATE."""
+        if ts < self.wm:
+            self.counts["late"] += 1
+            return LATE
+        dev = self.devices.get(device)
+        if dev is None:
+            dev = self.devices[device] = [-1, None, None]
+        nxt = dev[0]
+        if seq == nxt:
+            dev[0] = seq + 1
+            self._release(d, ts, ingest)
+            if dev[1]:
+                self._release_contiguous(dev)
+        elif 0 <= seq < nxt:
+            gaps = dev[2]
+            if gaps and any(a <= seq <= b for a, b in gaps):
+                self.counts["late"] += 1
+                return LATE
+            self.counts["duplicate"] += 1
+            return DUPLICATE
+        else:
+            pending = dev[1]
+            if pending is None:
+                pending = dev[1] = {}
+            elif seq in pending:
+                self.counts["duplicate"] += 1
+                return DUPLICATE
+            pending[seq] = (ts, ingest, d)
+            heapq.heappush(self.held, (ts, seq, device))
+        self.counts["accepted"] += 1
+        if ts > self.max_ts:
+            self.max_ts = ts
+            wm = ts - self.lateness
+            if wm > self.wm:
+                self.advance_to(wm)
+        return ACCEPTED
+
+    def _release(self, d: dict[str, Any], ts: int, ingest: int | None) -> None:
+        self.counts["released"] += 1
+        t = d.get("type")
+        for st in self.index.get(t, self.wildcard) if t.__class__ is str else self.wildcard:
+            flt = st.flt
+            if flt is None or flt(d):
+                st.on_event(d, ts, ingest)
+
+    def _release_contiguous(self, dev: list[Any]) -> None:
+        pending = dev[1]
+        while pending:
+            item = pending.pop(dev[0], None)
+            if item is None:
+                break
+            dev[0] += 1
+            self._release(item[2], item[0], item[1])
+        if not pending:
+            dev[1] = None
+
+    def advance_to(self, wm: int) -> None:
+        """Move the watermark forward to ``wm``: release waiting events, then fire due timers."""
+        if wm <= self.wm:
+            return
+        self.wm = wm
+        held = self.held
+        while held and held[0][0] <= wm:
+            ts, seq, device = heapq.heappop(held)
+            dev = self.devices.get(device)
+            if dev is None or not dev[1] or seq not in dev[1]:
+                continue  # released already (in seq order with an earlier one)
+            self._force_release(device, dev, seq)
+        heap = self.ctx.heap
+        while heap and heap[0][0] <= wm:
+            due, _, st = heapq.heappop(heap)
+            if self.states.get(st.name) is st:
+                st.on_timer(due)
+
+    def _force_release(self, device: str, dev: list[Any], upto: int) -> None:
+        pending = dev[1]
+        for seq in sorted(s for s in pending if s <= upto):
+            ts, ingest, d = pending.pop(seq)
+            nxt = dev[0]
+            if nxt >= 0 and seq > nxt:
+                self._gap(device, dev, nxt, seq - 1, ts)
+            dev[0] = seq + 1
+            self._release(d, ts, ingest)
+        self._release_contiguous(dev)
+        if not dev[1]:
+            dev[1] = None
+
+    def _gap(self, device: str, dev: list[Any], first: int, last: int, ts: int) -> None:
+        self.counts["gaps"] += 1
+        self.counts["gap_seqs"] += last - first + 1
+        gaps = dev[2]
+        if gaps is None:
+            gaps = dev[2] = []
+        gaps.append([first, last])
+        del gaps[:-MAX_GAPS_PER_DEVICE]
+        self.gaps_out.append({"deviceId": device, "partition": self.partition, "firstMissingSeq": first,
+                              "lastMissingSeq": last, "missing": last - first + 1, "detectedAtMs": ts,
+                              "watermarkMs": self.wm})
+
+    def flush(self) -> None:
+        """Release everything and fire every timer up to the last event time (offline tests, drains)."""
+        if self.max_ts > _NEG:
+            self.advance_to(self.max_ts)
+
+    # --- output ---
+    def take_alerts(self) -> list[dict[str, Any]]:
+        out = self.ctx.out
+        self.ctx.out = []
+        return out
+
+    def take_gaps(self) -> list[dict[str, Any]]:
+        out = self.gaps_out
+        self.gaps_out = []
+        return out
+
+    @property
+    def held_count(self) -> int:
+        return sum(len(d[1]) for d in self.devices.values() if d[1])
+
+    def group_count(self) -> int:
+        return sum(len(st.groups) for st in self.states.values())
+
+    # --- snapshot ---
+    def snapshot(self, **extra: Any) -> bytes:
+        body = {
+            "v": SNAPSHOT_VERSION,
+            "maxTs": self.max_ts,
+            "wm": self.wm,
+            "devices": [
+                [dev, s[0], [[q, t, i, d] for q, (t, i, d) in s[1].items()] if s[1] else None, s[2]]
+                for dev, s in self.devices.items()
+            ],
+            "rules": {n: {"fp": st.rule.fingerprint, "groups": st.dump()} for n, st in self.states.items()},
+            "counts": self.counts,
+            **extra,
+        }
+        return orjson.dumps(body)
+
+    def restore(self, blob: bytes) -> dict[str, Any]:
+        """Load a snapshot taken by ``snapshot``; rules whose fingerprint changed start fresh."""
+        body = orjson.loads(blob)
+        if body.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {body.get('v')!r} is not {SNAPSHOT_VERSION}")
+        self.max_ts = body["maxTs"]
+        self.wm = body["wm"]
+        self.devices = {}
+        self.held = []
+        for dev, nxt, pending, gaps in body["devices"]:
+            pend = None
+            if pending:
+                pend = {}
+                for q, t, i, d in pending:
+                    pend[q] = (t, i, d)
+                    self.held.append((t, q, dev))
+            self.devices[dev] = [nxt, pend, gaps]
+        heapq.heapify(self.held)
+        self.ctx.heap = []
+        for name, st in self.states.items():
+            st.groups.clear()
+            st.due_groups.clear()
+            saved = body["rules"].get(name)
+            if saved is not None and saved["fp"] == st.rule.fingerprint:
+                st.load(saved["groups"], self.wm)
+        self.counts.update(body.get("counts", {}))
+        return {k: v for k, v in body.items() if k not in ("v", "maxTs", "wm", "devices", "rules", "counts")}
+
+
+class Engine:
+    """The compiled rule set plus one ``Partition`` per assigned partition."""
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        rules: Sequence[CompiledRule] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.rules: dict[str, CompiledRule] = {r.name: r for r in rules}
+        self.partitions: dict[int, Partition] = {}
+
+    def partition(self, p: int) -> Partition:
+        part = self.partitions.get(p)
+        if part is None:
+            part = self.partitions[p] = Partition(self, p)
+        return part
+
+    def drop(self, p: int) -> None:
+        self.partitions.pop(p, None)
+
+    def set_rules(self, rules: Sequence[CompiledRule], settings: EngineSettings | None = None) -> None:
+        if settings is not None:
+            self.settings = settings
+        self.rules = {r.name: r for r in rules}
+        for part in self.partitions.values():
+            part.lateness = self.settings.lateness_ms
+            part.ctx.settings = self.settings
+            part.set_rules(self.rules)
