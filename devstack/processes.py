@@ -176,6 +176,7 @@ class ManagedProcess:
     def stop(self, timeout: float | None = None, *, kill: bool = False) -> None:
         """SIGTERM the process group, wait, then SIGKILL; ``kill=True`` crashes it at once."""
         popen = self._popen
+        t0 = time.monotonic()
         if popen is not None:
             if popen.poll() is None:
                 self.signal(signal.SIGKILL if kill else signal.SIGTERM)
@@ -188,6 +189,9 @@ class ManagedProcess:
             # the group may hold grandchildren still: make sure none outlives us
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(popen.pid, signal.SIGKILL)
+            logger.info(
+                "%s stopped in %.1fs (exit code %s)", self.name, time.monotonic() - t0, popen.returncode
+            )
         if self._log is not None:
             self._log.close()
             self._log = None
