@@ -15,6 +15,7 @@ from tests.unit.chart.helm import (
     CHART,
     CHART_CRDS,
     CRDS,
+    ROOT,
     Doc,
     kube_version,
     load_crd_dir,
@@ -633,3 +634,22 @@ def test_kopf_peering_crds_ship_in_the_chart_crds_folder() -> None:
     assert names == {"clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
     # Only Kopf's CRDs there: alertpipe's own are templates behind crds.enabled.
     assert [p.name for p in (CHART / "crds").iterdir()] == ["kopf-peering.yaml"]
+
+
+def test_every_values_key_is_in_the_install_docs() -> None:
+    """docs/install.md carries the values reference: a key added to values.yaml must be added there."""
+    doc = (ROOT / "docs" / "install.md").read_text()
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    missing: list[str] = []
+
+    def walk(v: Any, sch: dict[str, Any], path: str) -> None:
+        for key, sub in v.items():
+            sub_schema = sch["properties"][key]
+            if "properties" in sub_schema and isinstance(sub, dict):
+                walk(sub, sub_schema, f"{path}{key}.")
+            elif f"| `{path}{key}` |" not in doc:
+                missing.append(f"{path}{key}")
+
+    walk(values, schema, "")
+    assert not missing, f"docs/install.md values reference lacks: {missing}"
