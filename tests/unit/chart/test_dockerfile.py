@@ -193,5 +193,12 @@ def test_wheel_from_the_build_context_holds_the_packages_and_nothing_else(
 
     for pkg in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]:
         assert pkg.replace(".", "/") + "/__init__.py" in names, pkg
+    # Package data declared in pyproject (e.g. the ingestor's openapi.yaml) is in the wheel too.
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"].get(
+        "package-data", {}
+    )
+    for pkg, files in package_data.items():
+        for f in files:
+            assert pkg.replace(".", "/") + "/" + f in names, (pkg, f)
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "alertpipe = alertpipe.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

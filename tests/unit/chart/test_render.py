@@ -653,3 +653,12 @@ def test_every_values_key_is_in_the_install_docs() -> None:
 
     walk(values, schema, "")
     assert not missing, f"docs/install.md values reference lacks: {missing}"
+
+
+def test_chart_app_version_is_the_package_version() -> None:
+    """The chart installs the alertpipe release it was cut with: appVersion = pyproject's version."""
+    import tomllib
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert str(chart["appVersion"]) == project["version"]
