@@ -1,0 +1,492 @@
+"""The evaluator worker: events topic → rule engine → alerts topic, with state checkpointed in Redis.
+
+One loop, one thread (confluent-kafka's rebalance callbacks run inside ``consume``, so they land
+between batches). Per batch: decode (malformed → dead-letter topic), dedup in one Redis round
+trip, feed the engine in offset order (late → late topic), produce the alert transitions with an
+idempotent producer. Every ``checkpoint_interval``, and on revocation and shutdown: flush the
+producer (all outputs acknowledged), write each dirty partition's snapshot with the offset it
+covers (and the gap records found since) in one Redis transaction, then commit those offsets.
+On assignment: restore the snapshot and seek to its offset. Kafka's committed offset is therefore
+never ahead of the state in Redis; a crash replays from the snapshot, and alert ids are
+deterministic, so a replay repeats ids and never invents new ones.
+
+Idleness rule: a partition that has had no record for ``idleTimeout`` (wall clock), and whose
+position is at the high watermark (no lag, so nothing is in flight), advances its watermark with
+the wall clock: watermark = last event time − lateness + time idle. Absence and window timers of
+a quiet partition then still fire; while there is lag, or just after an assignment, they wait.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Producer, TopicPartition
+
+from alertpipe.workers.config import ConfigSource, PipelineConfig, parse_duration
+from alertpipe.workers.errors import RuleCompileError
+from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
+from alertpipe.workers.evaluator.redis_state import RedisState, dedup_key
+from alertpipe.workers.events import EventError, decode_event
+from alertpipe.workers.rules import CompiledRule, compile_rule
+from alertpipe.workers.rules.engine import DUPLICATE, LATE, Engine, EngineSettings, Partition
+from alertpipe.workers.secrets import SecretResolver
+
+__all__ = ["Evaluator", "EvaluatorOptions", "RESTART"]
+
+logger = logging.getLogger(__name__)
+
+RESTART = "restart"  # run() result: connection settings changed, build a new Evaluator
+_PARTITION_EOF = getattr(KafkaError, "_PARTITION_EOF", -191)
+Headers = list[tuple[str, str | bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluatorOptions:
+    batch_size: int = 5000
+    poll_timeout: float = 0.1
+    checkpoint_interval: float = 1.0
+    group_id: str | None = None
+    housekeeping_interval: float = 1.0
+
+
+def compile_rules(cfg: PipelineConfig, now: datetime | None = None) -> list[CompiledRule]:
+    """The enabled rules of a config; one that does not compile is logged and skipped."""
+    now = now or datetime.now(UTC)
+    disabled = {k.name for k in cfg.kill_switches.disabled_rules if k.active(now)}
+    out = []
+    for entry in cfg.rules:
+        if entry.name in disabled:
+            continue
+        try:
+            out.append(compile_rule(entry.name, entry.spec))
+        except RuleCompileError as exc:
+            logger.error("rule %s does not compile, skipped: %s", entry.name, exc)
+    return out
+
+
+def engine_settings(cfg: PipelineConfig) -> EngineSettings:
+    return EngineSettings(cfg.tenant, cfg.pipeline, round(parse_duration(cfg.allowed_lateness) * 1000),
+                          cfg.revision)
+
+
+def _connection(cfg: PipelineConfig) -> tuple[Any, ...]:
+    return (cfg.kafka.bootstrap_servers, cfg.kafka.topics, tuple(sorted(cfg.kafka.client_options.items())),
+            cfg.kafka.credentials_secret_ref, cfg.redis)
+
+
+class Evaluator:
+    """Runs one pipeline's evaluation until ``stop`` is set (or its connection settings change)."""
+
+    def __init__(
+        self,
+        source: ConfigSource,
+        *,
+        options: EvaluatorOptions | None = None,
+        secrets: SecretResolver | None = None,
+        metrics: EvaluatorMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        cfg = source.current()
+        if cfg is None:
+            raise ValueError("no config revision loaded yet")
+        self.source = source
+        self.cfg = cfg
+        self.opts = options or EvaluatorOptions()
+        self.secrets = secrets or SecretResolver()
+        self.clock = clock
+        self.metrics = metrics or EvaluatorMetrics(cfg.tenant)
+        self.metrics.set_revision(cfg.revision)
+        self.topics = cfg.kafka.topics
+        self.engine = Engine(engine_settings(cfg), compile_rules(cfg), clock=clock)
+        self.metrics.rules.set(len(self.engine.rules))
+        self.redis = self._redis(cfg)
+        self.state = RedisState(self.redis, cfg.redis.key_prefix, self.topics.events)
+        self.dedup_ttl = int(parse_duration(cfg.dedup_ttl))
+        self.idle_ms = round(parse_duration(cfg.idle_timeout) * 1000)
+        self.positions: dict[int, int] = {}  # next offset to process, per assigned partition
+        self.dirty: set[int] = set()
+        self.pending_gaps: dict[int, list[dict[str, Any]]] = {}
+        self.last_record: dict[int, float] = {}  # wall clock of the last record per partition
+        self.assigned: set[int] = set()
+        self.paused = False
+        self.delivery_errors: list[str] = []
+        self.producer = Producer(self._kafka_options(producer=True))
+        self.consumer = Consumer(self._kafka_options(producer=False))
+        self._last_checkpoint = clock()
+        self._last_housekeeping = 0.0
+        self.batches = 0
+
+    # --- clients ---------------------------------------------------------------------------------
+
+    def _kafka_options(self, *, producer: bool) -> dict[str, Any]:
+        k = self.cfg.kafka
+        opts: dict[str, Any] = {"bootstrap.servers": k.bootstrap_servers, **k.client_options}
+        if k.credentials_secret_ref is not None:
+            ref = k.credentials_secret_ref
+            user = self.secrets.resolve(ref.model_copy(update={"key": "sasl.username"}))
+            pw = self.secrets.resolve(ref.model_copy(update={"key": "sasl.password"}))
+            opts.update({"sasl.username": user.get_secret_value(), "sasl.password": pw.get_secret_value()})
+        if producer:
+            opts.update({"linger.ms": 5, "compression.type": "lz4", "client.id": "alertpipe-evaluator",
+                         "enable.idempotence": True, "acks": "all"})
+        else:
+            group = self.opts.group_id or f"alertpipe-{self.cfg.tenant}-{self.cfg.pipeline}-evaluator"
+            opts.update({
+                "group.id": group,
+                "client.id": "alertpipe-evaluator",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "range",
+                "fetch.max.bytes": 52_428_800,
+                "queued.min.messages": 200_000,
+            })
+        return opts
+
+    def _redis(self, cfg: PipelineConfig) -> redis.Redis:
+        url = cfg.redis.url
+        if url is None and cfg.redis.url_secret_ref is not None:
+            url = self.secrets.resolve(cfg.redis.url_secret_ref).get_secret_value()
+        if url is None:
+            raise ValueError("redis.url or redis.urlSecretRef is required")
+        return redis.Redis.from_url(url, socket_timeout=10, socket_connect_timeout=5,
+                                    health_check_interval=30)
+
+    # --- rebalance -------------------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        now = self.clock()
+        for tp in partitions:
+            p = tp.partition
+            part = self.engine.partition(p)
+            blob = self.state.load(p)
+            if blob is not None:
+                meta = part.restore(blob)
+                tp.offset = int(meta["offset"])
+                self.positions[p] = tp.offset
+                logger.info("partition %d: restored checkpoint, seeking to offset %d", p, tp.offset)
+            else:
+                tp.offset = OFFSET_INVALID  # committed offset, else auto.offset.reset
+            self.assigned.add(p)
+            self.last_record[p] = now
+        consumer.assign(partitions)
+        if self.paused:
+            consumer.pause(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        ps = [tp.partition for tp in partitions]
+        try:
+            self.checkpoint(ps)
+        finally:
+            self._forget(ps)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        ps = [tp.partition for tp in partitions]
+        logger.warning("partitions %s lost without revocation: dropping state (the new owner restores)", ps)
+        self._forget(ps)
+
+    def _forget(self, ps: list[int]) -> None:
+        for p in ps:
+            self.engine.drop(p)
+            self.positions.pop(p, None)
+            self.dirty.discard(p)
+            self.pending_gaps.pop(p, None)
+            self.assigned.discard(p)
+            for gauge in (self.metrics.lag, self.metrics.watermark_delay, self.metrics.checkpoint_bytes):
+                try:
+                    gauge.remove(str(p))
+                except KeyError:
+                    pass
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> str | None:
+        self.consumer.subscribe([self.topics.events], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+        logger.info("evaluator: %d rule(s), revision %s, topic %s", len(self.engine.rules),
+                    self.cfg.revision, self.topics.events)
+        result: str | None = None
+        try:
+            while not stop.is_set():
+                if self._reload() == RESTART:
+                    result = RESTART
+                    break
+                msgs = self.consumer.consume(self.opts.batch_size, self.opts.poll_timeout)
+                if msgs:
+                    self.process(msgs)
+                self.producer.poll(0)
+                now = self.clock()
+                if now - self._last_housekeeping >= self.opts.housekeeping_interval:
+                    self._housekeeping(now)
+                if self.dirty and now - self._last_checkpoint >= self.opts.checkpoint_interval:
+                    self.checkpoint(sorted(self.dirty))
+        finally:
+            self.close()
+        return result
+
+    def close(self) -> None:
+        try:
+            self.checkpoint(sorted(self.assigned))
+        except Exception:  # noqa: BLE001 - shutting down: the next owner replays from the last checkpoint
+            logger.exception("final checkpoint failed; the next owner replays from the previous one")
+        self.consumer.close()
+        self.producer.flush(10)
+
+    def process(self, msgs: list[Any]) -> None:
+        """One consumed batch: decode, dedup (one Redis round trip), evaluate, produce."""
+        t0 = time.perf_counter()
+        m = self.metrics
+        tenant = self.cfg.tenant
+        produce = self.producer.produce
+        prefix = self.cfg.redis.key_prefix
+        valid: list[tuple[Any, int, int, Any]] = []
+        keys: list[bytes] = []
+        owners: list[bytes] = []
+        malformed = 0
+        now = self.clock()
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != _PARTITION_EOF:
+                    logger.warning("consume error: %s", err)
+                continue
+            p = msg.partition()
+            off = msg.offset()
+            self.last_record[p] = now
+            raw = msg.value()
+            try:
+                ev = decode_event(raw or b"", tenant)
+            except EventError as exc:
+                malformed += 1
+                self._dead_letter(msg, str(exc))
+                self.positions[p] = off + 1
+                self.dirty.add(p)
+                continue
+            valid.append((msg, p, off, ev))
+            keys.append(dedup_key(prefix, tenant, ev.device_id, ev.seq))
+            owners.append(b"%d:%d" % (p, off))
+        m.consumed.inc(len(msgs))
+        if malformed:
+            m.malformed.inc(malformed)
+        seen = self.state.seen(keys, owners, self.dedup_ttl) if keys else []
+        parts = self.engine.partitions
+        late = dup_redis = dup_engine = evaluated = 0
+        touched: set[int] = set()
+        for (msg, p, off, ev), prev, owner in zip(valid, seen, owners, strict=True):
+            part = parts.get(p)
+            if part is None:
+                continue  # revoked meanwhile (cannot happen between consume calls; be safe)
+            self.positions[p] = off + 1
+            touched.add(p)
+            if prev is not None and prev != owner:
+                dup_redis += 1
+                continue
+            ts_type, ts = msg.timestamp()
+            verdict = part.offer(ev.data, ev.device_id, ev.seq, ev.ts_ms, ts if ts_type else None)
+            if verdict == LATE:
+                late += 1
+                produce(self.topics.late, msg.value(), msg.key(), headers=self._headers(msg, "late"),
+                        on_delivery=self._on_delivery)
+            elif verdict == DUPLICATE:
+                dup_engine += 1
+            else:
+                evaluated += 1
+        self.dirty |= touched
+        if dup_redis:
+            m.deduped.labels(tenant, "redis").inc(dup_redis)
+        if dup_engine:
+            m.deduped.labels(tenant, "engine").inc(dup_engine)
+        if late:
+            m.late.inc(late)
+        m.evaluated.inc(evaluated)
+        for p in touched:
+            self._emit(parts[p], p)
+        self.batches += 1
+        m.batch_seconds.observe(time.perf_counter() - t0)
+
+    def _emit(self, part: Partition, p: int) -> None:
+        alerts = part.take_alerts()
+        if alerts:
+            now_ms = int(self.clock() * 1000)
+            m = self.metrics
+            for a in alerts:
+                self.producer.produce(self.topics.alerts, orjson.dumps(a), a["id"].encode(),
+                                      on_delivery=self._on_delivery)
+                m.alerts.labels(self.cfg.tenant, a["rule"], a["status"]).inc()
+                by_event = m.event_to_alert.labels("event_time")
+                by_event.observe(max(0.0, (now_ms - a["eventTimeMs"]) / 1000))
+                if a.get("ingestTimeMs"):
+                    by_ingest = m.event_to_alert.labels("ingest_time")
+                    by_ingest.observe(max(0.0, (now_ms - a["ingestTimeMs"]) / 1000))
+        gaps = part.take_gaps()
+        if gaps:
+            self.pending_gaps.setdefault(p, []).extend(gaps)
+            self.metrics.gaps.inc(len(gaps))
+            self.metrics.gap_events.inc(sum(g["missing"] for g in gaps))
+
+    def _headers(self, msg: Any, kind: str, reason: str | None = None) -> Headers:
+        h: Headers = [
+            ("alertpipe-kind", kind.encode()),
+            ("alertpipe-source-topic", msg.topic().encode()),
+            ("alertpipe-source-partition", str(msg.partition()).encode()),
+            ("alertpipe-source-offset", str(msg.offset()).encode()),
+        ]
+        if reason is not None:
+            h.append(("alertpipe-reason", reason.encode()[:1024]))
+        return h
+
+    def _dead_letter(self, msg: Any, reason: str) -> None:
+        envelope = {
+            "kind": "malformed-event",
+            "stage": "evaluator",
+            "reason": reason,
+            "topic": msg.topic(),
+            "partition": msg.partition(),
+            "offset": msg.offset(),
+            "key": (msg.key() or b"").decode("utf-8", "replace"),
+            "valueBase64": _b64(msg.value() or b""),
+            "at": int(self.clock() * 1000),
+        }
+        self.producer.produce(self.topics.dead_letter, orjson.dumps(envelope), msg.key(),
+                              headers=self._headers(msg, "malformed", reason), on_delivery=self._on_delivery)
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.delivery_errors.append(str(err))
+
+    # --- checkpoints -----------------------------------------------------------------------------
+
+    def checkpoint(self, partitions: list[int]) -> None:
+        """Outputs acknowledged → snapshots + gap records in Redis → offsets committed."""
+        parts = self.engine.partitions
+        ps = [p for p in partitions if p in self.dirty and p in self.positions and p in parts]
+        self._last_checkpoint = self.clock()
+        if not ps:
+            return
+        t0 = time.perf_counter()
+        left = self.producer.flush(30)
+        if left or self.delivery_errors:
+            errs = self.delivery_errors[:3]
+            self.delivery_errors.clear()
+            # Not acknowledged: do not move the checkpoint; a restart replays from the previous one.
+            raise RuntimeError(f"{left} output(s) not acknowledged ({'; '.join(errs) or 'timeout'});"
+                               " not checkpointing")
+        blobs = []
+        gaps: list[dict[str, Any]] = []
+        for p in ps:
+            blob = self.engine.partitions[p].snapshot(offset=self.positions[p])
+            blobs.append((p, blob))
+            self.metrics.checkpoint_bytes.labels(str(p)).set(len(blob))
+            gaps.extend(self.pending_gaps.pop(p, []))
+        self.state.save(blobs, gaps)
+        offsets = [TopicPartition(self.topics.events, p, self.positions[p]) for p in ps]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except Exception as exc:  # noqa: BLE001 - the Redis checkpoint is the source of truth
+            logger.warning("offset commit failed (the checkpoint in Redis stands): %s", exc)
+        self.dirty.difference_update(ps)
+        self.metrics.checkpoint_seconds.observe(time.perf_counter() - t0)
+
+    # --- config, kill switches, idleness -----------------------------------------------------------
+
+    def _reload(self) -> str | None:
+        cfg = self.source.current()
+        now_dt = datetime.now(UTC)
+        if cfg is not None and cfg.revision != self.cfg.revision:
+            if _connection(cfg) != _connection(self.cfg):
+                logger.warning("config %s changes Kafka/Redis settings: restarting the evaluator",
+                               cfg.revision)
+                self.cfg = cfg
+                return RESTART
+            self._apply(cfg, now_dt)
+        elif self._disabled_set(self.cfg, now_dt) != self._disabled_now:
+            self._apply(self.cfg, now_dt)  # a disable switch expired or began
+        stop_switch = self.cfg.kill_switches.stop_evaluation
+        want_pause = stop_switch is not None and stop_switch.active(now_dt)
+        if want_pause != self.paused:
+            self._set_paused(want_pause)
+        return None
+
+    _disabled_now: frozenset[str] = frozenset()
+
+    @staticmethod
+    def _disabled_set(cfg: PipelineConfig, now: datetime) -> frozenset[str]:
+        return frozenset(k.name for k in cfg.kill_switches.disabled_rules if k.active(now))
+
+    def _apply(self, cfg: PipelineConfig, now: datetime) -> None:
+        rules = compile_rules(cfg, now)
+        self.engine.set_rules(rules, engine_settings(cfg))
+        self._disabled_now = self._disabled_set(cfg, now)
+        self.cfg = cfg
+        self.idle_ms = round(parse_duration(cfg.idle_timeout) * 1000)
+        self.dedup_ttl = int(parse_duration(cfg.dedup_ttl))
+        self.metrics.set_revision(cfg.revision)
+        self.metrics.rules.set(len(rules))
+        for p, part in self.engine.partitions.items():
+            self._emit(part, p)  # resolutions of retired rules
+            self.dirty.add(p)
+        logger.info("config revision %s live: %d rule(s)", cfg.revision, len(rules))
+
+    def _set_paused(self, pause: bool) -> None:
+        assignment = self.consumer.assignment()
+        if pause:
+            self.checkpoint(sorted(self.assigned))
+            if assignment:
+                self.consumer.pause(assignment)
+            logger.warning("stopEvaluation kill switch on: consumption paused (lag grows, nothing is lost)")
+        else:
+            if assignment:
+                self.consumer.resume(assignment)
+            logger.warning("stopEvaluation kill switch off: consumption resumed")
+        self.paused = pause
+        self.metrics.paused.set(1 if pause else 0)
+
+    def _housekeeping(self, now: float) -> None:
+        self._last_housekeeping = now
+        m = self.metrics
+        held = groups = 0
+        for p in list(self.assigned):
+            part = self.engine.partitions.get(p)
+            if part is None:
+                continue
+            held += len(part.held)
+            groups += part.group_count()
+            if part.wm > 0:
+                m.watermark_delay.labels(str(p)).set(max(0.0, now - part.wm / 1000))
+            lag = self._lag(p)
+            if lag is not None:
+                m.lag.labels(str(p)).set(lag)
+            idle_for = (now - self.last_record.get(p, now)) * 1000
+            if not self.paused and lag == 0 and idle_for >= self.idle_ms and part.max_ts > 0:
+                target = part.max_ts - part.lateness + int(idle_for)
+                if target > part.wm:
+                    part.advance_to(target)
+                    self._emit(part, p)
+                    self.dirty.add(p)
+        m.held.set(held)
+        m.groups.set(groups)
+
+    def _lag(self, p: int) -> int | None:
+        try:
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topics.events, p), timeout=1,
+                                                          cached=False)
+        except Exception:  # noqa: BLE001 - a metric; the broker may be briefly away
+            return None
+        pos = self.positions.get(p)
+        if pos is None:
+            committed = self.consumer.committed([TopicPartition(self.topics.events, p)], timeout=1)
+            pos = committed[0].offset if committed and committed[0].offset >= 0 else 0
+        return max(0, int(high) - int(pos))
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
