@@ -120,7 +120,7 @@ def test_install_cluster_wide_ha_then_upgrade_and_uninstall(
 
     # NOTES.txt tells what to do next.
     assert f"kubectl -n {ns} rollout status deployment/{full}" in notes
-    assert "examples/" in notes
+    assert "examples/rules/" in notes
 
     # CRDs: the generated ones (crds/), established, kept on uninstall; Kopf's peering CRDs from crds/.
     for name, crd in load_crd_dir(CRDS).items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -662,3 +663,11 @@ def test_chart_app_version_is_the_package_version() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert str(chart["appVersion"]) == project["version"]
+
+
+def test_notes_point_at_files_that_exist() -> None:
+    notes = (CHART / "templates" / "NOTES.txt").read_text()
+    paths = re.findall(r"\bexamples/[\w./-]*", notes)
+    assert paths, "NOTES.txt should point at an example to start from"
+    for path in paths:
+        assert (ROOT / path.rstrip(".")).exists(), path
