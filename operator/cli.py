@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="watch only this namespace (repeatable; glob patterns allowed); default: all namespaces",
     )
     g.add_argument(
+        "--all-namespaces",
+        "-A",
+        action="store_true",
+        help="watch every namespace (the default without --namespace)",
+    )
+    g.add_argument(
         "--kubeconfig",
         default=env("KUBECONFIG"),
         help="kubeconfig file (default: $KUBECONFIG, else in-cluster)",
@@ -157,13 +163,26 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
         ),
     )
     registry = kopf.OperatorRegistry()
-    register(registry, rec)
+    register(registry, rec, webhooks=bool(args.webhook_port))
     tasks: list[asyncio.Task[None]] = []
     runners: list[web.AppRunner] = []
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> Any:
-        return kopf.login_via_client(**kwargs)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # The same credentials as the reconciler's client (kubeconfig flag or in-cluster).
+        cfg = rec.kube.api.configuration
+        auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken") or ""
+        scheme, _sep, token = str(auth).partition(" ")
+        return kopf.ConnectionInfo(
+            server=cfg.host,
+            ca_path=cfg.ssl_ca_cert,
+            insecure=not cfg.verify_ssl,
+            scheme=scheme or None,
+            token=token or None,
+            certificate_path=cfg.cert_file,
+            private_key_path=cfg.key_file,
+            default_namespace=None,
+        )
 
     @kopf.on.startup(registry=registry)
     async def start(**_: Any) -> None:

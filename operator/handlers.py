@@ -42,8 +42,8 @@ def _plain(body: kopf.Body) -> dict[str, Any]:
     }
 
 
-def register(registry: kopf.OperatorRegistry, rec: Reconciler) -> None:
-    """Attach every handler to ``registry``, bound to ``rec``."""
+def register(registry: kopf.OperatorRegistry, rec: Reconciler, *, webhooks: bool = True) -> None:
+    """Attach every handler to ``registry``, bound to ``rec``; admission handlers only with ``webhooks``."""
 
     @kopf.index(GROUP, VERSION, PIPELINE_PLURAL, registry=registry)
     def pipelines_feed(body: kopf.Body, **_: Any) -> None:
@@ -91,6 +91,9 @@ def register(registry: kopf.OperatorRegistry, rec: Reconciler) -> None:
         except KafkaAdminError as exc:
             raise kopf.TemporaryError(f"deleting topics: {exc}", delay=10) from None
         logger.info("%s/%s: deleted topics %s (deletionPolicy: Delete)", namespace, name, ", ".join(gone))
+
+    if not webhooks:
+        return
 
     @kopf.on.validate(
         GROUP, VERSION, RULE_PLURAL, id=RULE_WEBHOOK_ID, operations=["CREATE", "UPDATE"], registry=registry

@@ -353,7 +353,10 @@ class Reconciler:
             await self.event(
                 body, "Normal", "ConfigUpdated", f"config revision {config.revision}: {len(entries)} rule(s)"
             )
-        self.store.compiled[(namespace, name)] = (config.revision, frozenset(e.name for e in entries))
+        compiled = (config.revision, frozenset(e.name for e in entries))
+        if self.store.compiled.get((namespace, name)) != compiled:
+            self.store.compiled[(namespace, name)] = compiled
+            self.queue.schedule(("rules", namespace, ""), 0.0)  # rule statuses name the live revision
 
         # 3. workloads
         desired = desired_objects(owner, spec, self.settings.image, self.settings.role_images)
@@ -508,6 +511,10 @@ class Reconciler:
             spec, _ = validate_pipeline_spec(p.get("spec"))
             if spec is not None and not p["metadata"].get("deletionTimestamp"):
                 pipelines.append((p["metadata"]["name"], spec))
+        if any((namespace, n) not in self.store.compiled for n, _ in pipelines):
+            # A pipeline not yet compiled since start: its reconcile schedules this pass when done,
+            # so statuses are written once, complete (and not at all after a restart).
+            return None
         for rule in self.store.rules_in(namespace):
             meta = rule["metadata"]
             labels = meta.get("labels") or {}

@@ -70,7 +70,12 @@ def test_pipeline_crd_names_columns_and_validations() -> None:
     version = crd["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
-        "Ready", "Rules", "Evaluators", "Deliverers", "Revision", "Age"
+        "Ready",
+        "Rules",
+        "Evaluators",
+        "Deliverers",
+        "Revision",
+        "Age",
     ]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     channels = spec["properties"]["channels"]
@@ -79,6 +84,9 @@ def test_pipeline_crd_names_columns_and_validations() -> None:
     assert spec["properties"]["deletionPolicy"]["enum"] == ["Retain", "Delete"]
     assert spec["properties"]["deletionPolicy"]["default"] == "Retain"
     assert spec["properties"]["evaluator"]["properties"]["replicas"]["minimum"] == 0
-    assert spec["properties"]["redis"]["x-kubernetes-validations"][0]["rule"] == "has(self.url) != has(self.urlSecretRef)"
+    assert (
+        spec["properties"]["redis"]["x-kubernetes-validations"][0]["rule"]
+        == "has(self.url) != has(self.urlSecretRef)"
+    )
     rate = channels["items"]["properties"]["rateLimitPerSecond"]
     assert rate["exclusiveMinimum"] is True and rate["minimum"] == 0

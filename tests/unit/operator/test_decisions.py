@@ -33,7 +33,13 @@ def pipeline_spec(**extra: Any) -> AlertPipelineSpec:
         "kafka": {"bootstrapServers": "127.0.0.1:9092", "topics": {"events": {"partitions": 4}}},
         "redis": {"url": "redis://127.0.0.1:6379/0"},
         "channels": [
-            {"name": "ops", "webhook": {"url": "http://127.0.0.1:1/hook", "signingSecretRef": {"name": "hook", "key": "k"}}},
+            {
+                "name": "ops",
+                "webhook": {
+                    "url": "http://127.0.0.1:1/hook",
+                    "signingSecretRef": {"name": "hook", "key": "k"},
+                },
+            },
             {"name": "pager", "pagerduty": {"routingKeySecretRef": {"name": "pd", "key": "rk"}}},
         ],
     }
@@ -81,7 +87,11 @@ def test_topic_plan_is_empty_when_everything_matches() -> None:
         ({}, {}, True),
         ({"matchLabels": {"team": "a"}}, {"team": "a", "x": "y"}, True),
         ({"matchLabels": {"team": "a"}}, {"team": "b"}, False),
-        ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["1", "2"]}]}, {"tier": "2"}, True),
+        (
+            {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["1", "2"]}]},
+            {"tier": "2"},
+            True,
+        ),
         ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["1"]}]}, {}, False),
         ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["1"]}]}, {}, True),
         ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["1"]}]}, {"tier": "1"}, False),
@@ -102,12 +112,18 @@ def test_kill_switches_expire_and_report_next_expiry() -> None:
             "stopDelivery": {"reason": "receiver down", "until": (NOW + timedelta(minutes=5)).isoformat()},
             "stopEvaluation": {"reason": "old", "until": (NOW - timedelta(minutes=1)).isoformat()},
             "mutedChannels": [{"name": "ops", "reason": "noisy"}],
-            "disabledRules": [{"name": "r1", "reason": "flapping", "until": "2026-01-01T12:01:00"}],  # naive = UTC
+            "disabledRules": [
+                {"name": "r1", "reason": "flapping", "until": "2026-01-01T12:01:00"}
+            ],  # naive = UTC
         }
     )
     active = active_switches(ks, NOW)
     assert active.stop_evaluation is None and active.stop_delivery is not None
-    assert describe_active(active) == ["stopDelivery: receiver down", "disabledRules[r1]: flapping", "mutedChannels[ops]: noisy"]
+    assert describe_active(active) == [
+        "stopDelivery: receiver down",
+        "disabledRules[r1]: flapping",
+        "mutedChannels[ops]: noisy",
+    ]
     assert next_expiry(ks, NOW) == NOW + timedelta(minutes=1)
     later = NOW + timedelta(minutes=6)
     assert describe_active(active_switches(ks, later)) == ["mutedChannels[ops]: noisy"]
@@ -137,7 +153,10 @@ def test_conditions_explain_what_blocks() -> None:
         kill_switches=("stopDelivery: receiver down",),
     )
     by = {w.type: w for w in pipeline_conditions(o)}
-    assert by["TopicsReady"].reason == "PartitionDecreaseNotSupported" and "t has 12, spec asks 6" in by["TopicsReady"].message
+    assert (
+        by["TopicsReady"].reason == "PartitionDecreaseNotSupported"
+        and "t has 12, spec asks 6" in by["TopicsReady"].message
+    )
     assert by["Ready"].status == "False" and by["Ready"].reason == "PartitionDecreaseNotSupported"
     assert by["RulesReady"].status == "False" and "bad: spec.threshold.condition" in by["RulesReady"].message
     assert by["WorkersAvailable"].message == "available: evaluator 1/2"
@@ -155,8 +174,20 @@ def _rule(cond: str) -> RuleSpec:
 
 def test_compile_is_deterministic_and_revision_tracks_content() -> None:
     spec = pipeline_spec()
-    a = compile_config("ns", "p", spec, [RuleEntry(name="b", spec=_rule("value > 1")), RuleEntry(name="a", spec=_rule("value > 2"))], NOW)
-    b = compile_config("ns", "p", spec, [RuleEntry(name="a", spec=_rule("value > 2")), RuleEntry(name="b", spec=_rule("value > 1"))], NOW)
+    a = compile_config(
+        "ns",
+        "p",
+        spec,
+        [RuleEntry(name="b", spec=_rule("value > 1")), RuleEntry(name="a", spec=_rule("value > 2"))],
+        NOW,
+    )
+    b = compile_config(
+        "ns",
+        "p",
+        spec,
+        [RuleEntry(name="a", spec=_rule("value > 2")), RuleEntry(name="b", spec=_rule("value > 1"))],
+        NOW,
+    )
     assert a.revision == b.revision and [r.name for r in a.rules] == ["a", "b"]
     assert a.kafka.topics.events == "ns.p.events" and a.redis.key_prefix == "ns:p:"
     c = compile_config("ns", "p", spec, [RuleEntry(name="a", spec=_rule("value > 3"))], NOW)
@@ -186,29 +217,55 @@ def test_desired_objects_owned_labelled_and_least_privilege() -> None:
     objs = desired_objects(owner, spec, "img:1", {})
     kinds = [(o["kind"], o["metadata"]["name"]) for o in objs]
     assert kinds == [
-        ("ServiceAccount", "p-worker"), ("Role", "p-worker"), ("RoleBinding", "p-worker"),
-        ("Deployment", "p-ingestor"), ("Deployment", "p-evaluator"), ("Deployment", "p-deliverer"),
+        ("ServiceAccount", "p-worker"),
+        ("Role", "p-worker"),
+        ("RoleBinding", "p-worker"),
+        ("Deployment", "p-ingestor"),
+        ("Deployment", "p-evaluator"),
+        ("Deployment", "p-deliverer"),
         ("Service", "p-ingestor"),
     ]
     for o in objs:
         assert o["metadata"]["ownerReferences"][0] == {
-            "apiVersion": "alertpipe.io/v1alpha1", "kind": "AlertPipeline", "name": "p", "uid": "uid-1",
-            "controller": True, "blockOwnerDeletion": True,
+            "apiVersion": "alertpipe.io/v1alpha1",
+            "kind": "AlertPipeline",
+            "name": "p",
+            "uid": "uid-1",
+            "controller": True,
+            "blockOwnerDeletion": True,
         }
         assert o["metadata"]["labels"]["app.kubernetes.io/instance"] == "p"
         assert DESIRED_HASH in o["metadata"]["annotations"]
     role = objs[1]
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["p-config"], "verbs": ["get", "list", "watch"]}]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "resourceNames": ["p-config"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
     deps = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Deployment"}
     ev = deps["p-evaluator"]["spec"]
     assert ev["replicas"] == 3
     c = ev["template"]["spec"]["containers"][0]
-    assert c["command"] == ["alertpipe", "evaluator", "--config", "configmap:ns/p-config", "--secrets-dir", "/var/run/secrets/alertpipe"]
+    assert c["command"] == [
+        "alertpipe",
+        "evaluator",
+        "--config",
+        "configmap:ns/p-config",
+        "--secrets-dir",
+        "/var/run/secrets/alertpipe",
+    ]
     assert c["image"] == "img:1" and c["resources"] == {"requests": {"cpu": "100m"}}
     assert [m["mountPath"] for m in c["volumeMounts"]] == ["/var/run/secrets/alertpipe/kafka-creds"]
     dl = deps["p-deliverer"]["spec"]["template"]["spec"]["containers"][0]
     assert dl["image"] == "custom:1"
-    assert sorted(m["mountPath"].rsplit("/", 1)[1] for m in dl["volumeMounts"]) == ["hook", "kafka-creds", "pd"]
+    assert sorted(m["mountPath"].rsplit("/", 1)[1] for m in dl["volumeMounts"]) == [
+        "hook",
+        "kafka-creds",
+        "pd",
+    ]
     ing = deps["p-ingestor"]["spec"]["template"]["spec"]["containers"][0]
     assert "pd" not in str(ing["volumeMounts"])  # channel secrets only reach the deliverer
 
@@ -217,13 +274,21 @@ def test_disabled_role_has_no_deployment_and_needs_update_compares_hash() -> Non
     owner = Owner("ns", "p", "u")
     spec = pipeline_spec(ingestor={"enabled": False})
     objs = desired_objects(owner, spec, "img", {})
-    assert ("Service" not in [o["kind"] for o in objs]) and "p-ingestor" not in [o["metadata"]["name"] for o in objs]
+    assert ("Service" not in [o["kind"] for o in objs]) and "p-ingestor" not in [
+        o["metadata"]["name"] for o in objs
+    ]
     dep = next(o for o in objs if o["kind"] == "Deployment")
-    live = {**dep, "status": {"availableReplicas": 1}, "metadata": {**dep["metadata"], "resourceVersion": "9"}}
+    live = {
+        **dep,
+        "status": {"availableReplicas": 1},
+        "metadata": {**dep["metadata"], "resourceVersion": "9"},
+    }
     live["spec"] = {**dep["spec"], "revisionHistoryLimit": 10}  # apiserver defaults do not count
     assert not needs_update(dep, live)
     assert needs_update(dep, {**live, "spec": {**live["spec"], "replicas": 5}})  # drift
-    other = desired_objects(owner, pipeline_spec(ingestor={"enabled": False}, evaluator={"replicas": 2}), "img", {})
+    other = desired_objects(
+        owner, pipeline_spec(ingestor={"enabled": False}, evaluator={"replicas": 2}), "img", {}
+    )
     assert needs_update(next(o for o in other if o["metadata"]["name"] == dep["metadata"]["name"]), live)
 
 
@@ -240,7 +305,11 @@ def test_config_map_carries_the_contract() -> None:
 BROKEN_RULES = [
     ({"threshold": {"condition": "value >"}}, "spec.threshold.condition", "column"),
     ({"threshold": {"condition": "value > 1"}, "absence": {"for": "1m"}}, "spec", "exactly one of threshold"),
-    ({"aggregate": {"fn": "count", "window": "5 minutes", "condition": "value > 1"}}, "spec.aggregate.window", "not a duration"),
+    (
+        {"aggregate": {"fn": "count", "window": "5 minutes", "condition": "value > 1"}},
+        "spec.aggregate.window",
+        "not a duration",
+    ),
     ({"threshold": {"condition": "value > 1"}, "severity": "urgent"}, "spec.severity", "critical"),
     ({"threshold": {"condition": "value > 1"}, "thresold": {}}, "spec.thresold", "unknown field"),
     ({"threshold": {"condition": "value > 1"}, "by": "deviceId"}, "spec.by", "list"),
@@ -258,11 +327,19 @@ def test_broken_rules_name_path_and_reason(spec: dict[str, Any], path: str, word
 BROKEN_PIPELINES = [
     ({"evaluator": {"replicas": -1}}, "spec.evaluator.replicas", "greater than or equal to 0"),
     ({"redis": {}}, "spec.redis", "exactly one of url, urlSecretRef"),
-    ({"channels": [{"name": "a", "webhook": {"url": "http://x"}, "fallback": "zzz"}]}, "spec", "unknown channel 'zzz'"),
+    (
+        {"channels": [{"name": "a", "webhook": {"url": "http://x"}, "fallback": "zzz"}]},
+        "spec",
+        "unknown channel 'zzz'",
+    ),
     ({"channels": [{"name": "a"}]}, "spec.channels[0]", "exactly one of webhook"),
     ({"allowedLateness": "soon"}, "spec.allowedLateness", "not a duration"),
     ({"deletionPolicy": "Maybe"}, "spec.deletionPolicy", "Retain"),
-    ({"killSwitches": {"mutedChannels": [{"name": "ghost", "reason": "x"}]}}, "spec", "unknown channel 'ghost'"),
+    (
+        {"killSwitches": {"mutedChannels": [{"name": "ghost", "reason": "x"}]}},
+        "spec",
+        "unknown channel 'ghost'",
+    ),
 ]
 
 

@@ -18,7 +18,7 @@ def test_earliest_keeps_the_first_due_time() -> None:
     assert earliest(7.0, 5.0) == 5.0
 
 
-async def _until(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+async def _until(cond, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not cond():
             await asyncio.sleep(0.005)
