@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import signal
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -43,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " a few seconds in a cluster so endpoints are updated)",
     )
     parser.add_argument("--access-log", action="store_true", help="log every request")
+    parser.add_argument(
+        "--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+        help="event loop: uvloop when installed (auto, the default) or the standard asyncio loop",
+    )
 
 
 async def serve(ingestor: Ingestor, host: str, port: int, *, drain_seconds: float = 0.0,
@@ -84,6 +90,24 @@ def run(args: argparse.Namespace) -> int:
         delivery_timeout=args.delivery_timeout, max_inflight=args.max_inflight, linger_ms=args.linger_ms
     )
     ingestor = Ingestor(source, keys, settings)
-    asyncio.run(serve(ingestor, args.host, args.port, drain_seconds=args.drain_seconds,
-                      access_log=args.access_log))
+    main = serve(ingestor, args.host, args.port, drain_seconds=args.drain_seconds, access_log=args.access_log)
+    loop_factory = _loop_factory(args.loop)
+    if loop_factory is None:
+        asyncio.run(main)
+    else:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(main)
     return 0
+
+
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if choice == "asyncio":
+        return None
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("alertpipe ingestor: --loop uvloop needs the uvloop package") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
