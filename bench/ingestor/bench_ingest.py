@@ -85,8 +85,8 @@ def histogram_quantiles(text: str, name: str, qs: tuple[float, ...]) -> dict[str
     buckets: list[tuple[float, float]] = []
     for line in text.splitlines():
         if line.startswith(name + "_bucket{"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
     buckets.sort()
     total = buckets[-1][1] if buckets else 0.0
     out: dict[str, float] = {}
