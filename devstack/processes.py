@@ -113,6 +113,7 @@ class ManagedProcess:
         cwd: Path | None = None,
         tie_to_parent: bool = True,
         stop_timeout: float = 20.0,
+        inherit_env: bool = True,
     ) -> None:
         self.name = name
         self.argv = list(argv)
@@ -121,6 +122,7 @@ class ManagedProcess:
         self.cwd = cwd
         self.tie_to_parent = tie_to_parent
         self.stop_timeout = stop_timeout
+        self.inherit_env = inherit_env
         self._popen: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -145,7 +147,9 @@ class ManagedProcess:
         argv = self.argv
         if self.tie_to_parent and shutil.which("setpriv"):
             argv = ["setpriv", "--pdeathsig", "KILL", "--", *argv]
-        env = {**os.environ, **self.env} if self.env is not None else None
+        env = self.env
+        if self.inherit_env and self.env is not None:
+            env = {**os.environ, **self.env}
         log = self._log
 
         def spawn() -> subprocess.Popen[bytes]:

@@ -14,16 +14,17 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from devstack.kafka import KafkaServer
-from devstack.kube import KubeCluster
+from devstack.kube import LOCAL_NODE_LABEL, KubeCluster
 from devstack.paths import runs_dir
-from devstack.processes import install_signal_handlers, wait_until
+from devstack.processes import StartError, install_signal_handlers, wait_until
 from devstack.redis import RedisServer
-from devstack.stack import Stack, StackEnv, new_run_dir, prune_run_dirs
+from devstack.stack import ENV_KEYS, Stack, StackEnv, new_run_dir, prune_run_dirs
 
 ENV_VAR = "ALERTPIPE_DEVSTACK_ENV"
 _restartable: list[KafkaServer | RedisServer] = []
@@ -114,6 +115,27 @@ def kubeconfig(request: pytest.FixtureRequest, devstack_env: StackEnv | None) ->
 def helm_bin(devstack: Stack) -> Path:
     """Path of the helm binary built by the devstack (pass ``--kubeconfig`` to it)."""
     return devstack.helm()
+
+
+@dataclass(frozen=True)
+class LocalPods:
+    """Where pods must go to run as local processes: put ``node_selector`` in the pod template."""
+
+    node: str
+    node_selector: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def pod_runner(request: pytest.FixtureRequest, devstack_env: StackEnv | None) -> LocalPods:
+    """The local pod runner is active: pods bound to ``.node`` run as local processes on 127.0.0.1."""
+    selector = {LOCAL_NODE_LABEL[0]: LOCAL_NODE_LABEL[1]}
+    if devstack_env is not None:
+        request.getfixturevalue("kubeconfig")
+        if ENV_KEYS["pod_runner_node"] not in devstack_env.values:
+            raise StartError("the running devstack has no pod runner (started with --no-pod-runner?)")
+        return LocalPods(devstack_env.values[ENV_KEYS["pod_runner_node"]], selector)
+    stack: Stack = request.getfixturevalue("devstack")
+    return LocalPods(stack.pod_runner().node, selector)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from typing import Generic, TypeVar
 from devstack.kafka import KafkaServer, kafka_healthy
 from devstack.kube import KubeCluster
 from devstack.paths import bin_dir
+from devstack.podrunner import PodRunner
 from devstack.processes import StartError
 from devstack.provision import kafka_libs, kwok_stages_dir, missing, provision
 from devstack.redis import RedisServer, redis_ping
@@ -38,6 +39,7 @@ ENV_KEYS = {
     "helm": "ALERTPIPE_HELM",
     "run_dir": "ALERTPIPE_DEVSTACK_RUN_DIR",
     "pid": "ALERTPIPE_DEVSTACK_PID",
+    "pod_runner_node": "ALERTPIPE_POD_RUNNER_NODE",
 }
 
 
@@ -124,6 +126,7 @@ class Stack:
         self._redis: _Lazy[RedisServer] = _Lazy()
         self._kafka: _Lazy[KafkaServer] = _Lazy()
         self._kube: _Lazy[KubeCluster] = _Lazy()
+        self._pod_runner: _Lazy[PodRunner] = _Lazy()
         self.timings: dict[str, float] = {}
 
     def _timed(self, name: str, fn: Callable[[], T]) -> T:
@@ -166,6 +169,17 @@ class Stack:
 
         return self._kube.get(make)
 
+    def pod_runner(self) -> PodRunner:
+        """The local pod runner for this stack's ``devstack-local`` node (started with the control plane)."""
+
+        def make() -> PodRunner:
+            k = self.kube()
+            runner = PodRunner(k.kubeconfig, self.run_dir / "pod-runner", tie_to_parent=self.tie_to_parent)
+            runner.start()
+            return runner
+
+        return self._pod_runner.get(make)
+
     def helm(self) -> Path:
         ensure_provisioned("go")
         return bin_dir() / "helm"
@@ -193,10 +207,14 @@ class Stack:
         if self._kube.value is not None:
             out[ENV_KEYS["kubeconfig"]] = str(self._kube.value.kubeconfig)
             out[ENV_KEYS["helm"]] = str(bin_dir() / "helm")
+        if self._pod_runner.value is not None:
+            out[ENV_KEYS["pod_runner_node"]] = self._pod_runner.value.node
         return out
 
     def stop(self) -> None:
         """Stop what was started, dependents first."""
+        if self._pod_runner.value is not None:
+            self._pod_runner.value.stop()
         for comp in (self._kube.value, self._kafka.value, self._redis.value):
             if comp is not None:
                 try:

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="devstack-supervisor")
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--components", default="redis,kafka,kube")
+    p.add_argument("--no-pod-runner", action="store_true", help="do not run devstack-local's pods locally")
     args = p.parse_args(argv)
     run_dir: Path = args.run_dir
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     _write_state(run_dir, pid=os.getpid(), status="starting", components=components)
     try:
         stack.start(components)
+        if "kube" in components and not args.no_pod_runner:
+            stack.pod_runner()
     except Exception as e:
         logger.error("devstack failed to start: %s", e)
         stack.stop()
@@ -81,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         pid=os.getpid(),
         status="ready",
         components=components,
+        pod_runner="kube" in components and not args.no_pod_runner,
         env=env,
         timings={**stack.timings, "total": total},
     )

@@ -1,0 +1,134 @@
+"""The local pod runner: a Deployment's pod really runs on 127.0.0.1 with its env and volumes."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from devstack.kube import kube_client
+from devstack.processes import free_port, port_open, wait_until
+from devstack.pytest_plugin import LocalPods
+
+pytestmark = pytest.mark.integration
+
+# A tiny HTTP server: answers with what the pod gave it (env from literals, a ConfigMap, a Secret,
+# the downward API) and the content of its mounted ConfigMap file.
+SERVER = """
+import http.server, json, os, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({
+            "greeting": os.environ.get("GREETING"),
+            "token": os.environ.get("TOKEN"),
+            "pod": os.environ.get("POD_NAME"),
+            "pod_ip": os.environ.get("POD_IP"),
+            "literal": os.environ.get("LITERAL"),
+            "file": open(sys.argv[2]).read(),
+            "cwd": os.getcwd(),
+        }).encode()
+        self.send_response(200); self.end_headers(); self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def local_server_deployment(name: str, port: int, selector: dict[str, str]) -> client.V1Deployment:
+    d = client.V1Deployment.from_dict(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {
+                        "nodeSelector": selector,
+                        "terminationGracePeriodSeconds": 5,
+                        "containers": [
+                            {
+                                "name": "web",
+                                "image": "registry.invalid/alertpipe:dev",
+                                "command": ["python", "-c", SERVER],
+                                "args": ["$(PORT)", "/etc/site/index.txt"],
+                                "env": [
+                                    {"name": "PORT", "value": str(port)},
+                                    {"name": "LITERAL", "value": "plain"},
+                                    {
+                                        "name": "GREETING",
+                                        "valueFrom": {"configMapKeyRef": {"name": "site", "key": "greeting"}},
+                                    },
+                                    {
+                                        "name": "TOKEN",
+                                        "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}},
+                                    },
+                                    {
+                                        "name": "POD_NAME",
+                                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                                    },
+                                    {
+                                        "name": "POD_IP",
+                                        "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+                                    },
+                                ],
+                                "volumeMounts": [{"name": "site", "mountPath": "/etc/site"}],
+                            }
+                        ],
+                        "volumes": [{"name": "site", "configMap": {"name": "site"}}],
+                    },
+                },
+            },
+        }
+    )
+    assert d is not None
+    return d
+
+
+def get_json(port: int) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:  # noqa: S310 - loopback
+        return json.loads(resp.read())
+
+
+def test_deployment_pod_serves_locally_and_scaling_to_zero_stops_it(
+    pod_runner: LocalPods, kubeconfig: Path, namespace: str
+) -> None:
+    api = kube_client(kubeconfig)
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    core.create_namespaced_config_map(
+        namespace,
+        client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="site"),
+            data={"greeting": "hello", "index.txt": "from a ConfigMap"},
+        ),
+    )
+    core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(metadata=client.V1ObjectMeta(name="creds"), string_data={"token": "s3cret"}),
+    )
+    port = free_port()
+    apps.create_namespaced_deployment(
+        namespace, local_server_deployment("web", port, pod_runner.node_selector)
+    )
+
+    wait_until(lambda: port_open(port), f"the pod's server on 127.0.0.1:{port}", 120)
+    pod = core.list_namespaced_pod(namespace, label_selector="app=web").items[0]
+    assert pod.spec is not None and pod.spec.node_name == pod_runner.node
+    got = get_json(port)
+    assert got["greeting"] == "hello"
+    assert got["token"] == "s3cret"
+    assert got["literal"] == "plain"
+    assert pod.metadata is not None and got["pod"] == pod.metadata.name
+    assert got["pod_ip"] == "127.0.0.1"
+    assert got["file"] == "from a ConfigMap"  # /etc/site mapped to the materialised volume
+
+    apps.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 0}})
+    wait_until(lambda: not port_open(port), "the local process stopped after scaling to 0", 90)
+    wait_until(
+        lambda: not core.list_namespaced_pod(namespace, label_selector="app=web").items, "pod deleted", 90
+    )
+    api.close()
