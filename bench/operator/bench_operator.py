@@ -1,0 +1,184 @@
+# ruff: noqa: E501
+"""Operator latency on the devstack: AlertPipeline create -> Deployments created / Ready, rule edit ->
+new ConfigMap revision, and a cold start over P pipelines x R rules; prints JSON, writes a PNG.
+
+    .venv/bin/python -m bench.operator.bench_operator [--pipelines 100] [--edits 50] [--cold 50x20]
+
+Uses ALERTPIPE_DEVSTACK_ENV's stack when set, else starts its own (Kafka + kube). Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+
+G, V = "alertpipe.io", "v1alpha1"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
+
+
+def stack() -> tuple[str, Path, Any]:
+    from devstack.stack import Stack, StackEnv, new_run_dir
+
+    env = os.environ.get("ALERTPIPE_DEVSTACK_ENV")
+    if env:
+        e = StackEnv.load(Path(env))
+        return e.check_kafka(), e.check_kube(), None
+    from devstack.paths import runs_dir
+
+    s = Stack(new_run_dir(runs_dir(), "bench-operator"))
+    return s.kafka().bootstrap, s.kube().kubeconfig, s
+
+
+def start_operator(kubeconfig: Path, ns: str, log: Path) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "alertpipe", "--log-level=WARNING", "operator", "--kubeconfig", str(kubeconfig),
+            "--namespace", ns, "--health-port", "0", "--metrics-port", "0", "--image", "alertpipe:bench"]
+    return subprocess.Popen(args, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def pipeline(name: str, bootstrap: str) -> dict[str, Any]:
+    return {"apiVersion": f"{G}/{V}", "kind": "AlertPipeline", "metadata": {"name": name},
+            "spec": {"kafka": {"bootstrapServers": bootstrap, "topics": {"events": {"partitions": 1}, "alerts": {"partitions": 1}}},
+                     "redis": {"url": "redis://127.0.0.1:6379/0"},
+                     "channels": [{"name": "ops", "webhook": {"url": "http://127.0.0.1:9/h"}}],
+                     "ruleSelector": {"matchLabels": {"pipeline": name}}}}
+
+
+def rule(name: str, pipeline_name: str, threshold: int) -> dict[str, Any]:
+    return {"apiVersion": f"{G}/{V}", "kind": "AlertRule", "metadata": {"name": name, "labels": {"pipeline": pipeline_name}},
+            "spec": {"threshold": {"condition": f"value > {threshold}"}, "channels": ["ops"]}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pipelines", type=int, default=100)
+    ap.add_argument("--edits", type=int, default=50)
+    ap.add_argument("--cold", default="50x20", help="PIPELINESxRULES for the cold start")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "operator" / "results")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    bootstrap, kubeconfig, own = stack()
+    api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    core, apps, co = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "apply", "--server-side", "--force-conflicts", "-f", str(path)],
+                       check=True, capture_output=True)
+    ns = f"bench{int(time.time()) % 100000}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    log = args.out / "operator.log"
+    op = start_operator(kubeconfig, ns, log)
+    time.sleep(3)
+    results: dict[str, Any] = {}
+    try:
+        # 1. create -> Deployments created, -> Ready
+        to_deploy, to_ready = [], []
+        for i in range(args.pipelines):
+            name = f"p{i}"
+            t0 = time.monotonic()
+            co.create_namespaced_custom_object(G, V, ns, "alertpipelines", pipeline(name, bootstrap))
+            seen_deploy = None
+            while time.monotonic() - t0 < 60:
+                n = len(apps.list_namespaced_deployment(ns, label_selector=f"alertpipe.io/pipeline={name}").items)
+                if n == 3 and seen_deploy is None:
+                    seen_deploy = time.monotonic() - t0
+                st = co.get_namespaced_custom_object_status(G, V, ns, "alertpipelines", name).get("status", {})
+                if any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", [])):
+                    to_ready.append(time.monotonic() - t0)
+                    break
+                time.sleep(0.005)
+            if seen_deploy is not None:
+                to_deploy.append(seen_deploy)
+        results["create_to_deployments_s"] = {"n": len(to_deploy), "p50": pct(to_deploy, 0.5), "p99": pct(to_deploy, 0.99)}
+        results["create_to_ready_s"] = {"n": len(to_ready), "p50": pct(to_ready, 0.5), "p99": pct(to_ready, 0.99)}
+        # 2. rule edit -> new revision
+        co.create_namespaced_custom_object(G, V, ns, "alertrules", rule("edit-me", "p0", 0))
+        time.sleep(1.0)
+        edits = []
+        for i in range(args.edits):
+            before = json.loads(core.read_namespaced_config_map("p0-config", ns).data["config.json"])["revision"]
+            t0 = time.monotonic()
+            co.patch_namespaced_custom_object(G, V, ns, "alertrules", "edit-me", {"spec": {"threshold": {"condition": f"value > {i + 1}"}}})
+            while time.monotonic() - t0 < 10:
+                rev = json.loads(core.read_namespaced_config_map("p0-config", ns).data["config.json"])["revision"]
+                if rev != before:
+                    edits.append(time.monotonic() - t0)
+                    break
+                time.sleep(0.005)
+        results["rule_edit_to_revision_s"] = {"n": len(edits), "p50": pct(edits, 0.5), "p99": pct(edits, 0.99)}
+        # 3. cold start: P pipelines x R rules already there, operator started fresh
+        p, r = (int(x) for x in args.cold.split("x"))
+        op.terminate()
+        op.wait(30)
+        for i in range(p):
+            for j in range(r):
+                co.create_namespaced_custom_object(G, V, ns, "alertrules", rule(f"c{i}-r{j}", f"p{i}", j))
+        t0 = time.monotonic()
+        op = start_operator(kubeconfig, ns, log)
+        want = {f"p{i}" for i in range(p)}
+        cold = float("nan")
+        while time.monotonic() - t0 < 300:
+            done = 0
+            for name in want:
+                cm = core.read_namespaced_config_map(f"{name}-config", ns)
+                if len(json.loads(cm.data["config.json"])["rules"]) >= r:
+                    done += 1
+            if done == len(want):
+                cold = time.monotonic() - t0
+                break
+            time.sleep(0.2)
+        results["cold_start_reconcile_s"] = {"pipelines": p, "rules_each": r, "seconds_incl_process_start": cold}
+        # 4. idle CPU with everything reconciled
+        time.sleep(5)
+        ticks = os.sysconf("SC_CLK_TCK")
+
+        def cpu() -> float:
+            fields = Path(f"/proc/{op.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / ticks
+
+        c0, w0 = cpu(), time.monotonic()
+        time.sleep(20)
+        results["idle_cpu_fraction"] = {"pipelines": args.pipelines, "cpu_per_wall": (cpu() - c0) / (time.monotonic() - w0)}
+    finally:
+        op.terminate()
+        op.wait(30)
+        core.delete_namespace(ns)
+        if own is not None:
+            own.stop()
+    print(json.dumps(results, indent=2))
+    (args.out / "operator.json").write_text(json.dumps(results, indent=2))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels = ["create→deployments", "create→Ready", "rule edit→revision"]
+    keys = ["create_to_deployments_s", "create_to_ready_s", "rule_edit_to_revision_s"]
+    x = range(len(keys))
+    ax.bar([i - 0.2 for i in x], [results[k]["p50"] * 1000 for k in keys], width=0.4, label="p50")
+    ax.bar([i + 0.2 for i in x], [results[k]["p99"] * 1000 for k in keys], width=0.4, label="p99")
+    ax.set_xticks(list(x), labels)
+    ax.set_ylabel("ms")
+    ax.set_title(f"alertpipe operator latency ({args.pipelines} pipelines, {args.edits} edits)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.out / "operator.png")
+    _ = statistics
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
