@@ -82,6 +82,16 @@ class SecretResolver:
             raise ConfigError("secretKeyRef", f"{_ref_text(ref)} is not UTF-8 text") from None
         return SecretStr(text.rstrip() if strip else text)
 
+    def kafka_credentials(self, ref: SecretKeyRef) -> dict[str, str]:
+        """librdkafka SASL options from ``kafka.credentialsSecretRef``: the Secret ``ref.name`` holds
+        the keys ``sasl.username`` and ``sasl.password`` (``ref.key`` is not used). Pass the result
+        straight into the client's config; never log it."""
+        out: dict[str, str] = {}
+        for key in ("sasl.username", "sasl.password"):
+            value = self.resolve(SecretKeyRef(name=ref.name, key=key)).get_secret_value()
+            out[key] = value
+        return out
+
     def exists(self, ref: SecretKeyRef) -> bool:
         try:
             return self.path(ref).is_file()

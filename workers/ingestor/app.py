@@ -72,9 +72,11 @@ class KeySource:
 
     def __init__(self, *, path: str | Path | None = None, resolver: SecretResolver | None = None) -> None:
         self._path = Path(path) if path is not None else None
-        self._resolver = resolver
+        self.resolver = resolver
         self._text: str | None = None
+        self._bad: str | None = None
         self.ring = KeyRing([])
+        self.invalid_seen = 0  # distinct invalid key lists seen (each logged once)
 
     @classmethod
     def static(cls, ring: KeyRing) -> KeySource:
@@ -87,21 +89,23 @@ class KeySource:
         try:
             if self._path is not None:
                 text, where = self._path.read_text(), str(self._path)
-            elif self._resolver is not None and config is not None and config.ingest.api_keys_secret_ref:
+            elif self.resolver is not None and config is not None and config.ingest.api_keys_secret_ref:
                 ref = config.ingest.api_keys_secret_ref
-                text = self._resolver.resolve(ref).get_secret_value()
+                text = self.resolver.resolve(ref).get_secret_value()
                 where = f"secret {ref.name}/{ref.key}"
             else:
                 return False
         except (OSError, ConfigError) as exc:
             logger.error("api keys cannot be read, keeping %d loaded keys: %s", len(self.ring), exc)
             return False
-        if text == self._text:
+        if text == self._text or text == self._bad:
             return False
         try:
             ring = KeyRing.from_text(text, source=where)
         except ConfigError as exc:
             logger.error("api key list is invalid, keeping %d loaded keys: %s", len(self.ring), exc)
+            self._bad = text
+            self.invalid_seen += 1
             return False
         self._text = text
         self.ring = ring
@@ -161,6 +165,7 @@ class Ingestor:
         self._config: PipelineConfig | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._openapi: bytes | None = None
+        self._producer_error: str | None = None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -220,28 +225,44 @@ class Ingestor:
 
     def _refresh_config(self) -> None:
         cfg = self.source.current()
-        if cfg is None or (self._config is not None and cfg.revision == self._config.revision):
+        if cfg is None:
             return
+        if self._config is None or cfg.revision != self._config.revision:
+            self._take_config(cfg)
+        if self.producer is None:
+            try:
+                self.producer = self._make_producer(cfg)
+            except ConfigError as exc:  # e.g. the Kafka credentials Secret is not mounted yet
+                if str(exc) != self._producer_error:
+                    logger.error("cannot start the Kafka producer (retrying): %s", exc)
+                self._producer_error = str(exc)
+            else:
+                self._producer_error = None
+
+    def _take_config(self, cfg: PipelineConfig) -> None:
         old, self._config = self._config, cfg
         if old is not None:
             self.metrics.config_info.remove(old.tenant, old.pipeline, old.revision)
+            o, n = old.kafka, cfg.kafka
+            if (o.bootstrap_servers, o.client_options, o.credentials_secret_ref) != (
+                n.bootstrap_servers, n.client_options, n.credentials_secret_ref
+            ):
+                logger.warning("kafka connection settings changed in revision %s: restart to apply",
+                               cfg.revision)
         self.metrics.config_info.labels(cfg.tenant, cfg.pipeline, cfg.revision).set(1)
-        if self.producer is None:
-            self.producer = self._make_producer(cfg)
-        elif old is not None and (
-            old.kafka.bootstrap_servers != cfg.kafka.bootstrap_servers
-            or old.kafka.client_options != cfg.kafka.client_options
-        ):
-            logger.warning("kafka connection settings changed in revision %s: restart to apply", cfg.revision)
         if self.producer is not None:
             self.producer.topic = cfg.kafka.topics.events
         if old is None or old.ingest.api_keys_secret_ref != cfg.ingest.api_keys_secret_ref:
             self._reload_keys()
 
     def _make_producer(self, cfg: PipelineConfig) -> EventProducer:
+        creds: dict[str, str] = {}
+        if cfg.kafka.credentials_secret_ref is not None:
+            resolver = self.keys.resolver or SecretResolver()
+            creds = resolver.kafka_credentials(cfg.kafka.credentials_secret_ref)
         opts = producer_options(
             cfg.kafka.bootstrap_servers,
-            {**cfg.kafka.client_options, **self.settings.producer_options},
+            {**cfg.kafka.client_options, **creds, **self.settings.producer_options},
             delivery_timeout_ms=int(self.settings.delivery_timeout * 1000),
             linger_ms=self.settings.linger_ms,
         )

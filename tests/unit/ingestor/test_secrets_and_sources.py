@@ -101,3 +101,15 @@ def test_backoff_is_jittered_and_capped() -> None:
     assert all(0.05 <= d <= 30.0 for d in delays)
     assert max(delays[20:]) > 1.0  # grows
     assert len(set(delays)) > 30  # jittered
+
+
+def test_kafka_credentials_from_a_secret(tmp_path: Path) -> None:
+    (tmp_path / "kafka-creds").mkdir()
+    (tmp_path / "kafka-creds" / "sasl.username").write_text("svc-ingest\n")
+    (tmp_path / "kafka-creds" / "sasl.password").write_text("pw-value-123")
+    r = SecretResolver(tmp_path)
+    creds = r.kafka_credentials(SecretKeyRef(name="kafka-creds", key="unused"))
+    assert creds == {"sasl.username": "svc-ingest", "sasl.password": "pw-value-123"}
+    with pytest.raises(ConfigError, match="'sasl.password'"):
+        (tmp_path / "kafka-creds" / "sasl.password").unlink()
+        r.kafka_credentials(SecretKeyRef(name="kafka-creds", key="unused"))
