@@ -10,8 +10,8 @@ the chart follows the operator's command line (operator/cli.py, `alertpipe opera
 {{- end -}}
 
 {{- define "alertpipe.operator.args" -}}
-- --log-level
-- {{ .Values.operator.logLevel }}
+{{- /* One token: `alertpipe` takes the first argument not starting with "-" for the subcommand. */}}
+- --log-level={{ .Values.operator.logLevel }}
 - operator
 {{- range .Values.operator.watchNamespaces }}
 - --namespace

@@ -3,12 +3,14 @@ parser, the worker image reaches its --image, and the webhook paths are its hand
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from alertpipe import cli
+from alertpipe.operator import cli as operator_cli
 from alertpipe.operator import handlers
 from tests.unit.chart.helm import one, template
 
@@ -40,7 +42,16 @@ def test_rendered_args_parse_with_the_operator_cli(
     for env in c["env"]:
         if "value" in env:
             monkeypatch.setenv(env["name"], env["value"])
-    args = cli.build_parser("operator").parse_args(c["args"])
+    # Through `alertpipe`'s own main(), as the container's ENTRYPOINT runs it; only run() is replaced.
+    seen: list[argparse.Namespace] = []
+
+    def fake_run(parsed: argparse.Namespace) -> int:
+        seen.append(parsed)
+        return 0
+
+    monkeypatch.setattr(operator_cli, "run", fake_run)
+    assert cli.main(list(c["args"])) == 0
+    (args,) = seen
     assert args.command == "operator"
     assert args.log_level == values.get("operator", {}).get("logLevel", "INFO")
     assert args.image == c["image"], "the worker image must be the chart's image"

@@ -427,7 +427,7 @@ def test_operator_args_and_extras(helm: Path) -> None:
     )
     c = container(docs)
     args = c["args"]
-    assert args[:3] == ["--log-level", "DEBUG", "operator"]
+    assert args[:2] == ["--log-level=DEBUG", "operator"]
     assert args[-1] == "--flag"
     assert env_of(c)["X"] == "1"
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
