@@ -102,6 +102,23 @@ def _log_failure(err: KafkaError | None, msg: Any) -> None:
         logger.warning("decision log record to %s not written: %s", msg.topic(), err.str())
 
 
+# clientOptions apply to every client; these would only make the producer log a warning
+_CONSUMER_ONLY = frozenset(
+    {
+        "session.timeout.ms",
+        "heartbeat.interval.ms",
+        "max.poll.interval.ms",
+        "group.instance.id",
+        "auto.offset.reset",
+        "fetch.min.bytes",
+        "fetch.wait.max.ms",
+        "partition.assignment.strategy",
+        "group.protocol",
+        "isolation.level",
+    }
+)
+
+
 @dataclass
 class PartitionTracker:
     """Offsets of one partition read but not yet terminal (offset -> deliveries outstanding)."""

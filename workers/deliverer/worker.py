@@ -222,7 +222,8 @@ class Deliverer:
         if not cfg.redis.url and cfg.redis.url_secret_ref is None:
             raise DeliveryError("redis.url or redis.urlSecretRef must be set", retryable=False)
         url = cfg.redis.url or self._secret(cfg.redis.url_secret_ref)  # type: ignore[arg-type]
-        self._redis = aioredis.Redis.from_url(url, max_connections=256, health_check_interval=30)
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=256, timeout=None)
+        self._redis = aioredis.Redis(connection_pool=pool)
         self._claims = Claims(
             self._redis,
             cfg.redis.key_prefix,
@@ -577,6 +578,9 @@ class Deliverer:
                     else:
                         err = None
                     took = time.perf_counter() - t0
+                    if err is None:
+                        # phase two inside the slot: the claim is young, and Redis load stays bounded
+                        marked = await self._redis_retry(claims.mark_delivered, key)
             if busy:
                 # Another worker holds the claim (rebalance): wait until it delivers or its claim expires.
                 await asyncio.sleep(0.5)
@@ -585,7 +589,7 @@ class Deliverer:
             if err is None:
                 ch.breaker.record_success()
                 m.CIRCUIT_STATE.labels(tenant, name).set(0)
-                if not await self._redis_retry(claims.mark_delivered, key):
+                if not marked:
                     logger.warning("claim on %s had expired before the delivered mark", key)
                 m.ATTEMPTS.labels(tenant, name, "delivered").inc()
                 m.OUTCOMES.labels(tenant, name, "delivered").inc()

@@ -248,8 +248,7 @@ def deliverer_process(pipeline: Pipeline, *extra: str, log: Path | None = None) 
         sys.executable,
         "-m",
         "alertpipe",
-        "--log-level",
-        "WARNING",
+        "--log-level=INFO",  # one token: alertpipe.cli picks the first bare word as the command
         "deliverer",
         "--config",
         f"file:{pipeline.config_path}",
