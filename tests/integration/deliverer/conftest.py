@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from alertpipe.workers.alerts import Alert, alert_id
 from alertpipe.workers.config import PipelineConfig, SecretKeyRef, StaticConfigSource
@@ -90,7 +91,7 @@ class Pipeline:
 
     # --- alerts in, records out -----------------------------------------------------------------
 
-    def produce(self, alerts: list[Alert], headers: list[tuple[str, bytes]] | None = None) -> None:
+    def produce(self, alerts: list[Alert], headers: Any = None) -> None:
         p = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 5})
         for a in alerts:
             p.produce(self.config.kafka.topics.alerts, key=a.id, value=a.to_json(), headers=headers)

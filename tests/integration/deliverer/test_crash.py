@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import signal
 from pathlib import Path
@@ -16,11 +17,17 @@ from tests.integration.deliverer.conftest import (
     make_alert,
     webhook,
 )
-from tests.receivers import HttpReceiver, wait_until
+from tests.receivers import HttpReceiver, Recorder, wait_until
 
 pytestmark = pytest.mark.integration
 
 N = 10_000
+
+
+def reached(rec: Recorder, n: int) -> bool:
+    return len(rec.accepted_by_key) >= n
+
+
 KILLS = 4
 
 
@@ -48,9 +55,7 @@ async def test_kill_9_loses_nothing_and_repeats_only_with_the_same_key(
     proc = deliverer_process(pipeline, log=log)
     try:
         for i, at in enumerate(thresholds):
-            await wait_until(
-                lambda at=at: len(rec.accepted_by_key) >= at, 180, f"{at} keys delivered (run {i})"
-            )
+            await wait_until(functools.partial(reached, rec, at), 180, f"{at} keys delivered (run {i})")
             # a random point inside the flow: some sends in flight, claims held, offsets uncommitted
             await asyncio.sleep(rng.uniform(0, 0.05))
             kill9(proc)
