@@ -120,9 +120,10 @@ def ensure_provisioned(*needs: str) -> None:
 class Stack:
     """Components in one run directory; each one is started the first time it is asked for."""
 
-    def __init__(self, run_dir: Path, *, tie_to_parent: bool = True) -> None:
+    def __init__(self, run_dir: Path, *, tie_to_parent: bool = True, kafka_jit: str = "fast") -> None:
         self.run_dir = run_dir
         self.tie_to_parent = tie_to_parent
+        self.kafka_jit = kafka_jit
         self._redis: _Lazy[RedisServer] = _Lazy()
         self._kafka: _Lazy[KafkaServer] = _Lazy()
         self._kube: _Lazy[KubeCluster] = _Lazy()
@@ -147,7 +148,9 @@ class Stack:
     def kafka(self) -> KafkaServer:
         def make() -> KafkaServer:
             ensure_provisioned("kafka")
-            k = KafkaServer(kafka_libs(), self.run_dir / "kafka", tie_to_parent=self.tie_to_parent)
+            k = KafkaServer(
+                kafka_libs(), self.run_dir / "kafka", tie_to_parent=self.tie_to_parent, jit=self.kafka_jit
+            )
             self._timed("kafka", k.start)
             return k
 
