@@ -23,7 +23,7 @@ from alertpipe.operator.decisions.compile import CONFIG_KEY, compile_config, con
 from alertpipe.operator.decisions.conditions import Observed, Want, merge_conditions, pipeline_conditions
 from alertpipe.operator.decisions.killswitches import active_switches, describe_active, next_expiry
 from alertpipe.operator.decisions.selector import matches
-from alertpipe.operator.decisions.topics import desired_topics, plan_topics
+from alertpipe.operator.decisions.topics import TopicWant, desired_topics, plan_topics
 from alertpipe.operator.decisions.validation import (
     RuleVerdict,
     errors_text,
@@ -117,7 +117,12 @@ class Reconciler:
         self.queue = WorkQueue(self._work, concurrency=settings.concurrency)
         self._failures: dict[Key, int] = {}
         self._verdicts: dict[tuple[Any, ...], RuleVerdict] = {}
-        self._secrets_cache: dict[tuple[str, str], JSON] = {}
+        self._kafka_failures: dict[tuple[str, str], int] = {}
+        # pipeline -> (wanted topics, when verified, refused shrinks)
+        self._topics_ok: dict[tuple[str, str], tuple[Any, float, tuple[tuple[str, int, int], ...]]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        # (kind, namespace, name) -> (desired hash last applied, when)
+        self._applied: dict[tuple[str, str, str], tuple[str | None, float]] = {}
 
     # --- inputs from Kopf -------------------------------------------------------------------
 
@@ -131,6 +136,9 @@ class Reconciler:
     def pipeline_gone(self, namespace: str, name: str) -> None:
         self.store.pipelines.pop((namespace, name), None)
         self.store.compiled.pop((namespace, name), None)
+        self._topics_ok.pop((namespace, name), None)
+        for key in [k for k in self._applied if k[1] == namespace and k[2].startswith(f"{name}-")]:
+            del self._applied[key]
         self.queue.schedule(("rules", namespace, ""), self.settings.rule_debounce)
         metrics.PIPELINES.set(len(self.store.pipelines))
 
@@ -298,35 +306,10 @@ class Reconciler:
             return None
 
         owner = Owner(namespace, name, meta["uid"])
-        retry: float | None = None
 
-        # 1. topics
+        # 1. topics run in a thread while the config and workloads are written
         want = desired_topics(namespace, name, spec.kafka)
-        topics_error = ""
-        refused: tuple[tuple[str, int, int], ...] = ()
-        try:
-            options = await self._kafka_options(namespace, spec)
-            admin = self.admins.get(spec.kafka.bootstrap_servers, options)
-            seen = await asyncio.to_thread(admin.observe, [w.name for w in want])
-            plan = plan_topics(want, seen)
-            done = await asyncio.to_thread(admin.apply, plan) if plan.changes else []
-            refused = tuple(plan.refused_shrinks)
-            known = set((status.get("topics") or {}).values())
-            for line in done:
-                reason = (
-                    "TopicCreated"
-                    if line.startswith("created")
-                    else ("PartitionsGrown" if line.startswith("grew") else "TopicConfigured")
-                )
-                await self.event(body, "Normal", reason, line)
-            for topic in plan.adopt:
-                if topic not in known and not any(topic in d for d in done):
-                    await self.event(body, "Normal", "TopicAdopted", f"adopted existing topic {topic}")
-        except KafkaAdminError as exc:
-            topics_error = str(exc)
-            attempt = self._failures.get(("pipeline", namespace, name), 0)
-            self._failures[("pipeline", namespace, name)] = attempt + 1
-            retry = _backoff(attempt)
+        topics_task = asyncio.create_task(self._reconcile_topics(body, status, spec, want))
 
         # 2. rules -> config
         entries: list[RuleEntry] = []
@@ -341,30 +324,25 @@ class Reconciler:
                 invalid.append(f"{rule['metadata']['name']}: {verdict.message}")
         config = compile_config(namespace, name, spec, entries, now)
         cm = desired_config_map(owner, config)
-        live_cm = await self.kube.get("ConfigMap", namespace, cm["metadata"]["name"])
-        if live_cm is None:
-            await self.kube.create(cm)
-            await self.event(
-                body, "Normal", "ConfigCreated", f"config revision {config.revision}: {len(entries)} rule(s)"
-            )
-        elif (live_cm.get("data") or {}).get(CONFIG_KEY) != cm["data"][CONFIG_KEY]:
-            cm["metadata"]["resourceVersion"] = live_cm["metadata"]["resourceVersion"]
-            await self.kube.replace(cm)
-            await self.event(
-                body, "Normal", "ConfigUpdated", f"config revision {config.revision}: {len(entries)} rule(s)"
-            )
+        await self._apply_config_map(body, cm, f"config revision {config.revision}: {len(entries)} rule(s)")
         compiled = (config.revision, frozenset(e.name for e in entries))
         if self.store.compiled.get((namespace, name)) != compiled:
             self.store.compiled[(namespace, name)] = compiled
             self.queue.schedule(("rules", namespace, ""), 0.0)  # rule statuses name the live revision
 
-        # 3. workloads
+        # 3. workloads: the account and its Role first (pods need them), then the rest at once
         desired = desired_objects(owner, spec, self.settings.image, self.settings.role_images)
+        first = [o for o in desired if o["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
+        rest = [o for o in desired if o not in first]
         live_deployments: dict[str, JSON] = {}
-        for obj in desired:
-            live = await self._apply(obj)
-            if obj["kind"] == "Deployment":
-                live_deployments[obj["metadata"]["name"]] = live
+        try:
+            await asyncio.gather(*(self._apply(o) for o in first))
+            for obj, live in zip(rest, await asyncio.gather(*(self._apply(o) for o in rest)), strict=True):
+                if obj["kind"] == "Deployment":
+                    live_deployments[obj["metadata"]["name"]] = live
+        except BaseException:
+            topics_task.cancel()
+            raise
         for role in ROLES:
             if not getattr(spec, role).enabled:
                 dname = deployment_name(name, role)
@@ -391,6 +369,8 @@ class Reconciler:
             rv_fresh = int((fresh.get("metadata") or {}).get("resourceVersion") or 0)
             newest = dep if rv_store >= rv_fresh else fresh
             available[r] = int((newest.get("status") or {}).get("availableReplicas") or 0)
+
+        topics_error, refused, retry = await topics_task
 
         # 4. kill switches and status
         active = active_switches(spec.kill_switches, now)
@@ -431,19 +411,134 @@ class Reconciler:
             retry = until if retry is None else min(retry, until)
         return retry
 
+    async def _reconcile_topics(
+        self,
+        body: Mapping[str, Any],
+        status: Mapping[str, Any],
+        spec: AlertPipelineSpec,
+        want: list[TopicWant],
+    ) -> tuple[str, tuple[tuple[str, int, int], ...], float | None]:
+        """(error, refused shrinks, retry-after) for the pipeline's topics.
+
+        A pipeline whose topics were verified with the same wanted set within ``resync`` seconds is
+        not asked about again: rule edits then never wait on Kafka.
+        """
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        wanted = tuple(want), spec.kafka.bootstrap_servers
+        cached = self._topics_ok.get(key)
+        if (
+            cached is not None
+            and cached[0] == wanted
+            and time.monotonic() - cached[1] < 0.9 * self.settings.resync
+        ):
+            return "", cached[2], None
+        try:
+            options = await self._kafka_options(meta["namespace"], spec)
+            admin = self.admins.get(spec.kafka.bootstrap_servers, options)
+            seen = await asyncio.to_thread(admin.observe, [w.name for w in want])
+            plan = plan_topics(want, seen)
+            done = await asyncio.to_thread(admin.apply, plan) if plan.changes else []
+        except KafkaAdminError as exc:
+            attempt = self._kafka_failures.get(key, 0)
+            self._kafka_failures[key] = attempt + 1
+            self._topics_ok.pop(key, None)
+            return str(exc), (), _backoff(attempt)
+        self._kafka_failures.pop(key, None)
+        refused = tuple(plan.refused_shrinks)
+        self._topics_ok[key] = (wanted, time.monotonic(), refused)
+        known = set((status.get("topics") or {}).values())
+        for line in done:
+            reason = (
+                "TopicCreated"
+                if line.startswith("created")
+                else ("PartitionsGrown" if line.startswith("grew") else "TopicConfigured")
+            )
+            self.event_soon(body, "Normal", reason, line)
+        for topic in plan.adopt:
+            if topic not in known and not any(topic in d for d in done):
+                self.event_soon(body, "Normal", "TopicAdopted", f"adopted existing topic {topic}")
+        return "", refused, None
+
+    def event_soon(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post an Event without holding up the reconcile."""
+        task = asyncio.create_task(self.event(dict(obj), type_, reason, message))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _apply_config_map(self, body: Mapping[str, Any], cm: JSON, summary: str) -> None:
+        """Create or update the config ConfigMap; no read while what we last wrote is what we want."""
+        meta = cm["metadata"]
+        key = ("ConfigMap", meta["namespace"], meta["name"])
+        text = cm["data"][CONFIG_KEY]
+        written = self._applied.get(key)
+        if (
+            written is not None
+            and written[0] == text
+            and time.monotonic() - written[1] < 0.9 * self.settings.resync
+        ):
+            return
+        if written is not None:
+            # It exists (we wrote it): one merge patch, no read, no resourceVersion needed.
+            try:
+                await self.kube.merge_patch(
+                    "ConfigMap",
+                    meta["namespace"],
+                    meta["name"],
+                    {"metadata": {"annotations": meta["annotations"]}, "data": cm["data"]},
+                )
+                self._applied[key] = (text, time.monotonic())
+                self.event_soon(body, "Normal", "ConfigUpdated", summary)
+                return
+            except KubeError as exc:
+                if exc.status != 404:
+                    raise
+        live = await self.kube.get("ConfigMap", meta["namespace"], meta["name"])
+        if live is None:
+            await self.kube.create(cm)
+            self.event_soon(body, "Normal", "ConfigCreated", summary)
+        elif (live.get("data") or {}).get(CONFIG_KEY) != text:
+            cm = {**cm, "metadata": {**meta, "resourceVersion": live["metadata"]["resourceVersion"]}}
+            await self.kube.replace(cm)
+            self.event_soon(body, "Normal", "ConfigUpdated", summary)
+        self._applied[key] = (text, time.monotonic())
+
     async def _apply(self, obj: JSON) -> JSON:
+        """Make the live object match ``obj``; writes nothing when it already does.
+
+        Deployments are compared against the watched copy; the other kinds are not read again while
+        the same desired hash was applied within the resync period (a resync re-reads and fixes drift).
+        A new object is created without a read first; a 409 falls back to read-and-compare.
+        """
         meta = obj["metadata"]
-        live = await self.kube.get(obj["kind"], meta["namespace"], meta["name"])
+        kind, ns, name = obj["kind"], meta["namespace"], meta["name"]
+        key = (kind, ns, name)
+        want_hash = meta.get("annotations", {}).get(DESIRED_HASH)
+        fresh = 0.9 * self.settings.resync
+        if kind == "Deployment":
+            watched = self.store.deployments.get((ns, name))
+            if watched is not None and not needs_update(obj, watched):
+                return watched
+        else:
+            applied = self._applied.get(key)
+            if applied is not None and applied[0] == want_hash and time.monotonic() - applied[1] < fresh:
+                return {}
+        live = None
+        if key in self._applied or (kind == "Deployment" and (ns, name) in self.store.deployments):
+            live = await self.kube.get(kind, ns, name)
         if live is None:
             try:
-                return await self.kube.create(obj)
+                created = await self.kube.create(obj)
+                self._applied[key] = (want_hash, time.monotonic())
+                return created
             except KubeError as exc:
                 if exc.status != 409:
                     raise
-                live = await self.kube.get(obj["kind"], meta["namespace"], meta["name"])
+                live = await self.kube.get(kind, ns, name)
                 if live is None:
                     raise
         if not needs_update(obj, live):
+            self._applied[key] = (want_hash, time.monotonic())
             return live
         body = {**obj, "metadata": dict(meta)}
         live_meta = live["metadata"]
@@ -453,14 +548,16 @@ class Reconciler:
             **meta.get("annotations", {}),
         }
         body["metadata"]["labels"] = {**(live_meta.get("labels") or {}), **meta.get("labels", {})}
-        if obj["kind"] == "Service":
+        if kind == "Service":
             spec = dict(body["spec"])
             for k in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
                 if k in live.get("spec", {}):
                     spec[k] = live["spec"][k]
             body["spec"] = spec
-        logger.info("updating %s %s/%s", obj["kind"], meta["namespace"], meta["name"])
-        return await self.kube.replace(body)
+        logger.info("updating %s %s/%s", kind, ns, name)
+        replaced = await self.kube.replace(body)
+        self._applied[key] = (want_hash, time.monotonic())
+        return replaced
 
     async def _write_status(
         self, body: Mapping[str, Any], status: JSON, observed: Observed, now: datetime, extra: JSON
