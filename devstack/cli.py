@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="devstack_command", metavar="ACTION", required=True)
     p = sub.add_parser("provision", help="fetch/build every component into the cache (idempotent)")
     p.add_argument(
-        "components", nargs="*", choices=[*COMPONENTS, []], help=f"default: all of {', '.join(COMPONENTS)}"
+        "components", nargs="*", metavar="COMPONENT", help=f"any of {', '.join(COMPONENTS)} (default: all)"
     )
     p = sub.add_parser("up", help="start the stack in the background; print its endpoints")
     p.add_argument(
@@ -58,6 +58,12 @@ def run(args: argparse.Namespace) -> int:
     cmd = args.devstack_command
     try:
         if cmd == "provision":
+            unknown = set(args.components) - set(COMPONENTS)
+            if unknown:
+                err.print(
+                    f"unknown component(s): {', '.join(sorted(unknown))}; choose from {', '.join(COMPONENTS)}"
+                )
+                return 2
             t0 = time.monotonic()
             provision(tuple(args.components) or COMPONENTS, console=console)
             console.print(f"provisioned in {time.monotonic() - t0:.1f}s")
