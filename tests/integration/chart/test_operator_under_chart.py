@@ -227,12 +227,17 @@ def test_operator_runs_with_the_charts_args_rbac_and_certificate(
         },
     })  # fmt: skip
 
+    last: dict[str, Any] = {}
+
     def ready() -> bool:
         pod.alive()
-        conds = co.get_namespaced_custom_object(G, V, ns, "alertpipelines", "main").get("status", {})
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conds.get("conditions") or [])
+        last.update(co.get_namespaced_custom_object(G, V, ns, "alertpipelines", "main").get("status", {}))
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in last.get("conditions") or [])
 
-    wait_until(ready, "pipeline Ready=True under the chart's RBAC", 180)
+    try:
+        wait_until(ready, "pipeline Ready=True under the chart's RBAC", 180)
+    except Exception:
+        pytest.fail(f"pipeline not Ready; status {json.dumps(last)}\noperator log:\n{pod.output()[-4000:]}")
     core: Any = client.CoreV1Api(api)
     cfg = json.loads(core.read_namespaced_config_map("main-config", ns).data["config.json"])
     assert [r["name"] for r in cfg["rules"]] == ["cpu-high"]
