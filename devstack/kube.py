@@ -371,7 +371,7 @@ class KubeCluster:
         for name in order:
             p = self.processes.get(name)
             if p is not None:
-                p.stop(timeout=15)
+                p.stop(timeout=5)  # throwaway state: no reason to wait longer
 
 
 def wait_nodes_ready(kubeconfig: Path, count: int, timeout: float = 60) -> None:
