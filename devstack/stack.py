@@ -113,6 +113,11 @@ def ensure_provisioned(*needs: str) -> None:
             )
         )
     )
+    if "go" in todo:  # a cold Go build takes ~16 minutes on 2 cores: not inside a test's timeout
+        raise StartError(
+            "the Go binaries (etcd, Kubernetes, kwok, helm) are not built: run `alertpipe devstack provision`"
+            " (or `make provision`) once; a cold build takes ~16 min on 2 cores"
+        )
     if todo:
         provision(todo)
 
