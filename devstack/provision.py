@@ -146,6 +146,8 @@ def provision_kafka(v: Versions, log: Path) -> str:
     want = _kafka_stamp(v)
     if _stamp_ok(libs / ".stamp", want):
         return "reused"
+    if shutil.which("java") is None:  # Kafka 4 needs Java 17+
+        _apt_install("openjdk-17-jre-headless", log)
     if shutil.which("mvn") is None:
         _apt_install("maven", log)
     tmp = libs.with_name("libs.tmp")
@@ -180,6 +182,8 @@ def provision_kafka(v: Versions, log: Path) -> str:
 
 
 def provision_go(v: Versions, log: Path) -> str:
+    if shutil.which("openssl") is None:  # the control plane's service-account key pair
+        _apt_install("openssl", log)
     todo = [n for n in missing(v) if n in GO_BINARIES]
     if not todo:
         return "reused"
