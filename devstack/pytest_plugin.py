@@ -2,8 +2,9 @@
 
 Fixtures start lazily: a session whose tests only ask for ``redis_url`` never starts Kafka. With
 ALERTPIPE_DEVSTACK_ENV=<file written by `alertpipe devstack up`> the endpoint fixtures reuse that
-running stack; ``kafka_server`` / ``redis_server`` (the handles tests stop and restart) then start a
-private instance, so a restart test never bounces a stack other sessions share.
+running stack (a component that stack lacks is started by the session as usual); ``kafka_server`` /
+``redis_server`` (the handles tests stop and restart) then start a private instance, so a restart
+test never bounces a stack other sessions share.
 
 After every test, a component a test left stopped is started again, so one failing restart test
 cannot take the rest of the session down with it.
@@ -72,7 +73,7 @@ def kafka_server(devstack: Stack) -> KafkaServer:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(request: pytest.FixtureRequest, devstack_env: StackEnv | None) -> str:
     """``127.0.0.1:PORT`` of a real single-node KRaft Kafka."""
-    if devstack_env is not None:
+    if devstack_env is not None and devstack_env.has("kafka"):
         return devstack_env.check_kafka()
     server: KafkaServer = request.getfixturevalue("kafka_server")
     return server.bootstrap
@@ -90,7 +91,7 @@ def redis_server(devstack: Stack) -> RedisServer:
 @pytest.fixture(scope="session")
 def redis_url(request: pytest.FixtureRequest, devstack_env: StackEnv | None) -> str:
     """``redis://127.0.0.1:PORT/0`` of a real redis-server (AOF on)."""
-    if devstack_env is not None:
+    if devstack_env is not None and devstack_env.has("redis"):
         return devstack_env.check_redis()
     server: RedisServer = request.getfixturevalue("redis_server")
     return server.url
@@ -105,7 +106,7 @@ def kube_cluster(devstack: Stack) -> KubeCluster:
 @pytest.fixture(scope="session")
 def kubeconfig(request: pytest.FixtureRequest, devstack_env: StackEnv | None) -> Path:
     """Path of a kubeconfig (admin token) for a real kube-apiserver with kwok nodes Ready."""
-    if devstack_env is not None:
+    if devstack_env is not None and devstack_env.has("kubeconfig"):
         return devstack_env.check_kube()
     cluster: KubeCluster = request.getfixturevalue("kube_cluster")
     return cluster.kubeconfig
@@ -129,8 +130,7 @@ class LocalPods:
 def pod_runner(request: pytest.FixtureRequest, devstack_env: StackEnv | None) -> LocalPods:
     """The local pod runner is active: pods bound to ``.node`` run as local processes on 127.0.0.1."""
     selector = {LOCAL_NODE_LABEL[0]: LOCAL_NODE_LABEL[1]}
-    if devstack_env is not None:
-        request.getfixturevalue("kubeconfig")
+    if devstack_env is not None and devstack_env.has("kubeconfig"):
         if ENV_KEYS["pod_runner_node"] not in devstack_env.values:
             raise StartError("the running devstack has no pod runner (started with --no-pod-runner?)")
         return LocalPods(devstack_env.values[ENV_KEYS["pod_runner_node"]], selector)

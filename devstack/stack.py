@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from devstack.kafka import KafkaServer, kafka_healthy
-from devstack.kube import KubeCluster
+from devstack.kube import KubeCluster, kube_client
 from devstack.paths import bin_dir
 from devstack.podrunner import PodRunner
 from devstack.processes import StartError
@@ -244,6 +244,9 @@ class StackEnv:
         except OSError as e:
             raise StartError(f"ALERTPIPE_DEVSTACK_ENV={path}: cannot read it ({e.strerror})") from None
 
+    def has(self, key: str) -> bool:
+        return ENV_KEYS[key] in self.values
+
     def get(self, key: str) -> str:
         name = ENV_KEYS[key]
         if name not in self.values:
@@ -266,6 +269,17 @@ class StackEnv:
         path = Path(self.get("kubeconfig"))
         if not path.exists():
             raise StartError(f"kubeconfig {path} (from ALERTPIPE_DEVSTACK_ENV) does not exist")
+        from kubernetes import client
+
+        api = kube_client(path)
+        try:
+            client.VersionApi(api).get_code(_request_timeout=5)
+        except Exception as e:
+            raise StartError(
+                f"the apiserver of {path} (from ALERTPIPE_DEVSTACK_ENV) does not answer: {e}"
+            ) from None
+        finally:
+            api.close()
         return path
 
     def check_redis(self) -> str:
