@@ -671,3 +671,24 @@ def test_notes_point_at_files_that_exist() -> None:
     assert paths, "NOTES.txt should point at an example to start from"
     for path in paths:
         assert (ROOT / path.rstrip(".")).exists(), path
+
+
+def test_packaged_chart_renders_like_the_folder(helm: Path, tmp_path: Path) -> None:
+    """`helm package` keeps what the chart needs (files/crds, crds/): .helmignore drops nothing used."""
+    run_helm(helm, ["package", str(CHART), "--destination", str(tmp_path)])
+    (tgz,) = tmp_path.glob("alertpipe-*.tgz")
+    out = run_helm(helm, ["template", "ap", str(tgz), "--namespace", "alertpipe-system",
+                          "--kube-version", kube_version(), "--include-crds"])  # fmt: skip
+    packaged = [d for d in yaml.safe_load_all(out) if d]
+    folder = template(helm)
+
+    def key(d: Doc) -> tuple[str, str]:
+        return (d["kind"], d["metadata"]["name"])
+
+    peering_crds = {
+        ("CustomResourceDefinition", n) for n in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev")
+    }
+    assert {key(d) for d in packaged} == {key(d) for d in folder} | peering_crds
+    crds = {d["metadata"]["name"]: d for d in of_kind(packaged, "CustomResourceDefinition")}
+    for name, crd in load_crd_dir(CRDS).items():
+        assert crds[name]["spec"] == crd["spec"], name
