@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -229,6 +230,10 @@ class Ingestor:
             return
         if self._config is None or cfg.revision != self._config.revision:
             self._take_config(cfg)
+        if self.producer is not None and self.producer.fatal:
+            logger.error("the Kafka producer hit a fatal error; replacing it")
+            old, self.producer = self.producer, None
+            threading.Thread(target=old.close, args=(1.0,), name="kafka-close", daemon=True).start()
         if self.producer is None:
             try:
                 self.producer = self._make_producer(cfg)

@@ -125,6 +125,7 @@ class EventProducer:
         self.max_inflight = max_inflight
         self.inflight = 0
         self.ready = False
+        self.fatal = False
         self.not_ready_reason = "not connected to the broker yet"
         self._health_interval = health_interval
         self._on_ready_change = on_ready_change
@@ -159,12 +160,15 @@ class EventProducer:
         if err.code() == KafkaError._ALL_BROKERS_DOWN:  # noqa: SLF001 - librdkafka's public constant
             self._set_ready(False, "all brokers are down")
         elif err.fatal():
+            self.fatal = True  # the idempotent producer cannot go on: the owner replaces it
             self._set_ready(False, f"fatal producer error: {err.str()}")
         else:
             logger.debug("kafka client error: %s", err.str())
 
     def check(self, timeout: float = 2.0) -> None:
         """Ask the cluster for metadata and set readiness from the answer (blocking)."""
+        if self.fatal:
+            return
         try:
             md = self._producer.list_topics(timeout=timeout)
         except KafkaException as exc:
