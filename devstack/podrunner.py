@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.kube import LOCAL_NODE, kube_client
-from devstack.processes import ManagedProcess
+from devstack.processes import ManagedProcess, StartError
 
 __all__ = [
     "PodRunner",
@@ -304,7 +304,13 @@ class PodRunner:
             local.procs[c["name"]] = proc
         self.pods[local.uid] = local
         for proc in local.procs.values():
-            proc.start()
+            try:
+                proc.start()
+            except StartError as e:  # e.g. the command does not exist here: not retried
+                self.skipped[local.uid] = str(e)
+                logger.warning("pod runner: %s", e)
+                self._stop_pod(local.uid)
+                return
             logger.info("pod runner: started %s (pid %s): %s", proc.name, proc.pid, " ".join(proc.argv))
 
     def _stop_pod(self, uid: str) -> None:
