@@ -10,7 +10,7 @@ the chart follows the operator's command line (operator/cli.py, `alertpipe opera
 {{- end -}}
 
 {{- define "alertpipe.operator.args" -}}
-{{- /* One token: `alertpipe` takes the first argument not starting with "-" for the subcommand. */}}
+{{- /* One token: `alertpipe` takes the first argument not starting with "-" for the subcommand. */ -}}
 - --log-level={{ .Values.operator.logLevel }}
 - operator
 {{- range .Values.operator.watchNamespaces }}
