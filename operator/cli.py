@@ -203,6 +203,9 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
     settings.posting.enabled = False  # the reconciler posts its own, decision-level Events
     settings.persistence.finalizer = "alertpipe.io/topics"
     settings.watching.server_timeout = 300
+    # Kopf waits this long for more events of an object before handling them; our handlers only
+    # feed the store and the work queue (which debounces itself), so a short window is latency won.
+    settings.batching.batch_window = 0.01
     settings.networking.request_timeout = 60
     if args.webhook_cert_dir:
         args.webhook_cert = args.webhook_cert or os.path.join(args.webhook_cert_dir, "tls.crt")

@@ -129,13 +129,15 @@ class Kube:
 
     async def create(self, obj: JSON) -> JSON:
         ns = obj["metadata"]["namespace"]
+        out = await self.call("POST", self.path(obj["kind"], ns), obj)
         metrics.WRITES.labels(kind=obj["kind"], verb="create").inc()
-        return await self.call("POST", self.path(obj["kind"], ns), obj)
+        return out
 
     async def replace(self, obj: JSON) -> JSON:
         meta = obj["metadata"]
+        out = await self.call("PUT", self.path(obj["kind"], meta["namespace"], meta["name"]), obj)
         metrics.WRITES.labels(kind=obj["kind"], verb="update").inc()
-        return await self.call("PUT", self.path(obj["kind"], meta["namespace"], meta["name"]), obj)
+        return out
 
     async def merge_patch(
         self, kind: str, namespace: str, name: str, patch: JSON, sub: str | None = None

@@ -215,6 +215,15 @@ class Reconciler:
             metrics.RECONCILE_SECONDS.labels(kind=label).observe(time.perf_counter() - t0)
         self._failures.pop(key, None)
         metrics.RECONCILES.labels(kind=label, result="ok").inc()
+        took = time.perf_counter() - t0
+        logger.log(
+            logging.INFO if took > 1.0 else logging.DEBUG,
+            "reconciled %s %s/%s in %.0f ms",
+            kind,
+            namespace,
+            name,
+            took * 1000,
+        )
         return again
 
     async def event(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
@@ -324,19 +333,19 @@ class Reconciler:
                 invalid.append(f"{rule['metadata']['name']}: {verdict.message}")
         config = compile_config(namespace, name, spec, entries, now)
         cm = desired_config_map(owner, config)
-        await self._apply_config_map(body, cm, f"config revision {config.revision}: {len(entries)} rule(s)")
-        compiled = (config.revision, frozenset(e.name for e in entries))
-        if self.store.compiled.get((namespace, name)) != compiled:
-            self.store.compiled[(namespace, name)] = compiled
-            self.queue.schedule(("rules", namespace, ""), 0.0)  # rule statuses name the live revision
+        summary = f"config revision {config.revision}: {len(entries)} rule(s)"
 
-        # 3. workloads: the account and its Role first (pods need them), then the rest at once
+        # 3. workloads: the config, the account and its Role first (pods need them), then the rest
         desired = desired_objects(owner, spec, self.settings.image, self.settings.role_images)
         first = [o for o in desired if o["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
         rest = [o for o in desired if o not in first]
         live_deployments: dict[str, JSON] = {}
         try:
-            await asyncio.gather(*(self._apply(o) for o in first))
+            await asyncio.gather(self._apply_config_map(body, cm, summary), *(self._apply(o) for o in first))
+            compiled = (config.revision, frozenset(e.name for e in entries))
+            if self.store.compiled.get((namespace, name)) != compiled:
+                self.store.compiled[(namespace, name)] = compiled
+                self.queue.schedule(("rules", namespace, ""), 0.0)  # rule statuses name the live revision
             for obj, live in zip(rest, await asyncio.gather(*(self._apply(o) for o in rest)), strict=True):
                 if obj["kind"] == "Deployment":
                     live_deployments[obj["metadata"]["name"]] = live
@@ -493,11 +502,15 @@ class Reconciler:
             except KubeError as exc:
                 if exc.status != 404:
                     raise
-        live = await self.kube.get("ConfigMap", meta["namespace"], meta["name"])
-        if live is None:
+        live = None
+        try:
             await self.kube.create(cm)
             self.event_soon(body, "Normal", "ConfigCreated", summary)
-        elif (live.get("data") or {}).get(CONFIG_KEY) != text:
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            live = await self.kube.get("ConfigMap", meta["namespace"], meta["name"])
+        if live is not None and (live.get("data") or {}).get(CONFIG_KEY) != text:
             cm = {**cm, "metadata": {**meta, "resourceVersion": live["metadata"]["resourceVersion"]}}
             await self.kube.replace(cm)
             self.event_soon(body, "Normal", "ConfigUpdated", summary)

@@ -15,11 +15,12 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client, config, watch
 
 G, V = "alertpipe.io", "v1alpha1"
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +45,7 @@ def stack() -> tuple[str, Path, Any]:
 
 
 def start_operator(kubeconfig: Path, ns: str, log: Path) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "alertpipe", "--log-level=WARNING", "operator", "--kubeconfig", str(kubeconfig),
+    args = [sys.executable, "-m", "alertpipe", os.environ.get("BENCH_OPERATOR_LOG", "--log-level=WARNING"), "operator", "--kubeconfig", str(kubeconfig),
             "--namespace", ns, "--health-port", "0", "--metrics-port", "0", "--image", "alertpipe:bench"]
     return subprocess.Popen(args, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT)
 
@@ -83,24 +84,58 @@ def main() -> int:
     time.sleep(3)
     results: dict[str, Any] = {}
     try:
-        # 1. create -> Deployments created, -> Ready
+        # 1. create -> Deployments created, -> Ready; timestamps come from watches (no API polling load)
+        seen: dict[str, float] = {}
+        ready_at: dict[str, float] = {}
+        stop = threading.Event()
+
+        def watch_deployments() -> None:
+            w = watch.Watch()
+            for ev in w.stream(apps.list_namespaced_deployment, ns, timeout_seconds=3600):
+                if ev["type"] == "ADDED":
+                    seen.setdefault(ev["object"].metadata.name, time.monotonic())
+                if stop.is_set():
+                    w.stop()
+
+        def watch_pipelines() -> None:
+            w = watch.Watch()
+            for ev in w.stream(co.list_namespaced_custom_object, G, V, ns, "alertpipelines", timeout_seconds=3600):
+                obj = ev["object"]
+                conds = obj.get("status", {}).get("conditions", [])
+                if any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
+                    ready_at.setdefault(obj["metadata"]["name"], time.monotonic())
+                if stop.is_set():
+                    w.stop()
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (watch_deployments, watch_pipelines)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        created: dict[str, float] = {}
         to_deploy, to_ready = [], []
         for i in range(args.pipelines):
             name = f"p{i}"
-            t0 = time.monotonic()
+            created[name] = time.monotonic()
             co.create_namespaced_custom_object(G, V, ns, "alertpipelines", pipeline(name, bootstrap))
-            seen_deploy = None
-            while time.monotonic() - t0 < 60:
-                n = len(apps.list_namespaced_deployment(ns, label_selector=f"alertpipe.io/pipeline={name}").items)
-                if n == 3 and seen_deploy is None:
-                    seen_deploy = time.monotonic() - t0
-                st = co.get_namespaced_custom_object_status(G, V, ns, "alertpipelines", name).get("status", {})
-                if any(c["type"] == "Ready" and c["status"] == "True" for c in st.get("conditions", [])):
-                    to_ready.append(time.monotonic() - t0)
-                    break
-                time.sleep(0.005)
-            if seen_deploy is not None:
-                to_deploy.append(seen_deploy)
+            deadline = time.monotonic() + 60
+            roles = [f"{name}-{r}" for r in ("ingestor", "evaluator", "deliverer")]
+            while time.monotonic() < deadline and not (all(r in seen for r in roles) and name in ready_at):
+                time.sleep(0.01)
+            if all(r in seen for r in roles):
+                to_deploy.append(max(seen[r] for r in roles) - created[name])
+            if name in ready_at:
+                to_ready.append(ready_at[name] - created[name])
+        stop.set()
+        not_ready = [n for n in created if n not in ready_at]
+        if not_ready:
+            results["not_ready_after_60s"] = {
+                n: [
+                    (c["type"], c["status"], c.get("message", ""))
+                    for c in co.get_namespaced_custom_object(G, V, ns, "alertpipelines", n).get("status", {}).get("conditions", [])
+                    if c["status"] != "True" and c["type"] != "KillSwitchActive"
+                ]
+                for n in not_ready
+            }
         results["create_to_deployments_s"] = {"n": len(to_deploy), "p50": pct(to_deploy, 0.5), "p99": pct(to_deploy, 0.99)}
         results["create_to_ready_s"] = {"n": len(to_ready), "p50": pct(to_ready, 0.5), "p99": pct(to_ready, 0.99)}
         # 2. rule edit -> new revision
@@ -116,7 +151,7 @@ def main() -> int:
                 if rev != before:
                     edits.append(time.monotonic() - t0)
                     break
-                time.sleep(0.005)
+                time.sleep(0.01)
         results["rule_edit_to_revision_s"] = {"n": len(edits), "p50": pct(edits, 0.5), "p99": pct(edits, 0.99)}
         # 3. cold start: P pipelines x R rules already there, operator started fresh
         p, r = (int(x) for x in args.cold.split("x"))
