@@ -59,6 +59,8 @@ class EvaluatorMetrics:
         self.held = Gauge("alertpipe_evaluator_reorder_held_events", "Events waiting in reorder buffers.",
                           registry=r)
         self.groups = Gauge("alertpipe_evaluator_active_groups", "Group keys with rule state.", registry=r)
+        self.assigned = Gauge("alertpipe_evaluator_assigned_partitions", "Partitions this process owns.",
+                              registry=r)
         self.rules = Gauge("alertpipe_evaluator_rules", "Rules loaded (enabled).", registry=r)
         self._revision: str | None = None
 

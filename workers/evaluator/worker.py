@@ -55,6 +55,8 @@ class EvaluatorOptions:
     poll_timeout: float = 0.1
     checkpoint_interval: float = 1.0
     group_id: str | None = None
+    instance_id: str | None = None  # static group membership: a restart takes its partitions back at once
+    session_timeout_ms: int = 10_000
     housekeeping_interval: float = 1.0
 
 
@@ -147,9 +149,12 @@ class Evaluator:
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
                 "partition.assignment.strategy": "range",
+                "session.timeout.ms": self.opts.session_timeout_ms,
                 "fetch.max.bytes": 52_428_800,
                 "queued.min.messages": 200_000,
             })
+            if self.opts.instance_id:
+                opts["group.instance.id"] = self.opts.instance_id
         return opts
 
     def _redis(self, cfg: PipelineConfig) -> redis.Redis:
@@ -179,6 +184,7 @@ class Evaluator:
             self.assigned.add(p)
             self.last_record[p] = now
         consumer.assign(partitions)
+        self.metrics.assigned.set(len(self.assigned))
         if self.paused:
             consumer.pause(partitions)
 
@@ -201,6 +207,7 @@ class Evaluator:
             self.dirty.discard(p)
             self.pending_gaps.pop(p, None)
             self.assigned.discard(p)
+            self.metrics.assigned.set(len(self.assigned))
             for gauge in (self.metrics.lag, self.metrics.watermark_delay, self.metrics.checkpoint_bytes):
                 try:
                     gauge.remove(str(p))
@@ -476,15 +483,14 @@ class Evaluator:
         m.groups.set(groups)
 
     def _lag(self, p: int) -> int | None:
+        """High watermark (as of the last fetch: no broker round trip) minus the next offset."""
         try:
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topics.events, p), timeout=1,
-                                                          cached=False)
-        except Exception:  # noqa: BLE001 - a metric; the broker may be briefly away
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topics.events, p), cached=True)
+        except Exception:  # noqa: BLE001 - a metric; nothing fetched yet
             return None
         pos = self.positions.get(p)
-        if pos is None:
-            committed = self.consumer.committed([TopicPartition(self.topics.events, p)], timeout=1)
-            pos = committed[0].offset if committed and committed[0].offset >= 0 else 0
+        if pos is None or high is None or high < 0:
+            return None
         return max(0, int(high) - int(pos))
 
 

@@ -85,11 +85,18 @@ class Pipeline:
         """(deviceId, raw bytes) in order; the partition is fixed by partition_of(deviceId)."""
         p = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "linger.ms": 5})
         topic = self.topics["events"]
+        errors: list[str] = []
+
+        def report(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
         for i, (dev, raw) in enumerate(records):
-            p.produce(topic, raw, dev.encode(), partition=partition_of(dev))
+            p.produce(topic, raw, dev.encode(), partition=partition_of(dev), on_delivery=report)
             if i % 10_000 == 0:
                 p.poll(0)
         assert p.flush(60) == 0
+        assert not errors, errors[:3]
 
     def read(
         self, topic_kind: str, *, min_count: int = 0, timeout: float = 60.0, quiet: float = 1.5
@@ -193,6 +200,8 @@ class EvaluatorProcess:
             str(self.checkpoint_interval),
             "--group",
             self.group,
+            "--instance-id",
+            f"{self.group}-{id(self)}",
         ]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         return self

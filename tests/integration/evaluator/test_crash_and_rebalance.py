@@ -1,0 +1,92 @@
+"""kill -9 at random points and restarts, and a consumer group that grows and shrinks mid-stream:
+the alerts topic ends up with exactly the expected alert ids (repeats carry the same id)."""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from .conftest import PARTITIONS, EvaluatorProcess, Pipeline, wait_for
+from .streams import RULES, comparable, dirty, expected_alerts, make_stream
+
+pytestmark = pytest.mark.integration
+
+
+def committed(pipe: Pipeline, group: str) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": pipe.bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = c.committed([TopicPartition(pipe.topics["events"], p) for p in range(PARTITIONS)], timeout=10)
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        c.close()
+
+
+def all_committed(pipe: Pipeline, group: str) -> bool:
+    return committed(pipe, group) == pipe.end_offsets()
+
+
+def test_kill_9_at_random_points_gives_exactly_the_expected_alert_ids(
+    pipeline: Pipeline, evaluators: list[EvaluatorProcess], tmp_path: Path
+) -> None:
+    pipeline.rules = RULES
+    cfg = pipeline.write()
+    stream = make_stream(seed=11, devices=60, per_device=400)
+    records, counts = dirty(stream, seed=11)
+    expected = expected_alerts(cfg, stream.clean)
+    pipeline.produce(records)
+
+    rnd = random.Random(11)
+    ev = EvaluatorProcess(pipeline, tmp_path, batch_size=300, checkpoint_interval=0.2)
+    evaluators.append(ev)
+    kills = 0
+    for _ in range(4):
+        ev.start()
+        wait_for(lambda: ev.metric("alertpipe_evaluator_events_consumed_total") > 0, "consuming", 60)
+        time.sleep(rnd.uniform(0.1, 1.2))
+        if all_committed(pipeline, ev.group):
+            break
+        ev.kill9()
+        kills += 1
+    assert kills >= 2, "the stream was drained before the evaluator could be killed twice"
+    if not ev.running():
+        ev.start()
+    wait_for(lambda: all_committed(pipeline, ev.group), "every offset committed", 180, interval=0.5)
+    got = pipeline.read("alerts", min_count=len(expected))
+    assert {(a["id"], a["status"]) for a in got} == {(a["id"], a["status"]) for a in expected}
+    # a repeat is the same transition again (same id, same content), never a new alert
+    assert set(comparable(got)) == set(comparable(expected))
+    ev.stop()
+
+
+def test_a_consumer_joining_and_one_leaving_give_the_same_alerts(
+    pipeline: Pipeline, evaluators: list[EvaluatorProcess], tmp_path: Path
+) -> None:
+    pipeline.rules = RULES
+    cfg = pipeline.write()
+    stream = make_stream(seed=5, devices=60, per_device=300)
+    records, _ = dirty(stream, seed=5)
+    expected = expected_alerts(cfg, stream.clean)
+    third = len(records) // 3
+    a = EvaluatorProcess(pipeline, tmp_path, batch_size=500, checkpoint_interval=0.3)
+    b = EvaluatorProcess(pipeline, tmp_path, batch_size=500, checkpoint_interval=0.3, group=a.group)
+    evaluators.extend([a, b])
+    pipeline.produce(records[:third])
+    a.start()
+    wait_for(lambda: a.metric("alertpipe_evaluator_events_consumed_total") > 0, "a consuming", 60)
+    b.start()  # joins mid-stream: the group rebalances
+    wait_for(lambda: b.metric("alertpipe_evaluator_assigned_partitions") > 0, "b assigned", 60)
+    pipeline.produce(records[third : 2 * third])
+    wait_for(lambda: b.metric("alertpipe_evaluator_events_consumed_total") > 0, "b consuming", 60)
+    assert a.stop() == 0  # leaves: its partitions move to b after a final checkpoint
+    pipeline.produce(records[2 * third :])
+    wait_for(lambda: all_committed(pipeline, a.group), "every offset committed", 180, interval=0.5)
+    got = pipeline.read("alerts", min_count=len(expected))
+    assert set(comparable(got)) == set(comparable(expected))
+    assert {(x["id"], x["status"]) for x in got} == {(x["id"], x["status"]) for x in expected}
+    assert b.stop() == 0
+    for proc in (a, b):
+        assert "Traceback" not in proc.log_text()
