@@ -251,4 +251,7 @@ class EventProducer:
         left = int(self._producer.flush(timeout))
         if left:
             logger.error("%d events were still unacknowledged at shutdown", left)
+            # fail them (their requests answer 503) instead of leaving the requests waiting forever
+            self._producer.purge(in_queue=True, in_flight=True, blocking=False)
+            self._producer.flush(1.0)
         return left
