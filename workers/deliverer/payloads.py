@@ -65,8 +65,15 @@ def alert_link(alert: Alert) -> str | None:
 # --- webhook -----------------------------------------------------------------------------------
 
 
-def webhook_body(alert: Alert, channel: str, delivery_key: str) -> bytes:
-    """The JSON a webhook receives: a small envelope around the alert as the evaluator wrote it."""
+def webhook_body(alert: Alert, channel: str, delivery_key: str, raw: bytes | None = None) -> bytes:
+    """The JSON a webhook receives: a small envelope around the alert as the evaluator wrote it.
+
+    ``raw`` is the alert's JSON as read from the topic (already validated); embedding it as is
+    saves a model dump per delivery on the hot path.
+    """
+    if raw is not None and raw[:1] == b"{":
+        head = orjson.dumps({"version": 1, "channel": channel, "idempotencyKey": delivery_key})
+        return head[:-1] + b',"alert":' + raw + b"}"
     return orjson.dumps(
         {
             "version": 1,

@@ -65,7 +65,7 @@ class AuditEntry:
     revision: str = ""
 
     def to_json(self) -> bytes:
-        return orjson.dumps({k: v for k, v in asdict(self).items() if v not in (None, "")})
+        return orjson.dumps(self)  # orjson serialises (slots) dataclasses natively, fast
 
     @classmethod
     def from_json(cls, raw: bytes) -> AuditEntry:

@@ -48,7 +48,9 @@ class SecretLookup(Protocol):
 
 
 class Sender(Protocol):
-    async def send(self, alert: Alert, channel: ChannelSpec, key: str) -> SendResult: ...
+    async def send(
+        self, alert: Alert, channel: ChannelSpec, key: str, raw: bytes | None = None
+    ) -> SendResult: ...
 
 
 def _excerpt(text: str) -> str:
@@ -66,6 +68,14 @@ class Senders:
         self._allow_private = allow_private
         self._session: aiohttp.ClientSession | None = None
         self._connection_limit = connection_limit
+        self._checked: set[tuple[str, bool]] = set()
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def _timeout(self, total: float) -> aiohttp.ClientTimeout:
+        t = self._timeouts.get(total)
+        if t is None:
+            t = self._timeouts[total] = aiohttp.ClientTimeout(total=total, connect=min(total, 5.0))
+        return t
 
     async def start(self) -> None:
         if self._session is None:
@@ -94,9 +104,11 @@ class Senders:
         except AlertpipeError as exc:
             raise SetupError(f"{what}: {exc}", retryable=True) from None
 
-    async def send(self, alert: Alert, channel: ChannelSpec, key: str) -> SendResult:
+    async def send(
+        self, alert: Alert, channel: ChannelSpec, key: str, raw: bytes | None = None
+    ) -> SendResult:
         if channel.webhook is not None:
-            return await self.send_webhook(alert, channel, key)
+            return await self.send_webhook(alert, channel, key, raw)
         if channel.slack is not None:
             url = self._lookup(channel.slack.webhook_url_secret_ref, "slack webhook URL")
             body = orjson.dumps(payloads.slack_message(alert))
@@ -109,10 +121,12 @@ class Senders:
             return await self.send_email(alert, channel, key)
         raise SetupError(f"channel {channel.name!r} has no kind", retryable=False)
 
-    async def send_webhook(self, alert: Alert, channel: ChannelSpec, key: str) -> SendResult:
+    async def send_webhook(
+        self, alert: Alert, channel: ChannelSpec, key: str, raw: bytes | None = None
+    ) -> SendResult:
         spec = channel.webhook
         assert spec is not None  # noqa: S101 - dispatched on it
-        body = payloads.webhook_body(alert, channel.name, key)
+        body = payloads.webhook_body(alert, channel.name, key, raw)
         ts = int(time.time())
         headers = {payloads.IDEMPOTENCY_HEADER: key, payloads.TIMESTAMP_HEADER: str(ts)}
         if spec.signing_secret_ref is not None:
@@ -121,7 +135,12 @@ class Senders:
         return await self._post(spec.url, body, headers, parse_duration(spec.timeout))
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> SendResult:
-        check_url(url, self._allow_private())
+        allow = self._allow_private()
+        if (url, allow) not in self._checked:
+            check_url(url, allow)
+            if len(self._checked) > 10_000:
+                self._checked.clear()
+            self._checked.add((url, allow))
         if self._session is None:
             await self.start()
         assert self._session is not None  # noqa: S101 - started above
@@ -132,9 +151,10 @@ class Senders:
                 data=body,
                 headers=headers,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 5.0)),
+                timeout=self._timeout(timeout),
             ) as resp:
-                text = await resp.text(errors="replace")
+                data = await resp.read()
+                text = data[:1024].decode("utf-8", errors="replace")
                 status = resp.status
                 retry_after_raw = resp.headers.get("Retry-After")
         except DeliveryError:

@@ -107,6 +107,7 @@ class _Channel:
 
 @dataclass(frozen=True, slots=True)
 class _Ctx:
+    raw: bytes  # the alert's JSON as read (embedded as is in webhook bodies)
     replay: bool
     origin_s: float  # wall-clock seconds the age budget counts from (produce or replay time)
     produced_s: float  # produce time of the alert message (for delivery latency)
@@ -222,7 +223,7 @@ class Deliverer:
         if not cfg.redis.url and cfg.redis.url_secret_ref is None:
             raise DeliveryError("redis.url or redis.urlSecretRef must be set", retryable=False)
         url = cfg.redis.url or self._secret(cfg.redis.url_secret_ref)  # type: ignore[arg-type]
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=256, timeout=None)
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=32, timeout=None)
         self._redis = aioredis.Redis(connection_pool=pool)
         self._claims = Claims(
             self._redis,
@@ -270,6 +271,8 @@ class Deliverer:
         if self._producer is not None:
             await loop.run_in_executor(None, self._producer.close)
         await self._senders.close()
+        if self._claims is not None:
+            await self._claims.close()
         if self._redis is not None:
             await self._redis.aclose()
         self.source.stop()
@@ -353,14 +356,14 @@ class Deliverer:
         while not stop.is_set():
             cfg = self._refresh_config()
             paused = is_paused(cfg, _now_utc())
-            m.PAUSED.labels(cfg.tenant).set(1 if paused else 0)
+            _child(m.PAUSED, cfg.tenant).set(1 if paused else 0)
             gate = paused or self._inflight >= self.settings.max_inflight
             msgs = await loop.run_in_executor(self._kexec, self._poll, gate)
             if not self.ready.is_set() and self._trackers:
                 self.ready.set()
             for msg in msgs:
                 self._dispatch(msg)
-            m.INFLIGHT.labels(cfg.tenant).set(self._inflight)
+            _child(m.INFLIGHT, cfg.tenant).set(self._inflight)
             if gate or not msgs:
                 await asyncio.sleep(0)
 
@@ -385,7 +388,7 @@ class Deliverer:
         cfg = self.config
         value = msg.value() or b""
         try:
-            alert = Alert.from_json(value)
+            alert = Alert.model_validate_json(value)
         except (ValidationError, ValueError) as exc:
             reason = "not an alert: " + (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             with self._lock:
@@ -407,16 +410,16 @@ class Deliverer:
                 "received",
                 int(now * 1000),
                 status=alert.status,
-                reason="replayed from the dead-letter topic"
-                if replay
-                else ("" if channels else "the alert names no channel"),
+                reason=(f"fired at {_iso(alert.event_time_ms)} (event time)")
+                + ("; replayed from the dead-letter topic" if replay else "")
+                + ("" if channels else "; the alert names no channel"),
                 rule=alert.rule,
                 pipeline=alert.pipeline,
                 tenant=alert.tenant,
                 revision=cfg.revision,
             )
         )
-        ctx = _Ctx(replay, origin, produced)
+        ctx = _Ctx(value, replay, origin, produced)
         for ch in channels:
             self._spawn(self._deliver_chain(alert, ch, ctx), tp, offset)
 
@@ -509,7 +512,7 @@ class Deliverer:
             if muted is not None:
                 await self._redis_retry(claims.release, key)
                 self._log(alert, "muted", name, attempt=attempts, reason=f"channel muted: {muted}")
-                m.OUTCOMES.labels(tenant, name, "muted").inc()
+                _child(m.OUTCOMES, tenant, name, "muted").inc()
                 return Outcome.MUTED
             ch = self._channel(name)
             if ch is None:
@@ -525,7 +528,7 @@ class Deliverer:
                 )
             age = time.time() - ctx.origin_s
             wait = ch.breaker.allow(time.monotonic())
-            m.CIRCUIT_STATE.labels(tenant, name).set(ch.breaker.state.value)
+            _child(m.CIRCUIT_STATE, tenant, name).set(ch.breaker.state.value)
             if wait > 0:
                 if age + wait > ch.budget.max_age:
                     return await self._give_up(
@@ -559,7 +562,7 @@ class Deliverer:
                         reason="already "
                         + ("delivered" if res is ClaimResult.DELIVERED else "dead-lettered"),
                     )
-                    m.OUTCOMES.labels(tenant, name, outcome.value).inc()
+                    _child(m.OUTCOMES, tenant, name, outcome.value).inc()
                     return outcome
                 if res is ClaimResult.BUSY:
                     if probe:
@@ -572,7 +575,7 @@ class Deliverer:
                         first_ms = int(time.time() * 1000)
                     t0 = time.perf_counter()
                     try:
-                        result = await self._sender.send(alert, ch.spec, key)
+                        result = await self._sender.send(alert, ch.spec, key, ctx.raw)
                     except DeliveryError as exc:
                         err: DeliveryError | None = exc
                     else:
@@ -585,15 +588,15 @@ class Deliverer:
                 # Another worker holds the claim (rebalance): wait until it delivers or its claim expires.
                 await asyncio.sleep(0.5)
                 continue
-            m.SEND_LATENCY.labels(tenant, name).observe(took)
+            _child(m.SEND_LATENCY, tenant, name).observe(took)
             if err is None:
                 ch.breaker.record_success()
-                m.CIRCUIT_STATE.labels(tenant, name).set(0)
+                _child(m.CIRCUIT_STATE, tenant, name).set(0)
                 if not marked:
                     logger.warning("claim on %s had expired before the delivered mark", key)
-                m.ATTEMPTS.labels(tenant, name, "delivered").inc()
-                m.OUTCOMES.labels(tenant, name, "delivered").inc()
-                m.DELIVERY_LATENCY.labels(tenant, name).observe(max(0.0, time.time() - ctx.produced_s))
+                _child(m.ATTEMPTS, tenant, name, "delivered").inc()
+                _child(m.OUTCOMES, tenant, name, "delivered").inc()
+                _child(m.DELIVERY_LATENCY, tenant, name).observe(max(0.0, time.time() - ctx.produced_s))
                 self._log(
                     alert,
                     "delivered",
@@ -608,7 +611,7 @@ class Deliverer:
                 ch.breaker.record_neutral()
             else:
                 ch.breaker.record_failure(time.monotonic())
-            m.CIRCUIT_STATE.labels(tenant, name).set(ch.breaker.state.value)
+            _child(m.CIRCUIT_STATE, tenant, name).set(ch.breaker.state.value)
             decision = decide_retry(
                 attempts=attempts,
                 retryable=err.retryable,
@@ -618,13 +621,13 @@ class Deliverer:
                 rand=self._rand,
             )
             if not decision.retry:
-                m.ATTEMPTS.labels(tenant, name, "failed").inc()
+                _child(m.ATTEMPTS, tenant, name, "failed").inc()
                 why = err.reason if not err.retryable else f"{decision.reason}; last error: {err.reason}"
                 return await self._give_up(
                     alert, name, key, why, attempts, last_status, last_detail, first_ms, latency=took
                 )
-            m.ATTEMPTS.labels(tenant, name, "retry").inc()
-            m.RETRIES.labels(tenant, name).inc()
+            _child(m.ATTEMPTS, tenant, name, "retry").inc()
+            _child(m.RETRIES, tenant, name).inc()
             self._log(
                 alert,
                 "retry",
@@ -667,8 +670,8 @@ class Deliverer:
         await self._publish_until_acked(cfg.kafka.topics.dead_letter, key, dl.to_json(), dl.headers())
         assert self._claims is not None  # noqa: S101
         await self._redis_retry(self._claims.mark_dead, key)
-        m.DEAD_LETTERS.labels(cfg.tenant, name).inc()
-        m.OUTCOMES.labels(cfg.tenant, name, "dead_lettered").inc()
+        _child(m.DEAD_LETTERS, cfg.tenant, name).inc()
+        _child(m.OUTCOMES, cfg.tenant, name, "dead_lettered").inc()
         self._log(
             alert,
             "dead_lettered",
@@ -728,6 +731,22 @@ class Deliverer:
                 logger.warning("redis unavailable (%s), retrying in %.1fs", type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, memoised: prometheus_client's lookup is costly on the hot path."""
+    k = (id(metric), labels)
+    c = _children.get(k)
+    if c is None:
+        c = _children[k] = metric.labels(*labels)
+    return c
 
 
 def _header(headers: list[tuple[str, bytes | None]] | None, name: str) -> str | None:

@@ -1,0 +1,1 @@
+"""Deliverer benchmarks (webhooks/s, latency, isolation with one failing receiver)."""
