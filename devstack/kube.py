@@ -233,6 +233,9 @@ class KubeCluster:
                 f"--service-account-key-file={self.dir / 'sa.pub'}",
                 f"--service-account-signing-key-file={self.dir / 'sa.key'}",
                 "--allow-privileged=true",
+                # the `kubernetes` Service's endpoint would be 127.0.0.1, which Endpoints reject
+                # (loopback) every 10 s; nothing may connect to Service IPs here anyway
+                "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 "--v=0",
             ],

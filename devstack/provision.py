@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 POM = HERE / "kafka" / "pom.xml"
 BUILD_GO = HERE / "scripts" / "build-go.sh"
 GO_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "helm")
-COMPONENTS = ("redis", "kafka", "go", "kwok-stages")
+COMPONENTS = ("redis", "kafka", "kafka-cds", "go", "kwok-stages")
 KWOK_STAGE_SETS = ("node/fast", "node/heartbeat-with-lease", "pod/general")
 
 
@@ -58,6 +60,22 @@ class StepResult:
 
 def kafka_libs(v: Versions | None = None) -> Path:
     return kafka_home((v or load_versions()).kafka) / "libs"
+
+
+@functools.lru_cache(maxsize=1)
+def _java_id() -> str:
+    """Identifies the JVM build (a CDS archive only fits the JVM that wrote it)."""
+    java = shutil.which("java")
+    if java is None:
+        return "none"
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    return hashlib.sha256((os.path.realpath(java) + out.stderr).encode()).hexdigest()[:12]
+
+
+def kafka_cds_archive(v: Versions | None = None) -> Path:
+    """The broker's AppCDS archive for this JVM and these jars (made by provisioning)."""
+    v = v or load_versions()
+    return kafka_home(v.kafka) / "cds" / f"broker-{_java_id()}-{_kafka_stamp(v).split(':')[-1]}.jsa"
 
 
 def kwok_stages_dir(v: Versions | None = None) -> Path:
@@ -91,6 +109,8 @@ def missing(v: Versions | None = None) -> list[str]:
         out.append("redis")
     if not _stamp_ok(kafka_libs(v) / ".stamp", _kafka_stamp(v)):
         out.append("kafka")
+    elif shutil.which("java") and not kafka_cds_archive(v).exists():
+        out.append("kafka-cds")
     for name in GO_BINARIES:
         if not (
             os.access(bin_dir() / name, os.X_OK)
@@ -139,6 +159,32 @@ def provision_redis(v: Versions, log: Path) -> str:
     if shutil.which("redis-server") is None:
         raise ProvisionError("redis: apt-get installed redis-server but it is not on PATH")
     return "installed"
+
+
+def provision_kafka_cds(v: Versions, log: Path) -> str:
+    """Run the broker once with -XX:ArchiveClassesAtExit: the next starts map its classes pre-parsed."""
+    from devstack.kafka import KafkaServer, exercise
+
+    archive = kafka_cds_archive(v)
+    if archive.exists():
+        return "reused"
+    if not _stamp_ok(kafka_libs(v) / ".stamp", _kafka_stamp(v)):
+        raise ProvisionError("kafka-cds: provision kafka first (the archive is made from its jars)")
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    for old in archive.parent.glob("*.jsa"):  # other JVMs' or jars' archives are of no use now
+        old.unlink()
+    tmp = archive.with_suffix(".tmp")
+    with tempfile.TemporaryDirectory(prefix="kafka-cds-") as d:
+        broker = KafkaServer(kafka_libs(v), Path(d), cds_dump=tmp, jit="fast")
+        try:
+            broker.start()
+            exercise(broker.bootstrap)  # the classes of topic creation, produce and fetch, too
+        finally:
+            broker.stop()
+    if not tmp.exists():
+        raise ProvisionError(f"kafka: the JVM wrote no CDS archive at {tmp}")
+    os.rename(tmp, archive)
+    return "built"
 
 
 def provision_kafka(v: Versions, log: Path) -> str:
@@ -235,6 +281,7 @@ def provision_kwok_stages(v: Versions, log: Path) -> str:
 STEPS: dict[str, Callable[[Versions, Path], str]] = {
     "redis": provision_redis,
     "kafka": provision_kafka,
+    "kafka-cds": provision_kafka_cds,
     "go": provision_go,
     "kwok-stages": provision_kwok_stages,
 }

@@ -23,7 +23,7 @@ from devstack.kube import KubeCluster, kube_client
 from devstack.paths import bin_dir
 from devstack.podrunner import PodRunner
 from devstack.processes import StartError
-from devstack.provision import kafka_libs, kwok_stages_dir, missing, provision
+from devstack.provision import GO_BINARIES, kafka_cds_archive, kafka_libs, kwok_stages_dir, missing, provision
 from devstack.redis import RedisServer, redis_ping
 from devstack.versions import parse_env_file
 
@@ -94,32 +94,17 @@ class _Lazy(Generic[T]):
 def ensure_provisioned(*needs: str) -> None:
     """Provision what is missing among ``needs`` (component names of devstack.provision)."""
     gone = missing()
-    todo = tuple(
-        c
-        for c in needs
-        if c in gone
-        or (
-            c == "go"
-            and any(
-                n in gone
-                for n in (
-                    "etcd",
-                    "kube-apiserver",
-                    "kwok",
-                    "helm",
-                    "kube-controller-manager",
-                    "kube-scheduler",
-                )
-            )
-        )
-    )
-    if "go" in todo:  # a cold Go build takes ~16 minutes on 2 cores: not inside a test's timeout
+    todo = [c for c in needs if c in gone]
+    if "go" in needs and any(n in gone for n in GO_BINARIES):
+        # a cold Go build takes ~16 minutes on 2 cores: not inside a test's timeout
         raise StartError(
             "the Go binaries (etcd, Kubernetes, kwok, helm) are not built: run `alertpipe devstack provision`"
             " (or `make provision`) once; a cold build takes ~16 min on 2 cores"
         )
+    if "kafka" in needs and ("kafka" in gone or "kafka-cds" in gone):
+        todo += [c for c in ("kafka", "kafka-cds") if c not in todo]
     if todo:
-        provision(todo)
+        provision(tuple(todo))
 
 
 class Stack:
@@ -154,7 +139,11 @@ class Stack:
         def make() -> KafkaServer:
             ensure_provisioned("kafka")
             k = KafkaServer(
-                kafka_libs(), self.run_dir / "kafka", tie_to_parent=self.tie_to_parent, jit=self.kafka_jit
+                kafka_libs(),
+                self.run_dir / "kafka",
+                tie_to_parent=self.tie_to_parent,
+                jit=self.kafka_jit,
+                cds_archive=kafka_cds_archive(),
             )
             self._timed("kafka", k.start)
             return k
