@@ -19,6 +19,8 @@ from kubernetes import client, config
 
 from alertpipe.operator.crdgen import build_crds
 
+from .helpers import Cluster
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -155,3 +157,8 @@ def operator_factory(
 @pytest.fixture
 def operator(operator_factory: Callable[..., OperatorProcess]) -> OperatorProcess:
     return operator_factory()
+
+
+@pytest.fixture
+def k(api: client.ApiClient, namespace: str) -> Cluster:
+    return Cluster(api, namespace)
