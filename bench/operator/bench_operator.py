@@ -75,7 +75,7 @@ def main() -> int:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     bootstrap, kubeconfig, own = stack()
-    api = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
+    api = config.new_client_from_config(config_file=str(kubeconfig))
     core, apps, co = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
     for path in sorted((ROOT / "crds").glob("*.yaml")):
         subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "apply", "--server-side", "--force-conflicts", "-f", str(path)],
