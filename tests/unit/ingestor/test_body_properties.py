@@ -34,7 +34,7 @@ event = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(body=st.binary(max_size=300), ctype=CTYPES)
 def test_arbitrary_bytes_parse_or_raise_body_error(body: bytes, ctype: str) -> None:
     try:
@@ -46,7 +46,7 @@ def test_arbitrary_bytes_parse_or_raise_body_error(body: bytes, ctype: str) -> N
     assert len(batch.records) + len(batch.rejects) == len(items)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(items=st.lists(json_values | event, max_size=20))
 def test_every_item_is_accepted_or_rejected_once_in_order(items: list[Any]) -> None:
     batch = build_batch(orjson.loads(orjson.dumps(items)), None, "acme", 1_767_323_045_000)
@@ -55,7 +55,7 @@ def test_every_item_is_accepted_or_rejected_once_in_order(items: list[Any]) -> N
     assert batch.indexes == sorted(batch.indexes)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(events=st.lists(event, min_size=1, max_size=20))
 def test_array_and_ndjson_agree(events: list[dict[str, Any]]) -> None:
     arr = parse_body(orjson.dumps(events), "application/json")
