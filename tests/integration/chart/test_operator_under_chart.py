@@ -262,3 +262,77 @@ def test_operator_runs_with_the_charts_args_rbac_and_certificate(
     pod.stop()
     log = pod.output()
     assert "Forbidden" not in log and " 403" not in log, log[-4000:]
+
+
+def test_two_replicas_under_the_charts_peering_one_active_then_takeover(
+    release: Release,
+    api: client.ApiClient,
+    namespace: str,
+    kubeconfig: Path,
+    tmp_path: Path,
+    local_pods: list[LocalPod],
+) -> None:
+    """replicaCount 2 as the chart wires it: both replicas join the peering object, one pauses in favour
+    of the other, and takes over when the active one stops."""
+    ns = namespace
+    release.install(
+        {
+            **base_values(ns),
+            "replicaCount": 2,
+            "operator": {
+                "watchNamespaces": [ns],
+                "extraArgs": ["--bind", "127.0.0.1", "--metrics-port", "0"],
+            },
+            "webhook": {"enabled": False},
+        }
+    )
+    full = release.fullname
+    token_kubeconfig = sa_kubeconfig(api, kubeconfig, ns, full, tmp_path / "sa-kubeconfig")
+    replicas: list[tuple[LocalPod, int]] = []
+    for i in range(2):
+        workdir = tmp_path / f"replica-{i}"
+        workdir.mkdir()
+        pod = LocalPod(api, ns, full, workdir)
+        port = free_port()
+        i_port = pod.args.index("--health-port") + 1
+        pod.args[i_port] = str(port)  # two processes on one host: each its own health port
+        local_pods.append(pod)
+        replicas.append((pod, port))
+        pod.start(token_kubeconfig)
+    wait_until(lambda: all(p.alive() and port_open(port) for p, port in replicas), "replicas up", 90)
+
+    co: Any = client.CustomObjectsApi(api)
+
+    def peers() -> set[str]:
+        body = co.get_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", full)
+        return set((body.get("status") or {}).keys())
+
+    ids = {pod.env["POD_ID"] for pod, _ in replicas}
+    wait_until(lambda: peers() >= ids, "both replicas in the KopfPeering", 90)
+
+    # Which replica acts shows in what it handles: Kopf logs each handled AlertRule event.
+    handled = "rule_event' succeeded"
+    rule = {"apiVersion": f"{G}/{V}", "kind": "AlertRule",
+            "spec": {"threshold": {"condition": "value > 80"}, "channels": ["ops"]}}  # fmt: skip
+
+    def add_rule(name: str) -> None:
+        co.create_namespaced_custom_object(G, V, ns, "alertrules", {**rule, "metadata": {"name": name}})
+
+    def handlers(p: LocalPod) -> int:
+        return p.output().count(handled)
+
+    add_rule("r1")
+    wait_until(lambda: any(handlers(p) for p, _ in replicas), "one replica handles r1", 90)
+    acting = [p for p, _ in replicas if handlers(p)]
+    assert len(acting) == 1, "both replicas acted at once"
+    (active,) = acting
+    (standby,) = [p for p, _ in replicas if p is not active]
+    add_rule("r2")  # by the time r2 is handled, a second active replica would have handled r1 as well
+    before = handlers(active)
+    wait_until(lambda: handlers(active) > before, "the active replica handles r2", 60)
+    assert handlers(standby) == 0, "both replicas acted at once"
+
+    active.stop()
+    wait_until(lambda: active.env["POD_ID"] not in peers(), "stopped replica leaves the peering", 60)
+    add_rule("r3")
+    wait_until(lambda: standby.alive() and handlers(standby) > 0, "the standby takes over", 120)
