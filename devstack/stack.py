@@ -130,7 +130,11 @@ class Stack:
         def make() -> RedisServer:
             ensure_provisioned("redis")
             r = RedisServer(self.run_dir / "redis", tie_to_parent=self.tie_to_parent)
-            self._timed("redis", r.start)
+            try:
+                self._timed("redis", r.start)
+            except BaseException:
+                r.stop()
+                raise
             return r
 
         return self._redis.get(make)
@@ -145,7 +149,11 @@ class Stack:
                 jit=self.kafka_jit,
                 cds_archive=kafka_cds_archive(),
             )
-            self._timed("kafka", k.start)
+            try:
+                self._timed("kafka", k.start)
+            except BaseException:
+                k.stop()
+                raise
             return k
 
         return self._kafka.get(make)
