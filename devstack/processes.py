@@ -169,7 +169,8 @@ class ManagedProcess:
         except OSError as e:
             raise StartError(f"{self.name}: cannot run {self.argv[0]}: {e.strerror}") from None
         with _live_lock:
-            _live.append(self)
+            if self not in _live:
+                _live.append(self)
         logger.debug("started %s pid %s", self.name, self._popen.pid)
 
     def signal(self, sig: int) -> None:
