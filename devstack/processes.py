@@ -141,6 +141,8 @@ class ManagedProcess:
         if self.running():
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        if self._log is not None:  # restarting after the process exited by itself
+            self._log.close()
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log.write(f"\n==== devstack: starting {self.name} at {time.strftime('%H:%M:%S')}\n".encode())
         self._log.flush()
