@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import socket
+import ssl
 from collections import deque
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -23,6 +24,7 @@ class SmtpReceiver:
     authenticated: list[str] = field(default_factory=list)
     refusals: deque[str] = field(default_factory=deque)  # e.g. "451 4.3.0 try later", "550 5.1.1 no user"
     port: int = 0
+    tls: tuple[str, str] | None = None  # (cert file, key file): offer STARTTLS and require it
     _controller: Any = None
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd API
@@ -47,7 +49,13 @@ class SmtpReceiver:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         kwargs: dict[str, Any] = {}
-        if self.username is not None:
+        if self.tls is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(*self.tls)
+            kwargs.update(tls_context=ctx, require_starttls=True)
+            if self.username is not None:
+                kwargs.update(authenticator=self._auth, auth_required=True)
+        elif self.username is not None:
             # AUTH offered without TLS on loopback; auth_required would make aiosmtpd warn (an error here)
             kwargs.update(authenticator=self._auth, auth_require_tls=False)
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **kwargs)
@@ -60,6 +68,11 @@ class SmtpReceiver:
             self._controller = None
 
 
-def start_smtp_receiver(username: str | None = None, password: str | None = None) -> SmtpReceiver:
-    """Start on a free loopback port (runs in its own thread); ``receiver.stop()`` when done."""
-    return SmtpReceiver(username=username, password=password).start()
+def start_smtp_receiver(
+    username: str | None = None, password: str | None = None, tls: tuple[str, str] | None = None
+) -> SmtpReceiver:
+    """Start on a free loopback port (runs in its own thread); ``receiver.stop()`` when done.
+
+    ``tls=(cert, key)`` offers STARTTLS and requires it (AUTH then only after STARTTLS).
+    """
+    return SmtpReceiver(username=username, password=password, tls=tls).start()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +16,7 @@ from tests.integration.deliverer.conftest import (
     running_deliverer,
     webhook,
 )
-from tests.receivers import HttpReceiver, SmtpReceiver, wait_until
+from tests.receivers import HttpReceiver, Reply, SmtpReceiver, start_smtp_receiver, wait_until
 from tests.receivers.http import pagerduty_errors, slack_errors, verify
 
 pytestmark = pytest.mark.integration
@@ -98,3 +100,86 @@ async def test_webhook_slack_pagerduty_email(
     )
     assert all(e.attempt == 1 and e.latency_ms is not None for e in delivered)
     assert pipeline.committed(pipeline.group()) == 2
+
+
+def self_signed(tmp: Path) -> tuple[str, str]:
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+async def test_email_starttls_with_auth_and_pagerduty_429(
+    pipeline: Pipeline, receiver: HttpReceiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", cert)  # the deliverer verifies the server against this CA
+    smtp = start_smtp_receiver("alertpipe", "hunter2", tls=(cert, key))
+    try:
+        pipeline.update(
+            channels=[
+                {
+                    "name": "mail",
+                    "email": {
+                        "host": "127.0.0.1",
+                        "port": smtp.port,
+                        "starttls": True,
+                        "from": "alerts@acme.test",
+                        "to": ["oncall@acme.test"],
+                        "usernameSecretRef": {"name": "smtp", "key": "username"},
+                        "passwordSecretRef": {"name": "smtp", "key": "password"},
+                    },
+                },
+                {
+                    "name": "pager",
+                    "pagerduty": {
+                        "routingKeySecretRef": {"name": "pd", "key": "routing-key"},
+                        "url": receiver.url("/pagerduty/v2/enqueue"),
+                    },
+                    "retry": {
+                        "maxAttempts": 3,
+                        "maxAge": "30s",
+                        "initialBackoff": "10ms",
+                        "maxBackoff": "20ms",
+                    },
+                },
+            ]
+        )
+        receiver.script("/pagerduty/", [Reply(429, retry_after=1)])
+        smtp.refusals.append("451 4.3.0 mailbox busy, try again")
+        alert = make_alert(3, ["mail", "pager"])
+        async with running_deliverer(pipeline):
+            pipeline.produce([alert])
+            await wait_until(
+                lambda: len(smtp.messages) == 1 and len(receiver.recorder.accepted("/pagerduty/")) == 1,
+                30,
+                "email over STARTTLS and the PagerDuty event",
+            )
+        assert smtp.authenticated == ["alertpipe", "alertpipe"]  # one session per attempt (451, then 250)
+        pd = receiver.recorder.on("/pagerduty/")
+        assert [p.status for p in pd] == [429, 202] and pd[1].at - pd[0].at >= 0.95
+        retries = {e.channel: e for e in pipeline.audit() if e.decision == "retry"}
+        assert retries["mail"].status_code == 451 and "mailbox busy" in retries["mail"].reason
+        assert retries["pager"].status_code == 429 and "retry-after" in retries["pager"].reason
+    finally:
+        smtp.stop()
