@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 
 import pytest
+from confluent_kafka import Producer
 
 from alertpipe.cli import main as alertpipe_main
 from tests.integration.deliverer.conftest import Pipeline, make_alert, running_deliverer, webhook
@@ -26,7 +28,7 @@ def retry(attempts: int) -> dict[str, object]:
 
 
 async def test_failures_are_retried_then_dead_lettered_and_replayed(
-    pipeline: Pipeline, receiver: HttpReceiver
+    pipeline: Pipeline, receiver: HttpReceiver, capsys: pytest.CaptureFixture[str]
 ) -> None:
     refused = f"http://127.0.0.1:{free_port()}/hook"
     pipeline.update(
@@ -112,6 +114,16 @@ async def test_failures_are_retried_then_dead_lettered_and_replayed(
         assert len(rec.accepted("/webhook/bad")) == 1
         assert rec.duplicates() == len(rec.accepted("/webhook/slow")) - 1
 
+    # `alertpipe explain` tells the story from the decision log
+    capsys.readouterr()
+    code = await asyncio.to_thread(alertpipe_main, ["explain", alert.id, "--config", cfg, "--json"])
+    assert code == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    decisions = [(x["decision"], x["channel"]) for x in lines]
+    assert decisions[0] == ("received", "")
+    assert ("dead_lettered", "bad") in decisions and ("delivered", "bad") in decisions
+    assert [x["status_code"] for x in lines if x["channel"] == "flaky"] == [500, 503, 200]
+
 
 async def test_fallback_and_duplicate_alerts(pipeline: Pipeline, receiver: HttpReceiver) -> None:
     pipeline.update(
@@ -125,12 +137,21 @@ async def test_fallback_and_duplicate_alerts(pipeline: Pipeline, receiver: HttpR
     a = make_alert(1, ["primary"])
     b = make_alert(2, ["once"])
     async with running_deliverer(pipeline):
+        raw = Producer({"bootstrap.servers": pipeline.bootstrap})
+        raw.produce(pipeline.config.kafka.topics.alerts, key=b"x", value=b"not an alert {")
+        assert raw.flush(30) == 0
         pipeline.produce([a, b, b, b])  # b three times: a replayed/redelivered alert
         await wait_until(
             lambda: len(receiver.recorder.accepted("/webhook/backup")) == 1, 30, "fallback delivery"
         )
-        await wait_until(lambda: pipeline.committed(pipeline.group()) == 4, 30, "all offsets committed")
+        await wait_until(lambda: pipeline.committed(pipeline.group()) == 5, 30, "all offsets committed")
     rec = receiver.recorder
+    invalid = [d for d in pipeline.dead_letters() if not d.channel]
+    assert (
+        len(invalid) == 1
+        and invalid[0].extra["raw"] == "not an alert {"
+        and "not an alert" in invalid[0].reason
+    )
     assert rec.accepted("/webhook/backup")[0].key == a.delivery_key("backup")
     assert len(rec.on("/webhook/primary")) == 2
     assert len(rec.accepted("/webhook/once")) == 1
