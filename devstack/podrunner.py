@@ -334,7 +334,8 @@ class PodRunner:
                     n = local.restarts.get(cname, 0)
                     local.next_start[cname] = now + min(2.0**n, 30.0)  # back-off like the kubelet's
                     logger.info("pod runner: %s exited %s; restarting (#%d)", proc.name, code, n + 1)
-                elif now >= local.next_start.pop(cname):
+                elif now >= local.next_start[cname]:
+                    del local.next_start[cname]
                     local.restarts[cname] = local.restarts.get(cname, 0) + 1
                     proc.start()
 

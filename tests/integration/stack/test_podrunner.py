@@ -132,3 +132,49 @@ def test_deployment_pod_serves_locally_and_scaling_to_zero_stops_it(
         lambda: not core.list_namespaced_pod(namespace, label_selector="app=web").items, "pod deleted", 90
     )
     api.close()
+
+
+CRASHER = "import os, redis; redis.Redis.from_url(os.environ['R']).incr(os.environ['K']); raise SystemExit(3)"
+
+
+def test_a_crashing_container_is_restarted_under_restart_policy_always(
+    pod_runner: LocalPods, kubeconfig: Path, namespace: str, redis_url: str, unique: str
+) -> None:
+    import redis
+
+    api = kube_client(kubeconfig)
+    apps = client.AppsV1Api(api)
+    d = client.V1Deployment.from_dict(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "crasher"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "crasher"}},
+                "template": {
+                    "metadata": {"labels": {"app": "crasher"}},
+                    "spec": {
+                        "nodeSelector": pod_runner.node_selector,
+                        "containers": [
+                            {
+                                "name": "c",
+                                "image": "registry.invalid/alertpipe:dev",
+                                "command": ["python", "-c", CRASHER],
+                                "env": [
+                                    {"name": "R", "value": redis_url},
+                                    {"name": "K", "value": f"{unique}:starts"},
+                                ],
+                            }
+                        ],
+                    },
+                },
+            },
+        }
+    )
+    assert d is not None
+    apps.create_namespaced_deployment(namespace, d)
+    r = redis.Redis.from_url(redis_url)
+    wait_until(lambda: int(r.get(f"{unique}:starts") or 0) >= 3, "the container started three times", 120)
+    apps.delete_namespaced_deployment("crasher", namespace)
+    api.close()
