@@ -30,7 +30,8 @@ are the read-only cluster-scoped bits Kopf needs in either mode.
   resources: ["roles", "rolebindings"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 {{- if .Values.rbac.readSecrets }}
-# Kafka and Redis credentials an AlertPipeline references (to create its topics): get by name only.
+# The Kafka credentials an AlertPipeline references (spec.kafka.credentialsSecretRef), to create its
+# topics: get by name only (workers get Secrets as volumes, not through the API).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
