@@ -75,7 +75,7 @@ def kafka_round_trip(ctx: DemoContext) -> str:
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     topic = f"demo-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": ctx.kafka_bootstrap})
+    admin = AdminClient({"bootstrap.servers": ctx.kafka_bootstrap, "log_level": 3})
     for fut in admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)]).values():
         fut.result(timeout=30)
     # log_level 3: keep librdkafka's transient warnings (coordinator still loading) out of the summary
@@ -88,7 +88,12 @@ def kafka_round_trip(ctx: DemoContext) -> str:
     if producer.flush(30) != 0:
         raise RuntimeError("messages not acknowledged within 30 s")
     consumer = Consumer(
-        {"bootstrap.servers": ctx.kafka_bootstrap, "group.id": topic, "auto.offset.reset": "earliest"}
+        {
+            "bootstrap.servers": ctx.kafka_bootstrap,
+            "group.id": topic,
+            "auto.offset.reset": "earliest",
+            "log_level": 3,
+        }
     )
     got = 0
     try:
@@ -124,10 +129,79 @@ def redis_ping(ctx: DemoContext) -> str:
     return f"Redis {version} {ctx.redis_url}: PING, SET/GET ok (appendonly={aof})"
 
 
+def local_pod(ctx: DemoContext) -> str:
+    """A Deployment scheduled onto devstack-local: the pod runner runs its command on 127.0.0.1."""
+    import urllib.request
+
+    from kubernetes import client
+
+    from devstack.kube import LOCAL_NODE_LABEL, kube_client
+    from devstack.processes import free_port, port_open, wait_until
+
+    ns, port = f"demo-{uuid.uuid4().hex[:6]}", free_port()
+    api = kube_client(ctx.kubeconfig)
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    t0 = time.monotonic()
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+        wait_until(
+            lambda: bool(
+                core.list_namespaced_service_account(ns, field_selector="metadata.name=default").items
+            ),
+            "default ServiceAccount",
+            60,
+        )
+        body = client.V1Deployment.from_dict(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "hello"},
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "hello"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "hello"}},
+                        "spec": {
+                            "nodeSelector": {LOCAL_NODE_LABEL[0]: LOCAL_NODE_LABEL[1]},
+                            "containers": [
+                                {
+                                    "name": "web",
+                                    "image": "registry.invalid/hello:1",
+                                    "command": [
+                                        "python",
+                                        "-m",
+                                        "http.server",
+                                        str(port),
+                                        "--bind",
+                                        "127.0.0.1",
+                                    ],
+                                }
+                            ],
+                        },
+                    },
+                },
+            }
+        )
+        if body is None:
+            raise RuntimeError("could not build the Deployment body")
+        apps.create_namespaced_deployment(ns, body)
+        wait_until(lambda: port_open(port), f"the pod serving on 127.0.0.1:{port}", 90)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:  # noqa: S310 - loopback
+            status = resp.status
+    finally:
+        core.delete_namespace(ns)
+        api.close()
+    return (
+        f"pod runner: Deployment hello on devstack-local served HTTP {status} on 127.0.0.1:{port} after "
+        + (f"{time.monotonic() - t0:.1f}s")
+    )
+
+
 DEFAULT_STEPS: list[Step] = [
     ("Kubernetes", nodes_ready),
     ("Kafka", kafka_round_trip),
     ("Redis", redis_ping),
+    ("Local pods", local_pod),
 ]
 
 
