@@ -103,3 +103,46 @@ def test_configmap_revisions_are_watched(kubeconfig: Path, namespace: str) -> No
     finally:
         src.stop()
 
+
+
+def test_least_privilege_service_account_can_watch_its_configmap(kubeconfig: Path, namespace: str,
+                                                                 tmp_path: Path) -> None:
+    """The operator grants workers get/list/watch on their one ConfigMap by resourceNames: the
+    source's single-name field selector is what makes list and watch pass that authorization."""
+    import yaml
+
+    api, client = core_api(kubeconfig)
+    rbac = client.RbacAuthorizationV1Api(api.api_client)
+    name = "p1-config"
+    api.create_namespaced_service_account(namespace, client.V1ServiceAccount(
+        metadata=client.V1ObjectMeta(name="worker")))
+    rbac.create_namespaced_role(namespace, client.V1Role(
+        metadata=client.V1ObjectMeta(name="worker"),
+        rules=[client.V1PolicyRule(api_groups=[""], resources=["configmaps"], resource_names=[name],
+                                   verbs=["get", "list", "watch"])]))
+    rbac.create_namespaced_role_binding(namespace, client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name="worker"),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="worker"),
+        subjects=[client.RbacV1Subject(kind="ServiceAccount", name="worker", namespace=namespace)]))
+    token = api.create_namespaced_service_account_token(
+        "worker", namespace, client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))).status.token
+    doc = yaml.safe_load(kubeconfig.read_text())
+    doc["users"][0]["user"] = {"token": token}
+    worker_kubeconfig = tmp_path / "worker-kubeconfig"
+    worker_kubeconfig.write_text(yaml.safe_dump(doc))
+
+    a = config("p1")
+    api.create_namespaced_config_map(namespace, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name=name), data={"config.json": a.to_json().decode()}))
+    src = KubeConfigMapSource(namespace, name, kubeconfig=worker_kubeconfig, watch_timeout=5)
+    src.start()
+    try:
+        wait_for(lambda: (c := src.current()) is not None and c.revision == a.revision, 20, "listed")
+        b = config("p1", allowedLateness="7s")
+        api.replace_namespaced_config_map(name, namespace, client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name=name), data={"config.json": b.to_json().decode()}))
+        wait_for(lambda: (c := src.current()) is not None and c.revision == b.revision, 10, "watched")
+        assert src.errors == 0
+    finally:
+        src.stop()
