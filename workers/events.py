@@ -21,6 +21,8 @@ MAX_TYPE = 128
 # Timestamps outside [2000-01-01, 2200-01-01) are taken for a unit mistake (seconds, microseconds).
 _MIN_MS = 946_684_800_000
 _MAX_MS = 7_258_118_400_000
+MIN_TS_MS = _MIN_MS  # public bounds of a valid ts (epoch ms), for decoders with a fast path
+MAX_TS_MS = _MAX_MS
 
 
 class EventError(ValueError):
