@@ -141,6 +141,18 @@ class ResourceRequirements(Model):
     limits: dict[str, Quantity] = Field(default_factory=dict, description="e.g. memory: 512Mi")
 
 
+class Toleration(Model):
+    """A pod toleration (core/v1 Toleration), so worker pods may land on tainted nodes."""
+
+    key: str | None = Field(None, max_length=317, description="Taint key; omitted with Exists means all.")
+    operator: Literal["Exists", "Equal"] = Field("Equal", description="Exists or Equal.")
+    value: str | None = Field(None, max_length=63, description="Taint value for Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="Taint effect to tolerate; omitted means all effects."
+    )
+    toleration_seconds: int | None = Field(None, ge=0, description="How long a NoExecute taint is tolerated.")
+
+
 class WorkloadSpec(Model):
     """One worker role's Deployment."""
 
@@ -151,6 +163,12 @@ class WorkloadSpec(Model):
     )
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements, description="Container resources."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels this role's pods must match (pod nodeSelector)."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Taints this role's pods tolerate."
     )
 
 

@@ -247,15 +247,24 @@ def desired_deployment(
                 "selector": {"matchLabels": selector},
                 "template": {
                     "metadata": {"labels": labels(owner.name, role)},
-                    "spec": {
-                        "serviceAccountName": worker_account_name(owner.name),
-                        "containers": [container],
-                        "volumes": [{"name": _volume_name(s), "secret": {"secretName": s}} for s in secrets],
-                    },
+                    "spec": _pod_spec(owner, workload, container, secrets),
                 },
             },
         }
     )
+
+
+def _pod_spec(owner: Owner, workload: WorkloadSpec, container: JSON, secrets: list[str]) -> JSON:
+    pod: JSON = {
+        "serviceAccountName": worker_account_name(owner.name),
+        "containers": [container],
+        "volumes": [{"name": _volume_name(s), "secret": {"secretName": s}} for s in secrets],
+    }
+    if workload.node_selector:
+        pod["nodeSelector"] = dict(workload.node_selector)
+    if workload.tolerations:
+        pod["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in workload.tolerations]
+    return pod
 
 
 def desired_service(owner: Owner) -> JSON:
