@@ -108,6 +108,23 @@ def _strip_status_noise(status: Mapping[str, Any] | None) -> JSON:
     return dict(status or {})
 
 
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> JSON:
+    """A JSON merge patch turning ``old`` into ``new`` (keys gone from ``new`` become null)."""
+    out: JSON = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = merge_patch(before, value)
+            if sub:
+                out[key] = sub
+        elif value != before or key not in old:
+            out[key] = value
+    for key in old:
+        if key not in new:
+            out[key] = None
+    return out
+
+
 class Reconciler:
     def __init__(self, kube: Kube, settings: OperatorSettings, admins: AdminPool | None = None) -> None:
         self.kube = kube
@@ -580,10 +597,16 @@ class Reconciler:
             status.get("conditions") or [], wants, now, extra.get("observedGeneration")
         )
         new_status = {**status, **extra, "conditions": conditions}
+        if extra.get("replicas") is not None:
+            new_status["replicas"] = extra["replicas"]
         if new_status != status:
             meta = body["metadata"]
             patched = await self.kube.merge_patch(
-                "AlertPipeline", meta["namespace"], meta["name"], {"status": new_status}, sub="status"
+                "AlertPipeline",
+                meta["namespace"],
+                meta["name"],
+                {"status": merge_patch(status, new_status)},
+                sub="status",
             )
             # Keep the store current, so the next reconcile compares against what we wrote.
             stored = self.store.pipelines.get((meta["namespace"], meta["name"]))
@@ -664,7 +687,11 @@ class Reconciler:
             }
             if new_status != status:
                 patched = await self.kube.merge_patch(
-                    "AlertRule", namespace, meta["name"], {"status": new_status}, sub="status"
+                    "AlertRule",
+                    namespace,
+                    meta["name"],
+                    {"status": merge_patch(status, new_status)},
+                    sub="status",
                 )
                 stored = self.store.rules.get((namespace, meta["name"]))
                 if stored is not None and stored["metadata"].get("uid") == patched.get("metadata", {}).get(

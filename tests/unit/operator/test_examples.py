@@ -13,7 +13,9 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "examples" / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "examples" / "pipelines").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_example_is_valid(path: Path) -> None:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     pipelines = [d for d in docs if d["kind"] == "AlertPipeline"]
