@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Protocol, cast
@@ -75,7 +76,22 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    _apply_bind_host(args)
     return _load(args.command).run(args)
+
+
+def _apply_bind_host(args: argparse.Namespace) -> None:
+    """ALERTPIPE_BIND_HOST replaces a wildcard listen address (``--host``, ``--metrics-host``).
+
+    For hosts where several pods share one network namespace (the devstack's local pod runner gives
+    each pod its own loopback address this way); in a cluster it is unset and nothing changes.
+    """
+    bind = os.environ.get("ALERTPIPE_BIND_HOST")
+    if not bind:
+        return
+    for attr in ("host", "metrics_host"):
+        if getattr(args, attr, None) in ("0.0.0.0", "::", ""):  # noqa: S104 - comparing, not binding
+            setattr(args, attr, bind)
 
 
 if __name__ == "__main__":

@@ -37,3 +37,16 @@ def test_unknown_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> None
         cli.main(["frobnicate"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_bind_host_replaces_only_wildcards(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    monkeypatch.setenv("ALERTPIPE_BIND_HOST", "127.0.3.7")
+    args = argparse.Namespace(host="0.0.0.0", metrics_host="10.1.2.3")
+    cli._apply_bind_host(args)
+    assert (args.host, args.metrics_host) == ("127.0.3.7", "10.1.2.3")
+    monkeypatch.delenv("ALERTPIPE_BIND_HOST")
+    args = argparse.Namespace(host="0.0.0.0")
+    cli._apply_bind_host(args)
+    assert args.host == "0.0.0.0"
