@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance-id", default=os.environ.get("ALERTPIPE_INSTANCE_ID"),
                         help="static consumer-group member id (e.g. the pod name): a restarted process"
                              " gets its partitions back without waiting for the session timeout")
+    parser.add_argument("--no-dedup", action="store_true",
+                        help="skip the Redis input dedup (only for sources that never replay)")
     parser.add_argument("--batch-size", type=int, default=5000, help="records per consume() call")
     parser.add_argument("--checkpoint-interval", type=float, default=1.0,
                         help="seconds between checkpoints (flush, snapshot, commit)")
@@ -72,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.metrics_host, registry=metrics.registry)
     options = EvaluatorOptions(batch_size=args.batch_size, checkpoint_interval=args.checkpoint_interval,
-                               group_id=args.group, instance_id=args.instance_id)
+                               group_id=args.group, instance_id=args.instance_id,
+                               dedup=not args.no_dedup)
     secrets = SecretResolver(args.secrets_dir)
     try:
         while not stop.is_set():

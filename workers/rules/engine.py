@@ -49,6 +49,7 @@ LATE = 2  # older than the watermark
 
 SNAPSHOT_VERSION = 1
 _NEG = -(2**62)
+_FAR = 2**62
 MAX_GAPS_PER_DEVICE = 8
 MAX_QUANTILE_VALUES = 20_000  # per pane; beyond it values are sampled deterministically
 
@@ -161,7 +162,7 @@ class RuleState:
 
     def _due(self, due: int) -> list[Any]:
         keys = self.due_groups.pop(due, None)
-        return sorted(keys, key=_sort_key) if keys else []
+        return list(keys) if keys else []
 
     # --- hot path ---
     def on_event(self, d: dict[str, Any], ts: int, ingest: int | None) -> None:
@@ -386,36 +387,50 @@ class AggregateState(RuleState):
         panes = g[3]
         accs = [a for p, a in panes.items() if first <= p < last]
         value, n = self.value(accs)
-        holds = self.cond(value) if self.cond is not None else False
-        values = {"value": value if value is not MISSING else None, "count": n,
-                  "windowStartMs": end - window, "windowEndMs": end}
-        tctx = {"value": values["value"], "count": n, "fn": self.fn, "window": self.rule.spec.aggregate.window
-                if self.rule.spec.aggregate else "", "windowStart": end - window, "windowEnd": end}
-        if holds:
+        cond = self.cond
+        if cond is not None and cond(value):
             if g[2] is None:
                 if g[1] is None:
                     g[1] = end
                 if end - g[1] >= self.rule.for_ms:
                     g[2] = end
-                    self.emit("firing", key, end, end, values, tctx, None)
-        else:
+                    self.emit("firing", key, end, end, *self._describe(value, n, end))
+        elif g[1] is not None or g[2] is not None:
             g[1] = None
             if g[2] is not None:
-                self.emit("resolved", key, g[2], end, values, tctx, None)
+                self.emit("resolved", key, g[2], end, *self._describe(value, n, end))
                 g[2] = None
-        # drop panes no later window needs, then find the next window end with data
-        keep_from = first + 1
-        for p in [p for p in panes if p < keep_from]:
+        # Drop panes no later window needs. The next evaluation is the next window end whose
+        # content differs (a pane enters or leaves): in between the result cannot change, except
+        # for a pending `for`, which is counted window by window.
+        stale = [p for p in panes if p <= first]
+        for p in stale:
             del panes[p]
-        if g[1] is not None or g[2] is not None:
+        if g[1] is not None and g[2] is None:
             nxt = end + every
         elif panes:
-            nxt = max(end + every, (min(panes) + 1) * every)
+            n_panes = window // every
+            nxt = min((p + 1) * every if (p + 1) * every > end else (p + n_panes + 1) * every for p in panes)
+        elif g[2] is not None:
+            if not accs:
+                g[0] = _FAR  # firing on an empty window: only a new event can change it
+                return
+            nxt = end + every  # the next window is empty: a change a firing group must see
         else:
             del self.groups[key]
             return
         g[0] = nxt
         self._schedule(key, nxt)
+
+    def _describe(self, value: Any, n: int, end: int) -> tuple[dict[str, Any], dict[str, Any], None]:
+        """(values, template context, ingest time) of a transition; built only when one happens."""
+        v = value if value is not MISSING else None
+        start = end - self.window
+        agg = self.rule.spec.aggregate
+        values = {"value": v, "count": n, "windowStartMs": start, "windowEndMs": end}
+        tctx = {"value": v, "count": n, "fn": self.fn, "window": agg.window if agg else "",
+                "windowStart": start, "windowEnd": end}
+        return values, tctx, None
 
     def firing(self) -> Iterable[tuple[Any, int]]:
         return [(k, g[2]) for k, g in self.groups.items() if g[2] is not None]
@@ -432,10 +447,6 @@ class AggregateState(RuleState):
     def reschedule(self, wm: int) -> None:
         for key, g in self.groups.items():
             self._schedule(key, g[0])
-
-
-def _sort_key(k: Any) -> str:
-    return repr(k)
 
 
 # absence group: [last_seen, firing_start | None, scheduled_due]
