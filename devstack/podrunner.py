@@ -11,8 +11,9 @@ terminating, and is restarted with back-off under ``restartPolicy: Always``.
 
 Polling (every ``interval`` seconds, a field-selected list of one node's pods on loopback) instead
 of a watch: nothing to resume after a dropped stream, and a second of latency is fine for a harness.
-Every process binds 127.0.0.1: ``status.podIP`` resolves to 127.0.0.1, so replicas of a pod that
-listen on a fixed port would clash; pass ports through env/args instead. ``KUBECONFIG`` points at the
+Each pod gets its own loopback address (``local_ip(uid)``, in 127.64.0.0/10): ``status.podIP``
+resolves to it and ``ALERTPIPE_BIND_HOST`` carries it, so alertpipe roles bind there instead of the
+wildcard and replicas listening on one fixed port do not clash. ``KUBECONFIG`` points at the
 devstack's kubeconfig (there is no in-cluster service-account mount). It is a test harness, not
 part of the product.
 """
@@ -20,6 +21,7 @@ part of the product.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import os
@@ -37,6 +39,7 @@ from devstack.processes import ManagedProcess, StartError
 
 __all__ = [
     "PodRunner",
+    "local_ip",
     "container_argv",
     "expand_vars",
     "pods_to_run",
@@ -102,6 +105,12 @@ def container_argv(container: Json, env: Mapping[str, str], mounts: Mapping[str,
     return argv
 
 
+def local_ip(uid: str) -> str:
+    """The loopback address a pod's processes bind (stable per pod uid, inside 127.64.0.0/10)."""
+    n = int.from_bytes(hashlib.sha256(uid.encode()).digest()[:3], "big")
+    return f"127.{64 + (n >> 16) % 64}.{(n >> 8) & 0xFF}.{1 + (n & 0xFF) % 254}"
+
+
 def _field_ref(pod: Json, path: str) -> str:
     meta = pod.get("metadata", {})
     simple = {
@@ -110,7 +119,7 @@ def _field_ref(pod: Json, path: str) -> str:
         "metadata.uid": meta.get("uid", ""),
         "spec.nodeName": pod.get("spec", {}).get("nodeName", ""),
         "spec.serviceAccountName": pod.get("spec", {}).get("serviceAccountName", ""),
-        "status.podIP": "127.0.0.1",
+        "status.podIP": local_ip(meta.get("uid", "")),
         "status.hostIP": "127.0.0.1",
     }
     if path in simple:
@@ -277,6 +286,7 @@ class PodRunner:
         )
         base_env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TZ") if k in os.environ}
         base_env["KUBECONFIG"] = str(self.kubeconfig)
+        base_env["ALERTPIPE_BIND_HOST"] = local_ip(meta["uid"])
         for c in spec.get("containers") or []:
             mounts = {
                 m["mountPath"]: volumes[m["name"]]

@@ -11,6 +11,7 @@ import pytest
 from kubernetes import client
 
 from devstack.kube import kube_client
+from devstack.podrunner import local_ip
 from devstack.processes import free_port, port_open, wait_until
 from devstack.pytest_plugin import LocalPods
 
@@ -30,9 +31,10 @@ class H(http.server.BaseHTTPRequestHandler):
             "literal": os.environ.get("LITERAL"),
             "file": open(sys.argv[2]).read(),
             "cwd": os.getcwd(),
+            "bind": os.environ.get("ALERTPIPE_BIND_HOST"),
         }).encode()
         self.send_response(200); self.end_headers(); self.wfile.write(body)
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+http.server.HTTPServer((os.environ["POD_IP"], int(sys.argv[1])), H).serve_forever()
 """
 
 
@@ -89,8 +91,8 @@ def local_server_deployment(name: str, port: int, selector: dict[str, str]) -> c
     return d
 
 
-def get_json(port: int) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:  # noqa: S310 - loopback
+def get_json(host: str, port: int) -> Any:
+    with urllib.request.urlopen(f"http://{host}:{port}/", timeout=5) as resp:  # noqa: S310 - loopback
         return json.loads(resp.read())
 
 
@@ -115,19 +117,25 @@ def test_deployment_pod_serves_locally_and_scaling_to_zero_stops_it(
         namespace, local_server_deployment("web", port, pod_runner.node_selector)
     )
 
-    wait_until(lambda: port_open(port), f"the pod's server on 127.0.0.1:{port}", 120)
+    wait_until(
+        lambda: bool(core.list_namespaced_pod(namespace, label_selector="app=web").items), "pod created", 60
+    )
     pod = core.list_namespaced_pod(namespace, label_selector="app=web").items[0]
+    assert pod.metadata is not None and pod.metadata.uid is not None
+    ip = local_ip(pod.metadata.uid)
+    assert ip.startswith("127.") and ip != "127.0.0.1"  # each pod has its own loopback address
+    wait_until(lambda: port_open(port, ip), f"the pod's server on {ip}:{port}", 120)
     assert pod.spec is not None and pod.spec.node_name == pod_runner.node
-    got = get_json(port)
+    got = get_json(ip, port)
     assert got["greeting"] == "hello"
     assert got["token"] == "s3cret"
     assert got["literal"] == "plain"
     assert pod.metadata is not None and got["pod"] == pod.metadata.name
-    assert got["pod_ip"] == "127.0.0.1"
+    assert got["pod_ip"] == ip and got["bind"] == ip
     assert got["file"] == "from a ConfigMap"  # /etc/site mapped to the materialised volume
 
     apps.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 0}})
-    wait_until(lambda: not port_open(port), "the local process stopped after scaling to 0", 90)
+    wait_until(lambda: not port_open(port, ip), "the local process stopped after scaling to 0", 90)
     wait_until(
         lambda: not core.list_namespaced_pod(namespace, label_selector="app=web").items, "pod deleted", 90
     )

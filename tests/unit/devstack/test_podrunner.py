@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devstack.podrunner import container_argv, container_env, expand_vars, pods_to_run, rewrite_paths
+from devstack.podrunner import (
+    container_argv,
+    container_env,
+    expand_vars,
+    local_ip,
+    pods_to_run,
+    rewrite_paths,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -85,3 +93,12 @@ def test_container_env_resolves_refs_in_order() -> None:
             lookup,
             {},
         )
+
+
+def test_each_pod_gets_a_stable_loopback_address_of_its_own() -> None:
+    ips = {local_ip(f"uid-{i}") for i in range(200)}
+    assert len(ips) >= 199  # collisions are rare (2^22 addresses)
+    assert local_ip("uid-1") == local_ip("uid-1")
+    for ip in ips:
+        addr = ipaddress.ip_address(ip)
+        assert addr.is_loopback and addr in ipaddress.ip_network("127.64.0.0/10"), ip
