@@ -22,6 +22,7 @@ from alertpipe.operator import metrics
 from alertpipe.operator.decisions.compile import CONFIG_KEY, compile_config, config_map_name
 from alertpipe.operator.decisions.conditions import Observed, Want, merge_conditions, pipeline_conditions
 from alertpipe.operator.decisions.killswitches import active_switches, describe_active, next_expiry
+from alertpipe.operator.decisions.patch import merge_patch
 from alertpipe.operator.decisions.selector import matches
 from alertpipe.operator.decisions.topics import TopicWant, desired_topics, plan_topics
 from alertpipe.operator.decisions.validation import (
@@ -106,23 +107,6 @@ def _backoff(attempt: int) -> float:
 
 def _strip_status_noise(status: Mapping[str, Any] | None) -> JSON:
     return dict(status or {})
-
-
-def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> JSON:
-    """A JSON merge patch turning ``old`` into ``new`` (keys gone from ``new`` become null)."""
-    out: JSON = {}
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, Mapping) and isinstance(before, Mapping):
-            sub = merge_patch(before, value)
-            if sub:
-                out[key] = sub
-        elif value != before or key not in old:
-            out[key] = value
-    for key in old:
-        if key not in new:
-            out[key] = None
-    return out
 
 
 class Reconciler:

@@ -82,7 +82,7 @@ async def test_requeue_after_returned_delay_and_wait_for_ready() -> None:
 
 
 def test_merge_patch_nulls_removed_keys_and_skips_equal_ones() -> None:
-    from alertpipe.operator.reconciler import merge_patch
+    from alertpipe.operator.decisions.patch import merge_patch
 
     old = {
         "a": 1,
