@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from devstack.kube import LOCAL_NODE, kube_client
@@ -128,6 +128,22 @@ def _field_ref(pod: Json, path: str) -> str:
     if m:
         return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
     return ""
+
+
+def _mount_parents(mounts: Mapping[str, Path], root: Path) -> dict[str, Path]:
+    """The folders that hold mounts (``--secrets-dir /var/run/secrets/alertpipe`` above
+    ``/var/run/secrets/alertpipe/<secret>``), laid out under ``root`` with a link per mount."""
+    out: dict[str, Path] = {}
+    for mount, local in mounts.items():
+        parent = str(PurePosixPath(mount).parent)
+        if parent in ("/", ".") or parent in mounts:
+            continue
+        link = root / mount.lstrip("/")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink():
+            link.symlink_to(local, target_is_directory=True)
+        out[parent] = root / parent.lstrip("/")
+    return out
 
 
 def container_env(pod: Json, container: Json, lookup: Lookup, mounts: Mapping[str, Path]) -> dict[str, str]:
@@ -293,6 +309,7 @@ class PodRunner:
                 for m in c.get("volumeMounts") or []
                 if m["name"] in volumes
             }
+            mounts.update(_mount_parents(mounts, pod_dir / "root" / c["name"]))
             env = container_env(pod, c, self._lookup, mounts)
             argv = container_argv(c, env, mounts)
             if argv is None:

@@ -102,3 +102,18 @@ def test_each_pod_gets_a_stable_loopback_address_of_its_own() -> None:
     for ip in ips:
         addr = ipaddress.ip_address(ip)
         assert addr.is_loopback and addr in ipaddress.ip_network("127.64.0.0/10"), ip
+
+
+def test_a_folder_holding_mounts_maps_to_a_tree_of_them(tmp_path: Path) -> None:
+    from devstack.podrunner import _mount_parents
+
+    hook, pd = tmp_path / "vol-hook", tmp_path / "vol-pd"
+    for d, key in ((hook, "secret"), (pd, "routing-key")):
+        d.mkdir()
+        (d / key).write_text(d.name)
+    mounts = {"/var/run/secrets/alertpipe/hook": hook, "/var/run/secrets/alertpipe/pd": pd}
+    mounts.update(_mount_parents(mounts, tmp_path / "root"))
+    local = Path(rewrite_paths("/var/run/secrets/alertpipe", mounts))
+    assert (local / "hook" / "secret").read_text() == "vol-hook"
+    assert (local / "pd" / "routing-key").read_text() == "vol-pd"
+    assert rewrite_paths("/var/run/secrets/alertpipe/pd/routing-key", mounts) == str(pd / "routing-key")
