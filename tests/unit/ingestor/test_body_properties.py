@@ -63,3 +63,40 @@ def test_array_and_ndjson_agree(events: list[dict[str, Any]]) -> None:
     a = build_batch(arr[0], arr[1], "acme", 1)
     b = build_batch(nd[0], nd[1], "acme", 1)
     assert a.records == b.records and not a.rejects and len(a.records) == len(events)
+
+
+near_events = st.fixed_dictionaries(
+    {},
+    optional={
+        "tenant": st.sampled_from(["acme", "other", "", 1, None]),
+        "deviceId": st.one_of(
+            st.text(max_size=3), st.text(min_size=255, max_size=258), st.integers(), st.none()
+        ),
+        "seq": st.one_of(
+            st.integers(min_value=-2, max_value=2**63 - 1), st.booleans(), st.floats(), st.text()
+        ),
+        "ts": st.one_of(
+            st.integers(min_value=946_684_799_998, max_value=946_684_800_002),
+            st.integers(min_value=7_258_118_399_998, max_value=7_258_118_400_002),
+            st.integers(), st.booleans(), st.floats(allow_nan=False), st.just("2026-01-02T03:04:05Z"),
+        ),
+        "type": st.one_of(st.text(max_size=2), st.text(min_size=127, max_size=130), st.integers()),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(obj=near_events)
+def test_fast_path_accepts_only_what_event_from_obj_accepts(obj: dict[str, Any]) -> None:
+    from alertpipe.workers.events import EventError, event_from_obj
+    from alertpipe.workers.ingestor.body import _fast_device_id
+
+    fast = _fast_device_id(obj, "acme")
+    try:
+        slow: str | None = event_from_obj(obj, "acme").device_id
+    except EventError:
+        slow = None
+    if fast is not None:
+        assert fast == slow
+    if slow is not None and obj["ts"].__class__ is int and obj["seq"].__class__ is int:
+        assert fast == slow  # the common shape takes the fast path
