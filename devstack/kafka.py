@@ -103,6 +103,9 @@ class KafkaServer:
         self.dir = run_dir
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
+        # ports picked here may be taken by another process before the broker binds them: until the
+        # first successful start they are picked again when that happens
+        self._may_repick = port is None and controller_port is None
         self.heap = heap
         # "fast": C1 only (-XX:TieredStopAtLevel=1) nearly halves the JVM's start-up CPU (9 s -> 5 s
         # measured on 2 cores) at some cost in peak throughput; "full" for long-lived brokers that
@@ -173,6 +176,28 @@ class KafkaServer:
     def start(self, timeout: float = 90.0) -> None:
         if self.process is not None and self.process.running():
             return
+        for attempt in range(3):
+            try:
+                self._start_once(timeout)
+                self._may_repick = False
+                return
+            except StartError as e:
+                if not (self._may_repick and attempt < 2 and "address already in use" in str(e).lower()):
+                    raise
+                self.stop()
+                self.port, self.controller_port = free_port(), free_port()
+
+    @property
+    def cluster_id(self) -> str | None:
+        try:
+            for line in (self.data_dir / "meta.properties").read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    return line.split("=", 1)[1].strip()
+        except OSError:
+            return None
+        return None
+
+    def _start_once(self, timeout: float) -> None:
         if not any(self.libs.glob("kafka_*.jar")):
             raise StartError(f"kafka: no broker jars in {self.libs}; run `alertpipe devstack provision`")
         self._configure()
@@ -188,7 +213,8 @@ class KafkaServer:
         self.process.wait_healthy(self.healthy, "answering metadata requests", timeout)
 
     def healthy(self) -> bool:
-        return kafka_healthy(self.bootstrap)
+        """Our broker answers (its cluster id, not another process that took the port)."""
+        return kafka_healthy(self.bootstrap, cluster_id=self.cluster_id)
 
     def stop(self, *, kill: bool = False) -> None:
         if self.process is not None:
@@ -198,12 +224,14 @@ class KafkaServer:
         return self.process is not None and self.process.running()
 
 
-def kafka_healthy(bootstrap: str, timeout: float = 3.0) -> bool:
+def kafka_healthy(bootstrap: str, timeout: float = 3.0, cluster_id: str | None = None) -> bool:
     """True when the broker answers a metadata request and lists itself (registered and unfenced)."""
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     md = admin.list_topics(timeout=timeout)
+    if cluster_id is not None and md.cluster_id != cluster_id:
+        raise StartError(f"{bootstrap} answers as Kafka cluster {md.cluster_id}, not ours ({cluster_id})")
     return len(md.brokers) >= 1
 
 

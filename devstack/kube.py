@@ -13,6 +13,7 @@ import http.client
 import json
 import logging
 import secrets
+import shutil
 import ssl
 import subprocess
 import time
@@ -127,15 +128,18 @@ class KubeCluster:
         self.stages = stages
         self.nodes = nodes
         self.tie_to_parent = tie_to_parent
+        self._pick_ports()
+        self.token = secrets.token_hex(16)
+        self.processes: dict[str, ManagedProcess] = {}
+        self.timings: dict[str, float] = {}
+
+    def _pick_ports(self) -> None:
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
         self.apiserver_port = free_port()
         self.kcm_port = free_port()
         self.scheduler_port = free_port()
         self.kwok_port = free_port()
-        self.token = secrets.token_hex(16)
-        self.processes: dict[str, ManagedProcess] = {}
-        self.timings: dict[str, float] = {}
 
     # -- paths -------------------------------------------------------------------------------
     @property
@@ -211,10 +215,25 @@ class KubeCluster:
         self._timed_start(
             "etcd",
             p,
-            lambda: _http_get_json(self.etcd_port, "/health").get("health") == "true",
+            self._etcd_ours_and_healthy,
             f"GET http://127.0.0.1:{self.etcd_port}/health",
             60,
         )
+
+    def _etcd_ours_and_healthy(self) -> bool:
+        """Healthy, and ours: its member list names our peer port (not another etcd on that port)."""
+        if _http_get_json(self.etcd_port, "/health").get("health") != "true":
+            return False
+        conn = http.client.HTTPConnection("127.0.0.1", self.etcd_port, timeout=3)
+        try:
+            conn.request("POST", "/v3/cluster/member/list", body="{}")
+            members = json.loads(conn.getresponse().read()).get("members", [])
+        finally:
+            conn.close()
+        ours = f"http://127.0.0.1:{self.etcd_peer_port}"
+        if not any(ours in m.get("peerURLs", []) for m in members):
+            raise StartError(f"etcd on port {self.etcd_port} is not ours (members {members})")
+        return True
 
     def start_apiserver(self) -> None:
         p = self._proc(
@@ -306,7 +325,24 @@ class KubeCluster:
         )
 
     def start(self) -> None:
-        """etcd, then the apiserver, then the controllers, scheduler and kwok together, then the nodes."""
+        """etcd, then the apiserver, then the controllers, scheduler and kwok together, then the nodes.
+
+        A port picked free may be taken by another process before ours binds it: then every port is
+        picked again and the control plane started afresh (twice at most)."""
+        for attempt in range(3):
+            try:
+                self._start_once()
+                return
+            except StartError as e:
+                if attempt == 2 or "address already in use" not in str(e).lower():
+                    raise
+                logger.warning("control plane: a port was taken meanwhile; starting again on new ports")
+                self.stop()
+                self.processes.clear()
+                shutil.rmtree(self.dir / "etcd", ignore_errors=True)
+                self._pick_ports()
+
+    def _start_once(self) -> None:
         self._prepare()
         self.start_etcd()
         self.start_apiserver()

@@ -16,6 +16,7 @@ class RedisServer:
     def __init__(self, run_dir: Path, *, port: int | None = None, tie_to_parent: bool = True) -> None:
         self.dir = run_dir
         self.port = port or free_port()
+        self._may_repick = port is None  # see KafkaServer: a port taken before we bound it
         self.tie_to_parent = tie_to_parent
         self.process: ManagedProcess | None = None
 
@@ -43,6 +44,18 @@ class RedisServer:
     def start(self, timeout: float = 30.0) -> None:
         if self.process is not None and self.process.running():
             return
+        for attempt in range(3):
+            try:
+                self._start_once(timeout)
+                self._may_repick = False
+                return
+            except StartError as e:
+                if not (self._may_repick and attempt < 2 and "address already in use" in str(e).lower()):
+                    raise
+                self.stop()
+                self.port = free_port()
+
+    def _start_once(self, timeout: float) -> None:
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
         self.process = ManagedProcess(
             "redis", self.argv(), self.dir / "redis.log", tie_to_parent=self.tie_to_parent, stop_timeout=15
@@ -52,7 +65,20 @@ class RedisServer:
         self.process.wait_healthy(self.healthy, "answering PING (AOF loaded)", timeout)
 
     def healthy(self) -> bool:
-        return redis_ping(self.url)
+        """Our server answers (its process id, not another process that took the port)."""
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
+        try:
+            pid = int(client.info("server")["process_id"])
+        finally:
+            client.close()
+        if self.process is None or pid != self.process.pid:
+            raise StartError(f"{self.url} is answered by process {pid}, not ours ({self.pid_or_none()})")
+        return True
+
+    def pid_or_none(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
     def stop(self, *, kill: bool = False) -> None:
         if self.process is not None:
