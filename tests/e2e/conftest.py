@@ -1,4 +1,4 @@
-# mypy: disable-error-code="union-attr, no-untyped-call"
+# mypy: disable-error-code="union-attr, no-untyped-call, arg-type"
 """Fixtures for end-to-end runs: CRDs applied, the operator as a subprocess, a receiver in a thread.
 
 Everything real: the devstack's apiserver, controllers and kwok nodes; the local pod runner turns

@@ -1,4 +1,4 @@
-# mypy: disable-error-code="union-attr, index, no-untyped-call"
+# mypy: disable-error-code="union-attr, index, no-untyped-call, arg-type, attr-defined"
 """The whole system: kubectl-apply a pipeline and a rule, POST events, the webhook is called once.
 
 The operator (a subprocess) reconciles the AlertPipeline into topics, the config ConfigMap and
