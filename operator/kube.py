@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -52,7 +53,7 @@ def load_client(kubeconfig: str | None = None) -> client.ApiClient:
     except config.ConfigException:
         cfg = client.Configuration()
         config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-    cfg.connection_pool_maxsize = 16
+    cfg.connection_pool_maxsize = 32
     return client.ApiClient(cfg)
 
 
@@ -69,8 +70,10 @@ def _short_reason(exc: client.ApiException) -> str:
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, threads: int = 32) -> None:
         self.api = api
+        # Its own threads: slow Kafka admin calls elsewhere never queue API calls behind them.
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="kube")
 
     @staticmethod
     def path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
@@ -112,7 +115,8 @@ class Kube:
         return orjson.loads(data) if data else {}
 
     async def call(self, method: str, path: str, body: Any = None, **kw: Any) -> JSON:
-        return await asyncio.to_thread(self._call, method, path, body, **kw)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: self._call(method, path, body, **kw))
 
     async def get(self, kind: str, namespace: str, name: str) -> JSON | None:
         try:

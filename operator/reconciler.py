@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Hashable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -119,6 +120,8 @@ class Reconciler:
         self._failures: dict[Key, int] = {}
         self._verdicts: dict[tuple[Any, ...], RuleVerdict] = {}
         self._kafka_failures: dict[tuple[str, str], int] = {}
+        self._kafka_pool = ThreadPoolExecutor(8, thread_name_prefix="kafka-admin")
+        self._specs: dict[tuple[Any, Any], tuple[AlertPipelineSpec | None, list[tuple[str, str]]]] = {}
         # pipeline -> (wanted topics, when verified, refused shrinks)
         self._topics_ok: dict[tuple[str, str], tuple[Any, float, tuple[tuple[str, int, int], ...]]] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -276,9 +279,22 @@ class Reconciler:
             options.setdefault("sasl.mechanism", "SCRAM-SHA-512")
         return options
 
+    def _spec(self, body: Mapping[str, Any]) -> tuple[AlertPipelineSpec | None, list[tuple[str, str]]]:
+        """The pipeline's parsed spec, cached per (uid, generation)."""
+        meta = body["metadata"]
+        key = (meta.get("uid"), meta.get("generation"))
+        hit = self._specs.get(key)
+        if hit is None:
+            if len(self._specs) > 10_000:
+                self._specs.clear()
+            hit = self._specs[key] = validate_pipeline_spec(body.get("spec"))
+        return hit
+
     def _verdict(self, rule: Mapping[str, Any], channels: list[ChannelSpec] | None) -> RuleVerdict:
         meta = rule["metadata"]
-        ckey = tuple(c.model_dump_json() for c in channels) if channels is not None else None
+        ckey = (
+            tuple(sorted(c.name for c in channels)) if channels is not None else None
+        )  # names are what rules check
         key = (
             meta.get("uid"),
             meta.get("generation"),
@@ -302,7 +318,7 @@ class Reconciler:
         status = _strip_status_noise(body.get("status"))
         prev_conditions = list(status.get("conditions") or [])
         now = _now()
-        spec, errors = validate_pipeline_spec(body.get("spec"))
+        spec, errors = self._spec(body)
         if spec is None:
             message = errors_text(errors)
             await self._write_status(
@@ -346,7 +362,8 @@ class Reconciler:
             compiled = (config.revision, frozenset(e.name for e in entries))
             if self.store.compiled.get((namespace, name)) != compiled:
                 self.store.compiled[(namespace, name)] = compiled
-                self.queue.schedule(("rules", namespace, ""), 0.0)  # rule statuses name the live revision
+                # rule statuses name the live revision; debounced so many compiles make one pass
+                self.queue.schedule(("rules", namespace, ""), self.settings.rule_debounce)
             for obj, live in zip(rest, await asyncio.gather(*(self._apply(o) for o in rest)), strict=True):
                 if obj["kind"] == "Deployment":
                     live_deployments[obj["metadata"]["name"]] = live
@@ -446,9 +463,10 @@ class Reconciler:
         try:
             options = await self._kafka_options(meta["namespace"], spec)
             admin = self.admins.get(spec.kafka.bootstrap_servers, options)
-            seen = await asyncio.to_thread(admin.observe, [w.name for w in want])
+            loop = asyncio.get_running_loop()
+            seen = await loop.run_in_executor(self._kafka_pool, admin.observe, [w.name for w in want])
             plan = plan_topics(want, seen)
-            done = await asyncio.to_thread(admin.apply, plan) if plan.changes else []
+            done = await loop.run_in_executor(self._kafka_pool, admin.apply, plan) if plan.changes else []
         except KafkaAdminError as exc:
             attempt = self._kafka_failures.get(key, 0)
             self._kafka_failures[key] = attempt + 1
@@ -621,17 +639,38 @@ class Reconciler:
 
     # --- rule statuses ----------------------------------------------------------------------
 
+    async def _write_rule_status(
+        self, rule: Mapping[str, Any], status: JSON, new_status: JSON, rejected: str | None
+    ) -> None:
+        meta = rule["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        patched = await self.kube.merge_patch(
+            "AlertRule", namespace, name, {"status": merge_patch(status, new_status)}, sub="status"
+        )
+        stored = self.store.rules.get((namespace, name))
+        if stored is not None and stored["metadata"].get("uid") == patched.get("metadata", {}).get("uid"):
+            stored["status"] = patched.get("status", new_status)
+        old = next((c for c in status.get("conditions") or [] if c.get("type") == "Valid"), None)
+        if rejected is not None and (old is None or old.get("message") != rejected):
+            self.event_soon(
+                {**rule, "kind": "AlertRule", "apiVersion": "alertpipe.io/v1alpha1"},
+                "Warning",
+                "RuleRejected",
+                rejected,
+            )
+
     async def reconcile_rule_statuses(self, namespace: str) -> float | None:
         now = _now()
         pipelines = []
         for p in self.store.pipelines_in(namespace):
-            spec, _ = validate_pipeline_spec(p.get("spec"))
+            spec, _ = self._spec(p)
             if spec is not None and not p["metadata"].get("deletionTimestamp"):
                 pipelines.append((p["metadata"]["name"], spec))
         if any((namespace, n) not in self.store.compiled for n, _ in pipelines):
             # A pipeline not yet compiled since start: its reconcile schedules this pass when done,
             # so statuses are written once, complete (and not at all after a restart).
             return None
+        writes = []
         for rule in self.store.rules_in(namespace):
             meta = rule["metadata"]
             labels = meta.get("labels") or {}
@@ -670,24 +709,14 @@ class Reconciler:
                 "live": live,
             }
             if new_status != status:
-                patched = await self.kube.merge_patch(
-                    "AlertRule",
-                    namespace,
-                    meta["name"],
-                    {"status": merge_patch(status, new_status)},
-                    sub="status",
+                writes.append(
+                    self._write_rule_status(rule, status, new_status, None if valid else want.message)
                 )
-                stored = self.store.rules.get((namespace, meta["name"]))
-                if stored is not None and stored["metadata"].get("uid") == patched.get("metadata", {}).get(
-                    "uid"
-                ):
-                    stored["status"] = patched.get("status", new_status)
-                old = next((c for c in status.get("conditions") or [] if c.get("type") == "Valid"), None)
-                if not valid and (old is None or old.get("message") != want.message):
-                    await self.event(
-                        {**rule, "kind": "AlertRule", "apiVersion": "alertpipe.io/v1alpha1"},
-                        "Warning",
-                        "RuleRejected",
-                        want.message,
-                    )
+        sem = asyncio.Semaphore(16)
+
+        async def bounded(coro: Any) -> None:
+            async with sem:
+                await coro
+
+        await asyncio.gather(*(bounded(w) for w in writes))
         return None

@@ -96,7 +96,7 @@ class OperatorProcess:
             "--health-port",
             str(free_port()),
             "--metrics-port",
-            "0",
+            str(free_port()),
             "--image",
             "alertpipe:test",
             "--rule-debounce",
@@ -104,6 +104,7 @@ class OperatorProcess:
             *extra,
         ]
         self.health_port = int(self.args[self.args.index("--health-port") + 1])
+        self.metrics_port = int(self.args[self.args.index("--metrics-port") + 1])
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -131,6 +132,16 @@ class OperatorProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+    def http_get(self, port: int, path: str) -> tuple[int, str]:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:  # noqa: S310
+                return int(resp.status), resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return int(exc.code), exc.read().decode()
 
     def output(self) -> str:
         return self.log.read_text()

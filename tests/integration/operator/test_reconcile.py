@@ -64,6 +64,14 @@ def test_pipeline_gets_topics_config_workloads_and_ready(
     assert role.rules[0].resource_names == ["main-config"] and role.rules[0].verbs == ["get", "list", "watch"]
     assert any("created topic" in m for m in k.events("TopicCreated"))
 
+    assert operator.http_get(operator.health_port, "/healthz")[0] == 200
+    assert operator.http_get(operator.health_port, "/readyz")[0] == 200
+    code, text = operator.http_get(operator.metrics_port, "/metrics")
+    assert code == 200
+    assert 'alertpipe_operator_reconciles_total{kind="AlertPipeline",result="ok"}' in text
+    assert "alertpipe_operator_reconcile_duration_seconds_bucket" in text
+    assert 'alertpipe_operator_writes_total{kind="Deployment",verb="create"} 3.0' in text
+
     rule_status = wait_for(
         lambda: k.get("alertrules", "cpu-high").get("status", {}).get("live"), "rule live revision", 30
     )
@@ -217,3 +225,45 @@ def test_kill_switch_flows_into_config_and_expires(
         10,
     )
     assert cond["reason"] == "KillSwitchExpired" and "INC-7" in cond["message"]
+
+
+def test_disabled_role_and_deletion_policy(
+    k: Cluster, operator: OperatorProcess, kafka_bootstrap: str
+) -> None:
+    k.create(pipeline_body("gone", kafka_bootstrap, deletionPolicy="Delete"))
+    k.create(pipeline_body("kept", kafka_bootstrap))
+    topics = {p: [f"{k.ns}.{p}.events", f"{k.ns}.{p}.alerts"] for p in ("gone", "kept")}
+    for p in topics:
+        wait_for(lambda p=p: len(topic_partitions(kafka_bootstrap, topics[p])) == 2, f"{p} topics", 60)
+    wait_for(lambda: len(k.apps.list_namespaced_deployment(k.ns).items) == 6, "six Deployments", 60)
+    # only the Delete pipeline carries a finalizer (something outside Kubernetes to clean up)
+    assert k.get("alertpipelines", "gone")["metadata"].get("finalizers") == ["alertpipe.io/topics"]
+    assert not k.get("alertpipelines", "kept")["metadata"].get("finalizers")
+
+    k.patch_spec("alertpipelines", "kept", {"ingestor": {"enabled": False}})
+    wait_for(
+        lambda: (
+            "kept-ingestor" not in {d.metadata.name for d in k.apps.list_namespaced_deployment(k.ns).items}
+        ),
+        "ingestor Deployment removed",
+        30,
+    )
+    wait_for(
+        lambda: "kept-ingestor" not in {s.metadata.name for s in k.core.list_namespaced_service(k.ns).items},
+        "ingestor Service removed",
+        30,
+    )
+
+    for p in ("gone", "kept"):
+        k.co.delete_namespaced_custom_object(G, V, k.ns, "alertpipelines", p)
+    wait_for(
+        lambda: not topic_partitions(kafka_bootstrap, topics["gone"]),
+        "topics of the Delete pipeline deleted",
+        60,
+    )
+    wait_for(
+        lambda: not k.co.list_namespaced_custom_object(G, V, k.ns, "alertpipelines")["items"],
+        "pipelines gone",
+        60,
+    )
+    assert len(topic_partitions(kafka_bootstrap, topics["kept"])) == 2  # Retain keeps them
