@@ -24,7 +24,10 @@ from .conftest import AUTH, create_topic, events, make_config, read_topic, runni
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
-async def test_broker_down_503_nothing_accepted_lost_and_recovers(kafka_server: Any, unique: str) -> None:
+@pytest.mark.parametrize("kill", [False, True], ids=["stopped", "killed"])
+async def test_broker_down_503_nothing_accepted_lost_and_recovers(
+    kafka_server: Any, unique: str, kill: bool
+) -> None:
     bootstrap = kafka_server.bootstrap
     create_topic(bootstrap, unique)
     settings = IngestorSettings(delivery_timeout=6.0, health_interval=0.25, linger_ms=5)
@@ -52,7 +55,7 @@ async def test_broker_down_503_nothing_accepted_lost_and_recovers(kafka_server: 
         task = asyncio.create_task(load())
         while len(accepted) < 500:
             await asyncio.sleep(0.02)
-        await asyncio.get_running_loop().run_in_executor(None, kafka_server.stop)
+        await asyncio.get_running_loop().run_in_executor(None, lambda: kafka_server.stop(kill=kill))
         await ing.wait_ready(False, timeout=30)
         status, resp, hdrs = await ing.post(events(10, start=10**9))
         assert status == 503 and int(hdrs["Retry-After"]) > 0 and "Kafka" in resp["error"]
