@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 
 from prometheus_client import start_http_server
@@ -28,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-host", default="0.0.0.0", help="address /metrics listens on")  # noqa: S104
     parser.add_argument(
         "--group", default=None, help="consumer group (default alertpipe.<tenant>.<pipeline>.deliverer)"
+    )
+    parser.add_argument(
+        "--instance-id",
+        default=os.environ.get("ALERTPIPE_INSTANCE_ID") or None,
+        help="static consumer-group membership id, e.g. the pod name (env ALERTPIPE_INSTANCE_ID):"
+        " a restarted worker takes its partitions back at once instead of after session.timeout.ms",
     )
     parser.add_argument(
         "--claim-ttl",
@@ -58,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     resolver = SecretResolver(args.secrets_dir)
     settings = DelivererSettings(
         group_id=args.group,
+        instance_id=args.instance_id,
         claim_ttl=args.claim_ttl,
         max_inflight=args.max_inflight,
         breaker_threshold=args.breaker_threshold,

@@ -53,6 +53,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class DelivererSettings:
     group_id: str | None = None  # default alertpipe.<tenant>.<pipeline>.deliverer
+    instance_id: str | None = None  # static group membership (e.g. the pod name): fast takeover
     max_inflight: int = 20_000  # alerts read and not terminal before the consumer pauses
     claim_ttl: float = 30.0
     commit_interval: float = 0.2
@@ -218,6 +219,7 @@ class Deliverer:
                 "auto.offset.reset": "earliest",
                 "enable.partition.eof": False,
                 "partition.assignment.strategy": "cooperative-sticky",
+                **({"group.instance.id": self.settings.instance_id} if self.settings.instance_id else {}),
             }
         )
         if not cfg.redis.url and cfg.redis.url_secret_ref is None:
