@@ -1,4 +1,4 @@
-# mypy: disable-error-code="union-attr, index, no-untyped-call, arg-type, attr-defined"
+# mypy: disable-error-code="union-attr, index, arg-type"
 """The whole system: kubectl-apply a pipeline and a rule, POST events, the webhook is called once.
 
 The operator (a subprocess) reconciles the AlertPipeline into topics, the config ConfigMap and
@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,104 +19,30 @@ import pytest
 from confluent_kafka import Consumer
 from kubernetes import client
 
-from devstack.podrunner import local_ip
-from devstack.processes import port_open
+from devstack.pipeline import (
+    GROUP,
+    VERSION,
+    ThreadedReceiver,
+    condition,
+    demo_pipeline,
+    demo_rule,
+    event,
+    http,
+    pod_address,
+    post_events,
+    wait_for,
+)
 from devstack.pytest_plugin import LocalPods
-from tests.e2e.conftest import ThreadedReceiver, wait_for
 
 pytestmark = pytest.mark.e2e
 
-G, V = "alertpipe.io", "v1alpha1"
 API_KEY = "e2e-key-0123456789abcdef"
 SIGNING_SECRET = "e2e-signing-secret"  # noqa: S105 - a test fixture value
-
-
-def pipeline(bootstrap: str, redis_url: str, hook_url: str, node_selector: dict[str, str]) -> dict[str, Any]:
-    placed = {"nodeSelector": node_selector}
-    return {
-        "apiVersion": f"{G}/{V}",
-        "kind": "AlertPipeline",
-        "metadata": {"name": "edge"},
-        "spec": {
-            "kafka": {
-                "bootstrapServers": bootstrap,
-                "topics": {"events": {"partitions": 3}, "alerts": {"partitions": 2}},
-            },
-            "redis": {"url": redis_url},
-            "ingestor": placed,
-            "evaluator": placed,
-            "deliverer": placed,
-            "ingest": {"apiKeysSecretRef": {"name": "ingest-keys", "key": "keys"}},
-            "delivery": {"allowPrivateNetworks": True},
-            "channels": [
-                {
-                    "name": "ops",
-                    "webhook": {"url": hook_url, "signingSecretRef": {"name": "hook", "key": "secret"}},
-                    "retry": {"initialBackoff": "50ms", "maxBackoff": "500ms"},
-                }
-            ],
-            "ruleSelector": {"matchLabels": {"alertpipe.io/pipeline": "edge"}},
-        },
-    }
-
-
-RULE = {
-    "apiVersion": f"{G}/{V}",
-    "kind": "AlertRule",
-    "metadata": {"name": "cpu-hot", "labels": {"alertpipe.io/pipeline": "edge"}},
-    "spec": {
-        "select": {"types": ["cpu"]},
-        "threshold": {"condition": "value > 80"},
-        "severity": "critical",
-        "channels": ["ops"],
-        "annotations": {"summary": "CPU {{ value }} on {{ deviceId }}"},
-    },
-}
-
-
-def condition(co: client.CustomObjectsApi, ns: str, type_: str) -> dict[str, Any] | None:
-    obj = co.get_namespaced_custom_object(G, V, ns, "alertpipelines", "edge")
-    return next((c for c in obj.get("status", {}).get("conditions") or [] if c["type"] == type_), None)
-
-
-def pod_address(core: client.CoreV1Api, ns: str, component: str) -> str:
-    pods = core.list_namespaced_pod(ns, label_selector=f"app.kubernetes.io/component={component}").items
-    running = [p for p in pods if p.metadata.deletion_timestamp is None]
-    assert len(running) == 1, [p.metadata.name for p in pods]
-    return local_ip(running[0].metadata.uid)
-
-
-def http(
-    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
-) -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback only
-            raw = resp.read()
-            return int(resp.status), raw
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read()
-    except OSError:
-        return 0, b""
-
-
-def post_events(ingestor: str, events: list[dict[str, Any]]) -> None:
-    status, body = http(
-        "POST",
-        f"http://{ingestor}:8080/v1/events",
-        "\n".join(json.dumps(e) for e in events).encode(),
-        {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/x-ndjson"},
-    )
-    assert status == 202, (status, body)
 
 
 def metrics_show(address: str, needle: str) -> bool:
     status, body = http("GET", f"http://{address}/metrics")
     return status == 200 and needle in body.decode()
-
-
-def event(device: str, seq: int, ts_ms: int, value: float, tenant: str) -> dict[str, Any]:
-    return {"tenant": tenant, "deviceId": device, "seq": seq, "ts": ts_ms, "type": "cpu", "value": value}
 
 
 def alerts_on_topic(bootstrap: str, topic: str, group: str) -> list[dict[str, Any]]:
@@ -158,25 +82,29 @@ def test_apply_post_page_once_then_kill_switch_holds_and_releases(
         core.create_namespaced_secret(
             namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={key: value})
         )
-    body = pipeline(kafka_bootstrap, redis_url, rec.url("/webhook/ops"), pod_runner.node_selector)
-    co.create_namespaced_custom_object(G, V, namespace, "alertpipelines", body)
-    co.create_namespaced_custom_object(G, V, namespace, "alertrules", RULE)
+    hook = rec.url("/webhook/ops")
+    body = demo_pipeline("edge", kafka_bootstrap, redis_url, hook, pod_runner.node_selector)
+    co.create_namespaced_custom_object(GROUP, VERSION, namespace, "alertpipelines", body)
+    co.create_namespaced_custom_object(GROUP, VERSION, namespace, "alertrules", demo_rule("edge"))
 
-    ready = wait_for(
-        lambda: (c := condition(co, namespace, "Ready")) is not None and c["status"] == "True" and c,
-        "AlertPipeline Ready=True",
-        180,
-    )
-    assert ready["status"] == "True", operator.read_text()[-3000:]
-    ingestor = pod_address(core, namespace, "ingestor")
-    wait_for(lambda: http("GET", f"http://{ingestor}:8080/readyz")[0] == 200, "ingestor /readyz", 120)
+    def is_true(type_: str) -> bool:
+        c = condition(co, namespace, "edge", type_)
+        return c is not None and c["status"] == "True"
+
+    try:
+        wait_for(lambda: is_true("Ready"), "AlertPipeline Ready=True", 180)
+    except AssertionError:
+        raise AssertionError(operator.read_text()[-3000:]) from None
+    ingestor = f"{pod_address(core, namespace, 'edge', 'ingestor')}:8080"
+    wait_for(lambda: http("GET", f"http://{ingestor}/readyz")[0] == 200, "ingestor /readyz", 120)
 
     # d1 fires on its second event (the first waits out the lateness bound: 5 s of event time), then
     # resolves on the third. The webhook sees each transition once, signed.
     t0 = int(time.time() * 1000)
-    post_events(ingestor, [event("d1", 1, t0, 50, namespace), event("d1", 2, t0 + 6000, 95, namespace)])
+    send = [event(namespace, "d1", 1, t0, 50), event(namespace, "d1", 2, t0 + 6000, 95)]
+    assert post_events(ingestor, API_KEY, send)["accepted"] == 2
     wait_for(lambda: rec.recorder.accepted("/webhook/ops"), "the firing alert at the webhook", 60)
-    post_events(ingestor, [event("d1", 3, t0 + 7000, 10, namespace)])
+    post_events(ingestor, API_KEY, [event(namespace, "d1", 3, t0 + 7000, 10)])
     wait_for(lambda: len(rec.recorder.accepted("/webhook/ops")) >= 2, "the resolved alert at the webhook", 60)
     got = [r.json["alert"] for r in rec.recorder.accepted("/webhook/ops")]
     assert [a["status"] for a in got] == ["firing", "resolved"], got
@@ -187,29 +115,25 @@ def test_apply_post_page_once_then_kill_switch_holds_and_releases(
 
     # Kill switch: delivery stops (the deliverer loads the revision that says so), the alert for d2
     # is produced by the evaluator but waits in Kafka; clearing the switch delivers it, once.
+    switch = {"stopDelivery": {"reason": "e2e maintenance"}}
     co.patch_namespaced_custom_object(
-        G, V, namespace, "alertpipelines", "edge",
-        {"spec": {"killSwitches": {"stopDelivery": {"reason": "e2e maintenance"}}}},
-    )  # fmt: skip
-    wait_for(
-        lambda: (c := condition(co, namespace, "KillSwitchActive")) is not None and c["status"] == "True",
-        "KillSwitchActive=True",
-        30,
+        GROUP, VERSION, namespace, "alertpipelines", "edge", {"spec": {"killSwitches": switch}}
     )
+    wait_for(lambda: is_true("KillSwitchActive"), "KillSwitchActive=True", 30)
     cm = core.read_namespaced_config_map("edge-config", namespace)
     config = json.loads(cm.data["config.json"])
     assert config["killSwitches"]["stopDelivery"]["reason"] == "e2e maintenance"
-    deliverer = pod_address(core, namespace, "deliverer")
+    deliverer = f"{pod_address(core, namespace, 'edge', 'deliverer')}:9102"
     wait_for(
-        lambda: metrics_show(f"{deliverer}:9102", f'revision="{config["revision"]}"'),
+        lambda: metrics_show(deliverer, f'revision="{config["revision"]}"'),
         "the deliverer running the kill-switch revision",
         30,
     )
     before = len(rec.recorder.accepted("/webhook/ops"))
-    post_events(
-        ingestor, [event("d2", 1, t0 + 8000, 99, namespace), event("d2", 2, t0 + 15000, 99, namespace)]
-    )
+    d2_events = [event(namespace, "d2", 1, t0 + 8000, 99), event(namespace, "d2", 2, t0 + 15000, 99)]
+    post_events(ingestor, API_KEY, d2_events)
     alerts_topic = config["kafka"]["topics"]["alerts"]
+
     def d2_produced() -> bool:
         group = f"e2e-{unique}-{time.monotonic_ns()}"
         seen = alerts_on_topic(kafka_bootstrap, alerts_topic, group)
@@ -218,12 +142,10 @@ def test_apply_post_page_once_then_kill_switch_holds_and_releases(
     wait_for(d2_produced, "d2's alert on the alerts topic", 60, every=0.5)
     assert len(rec.recorder.accepted("/webhook/ops")) == before, "delivered while stopDelivery was on"
 
-    co.patch_namespaced_custom_object(
-        G, V, namespace, "alertpipelines", "edge", {"spec": {"killSwitches": {"stopDelivery": None}}}
-    )
+    clear = {"spec": {"killSwitches": {"stopDelivery": None}}}
+    co.patch_namespaced_custom_object(GROUP, VERSION, namespace, "alertpipelines", "edge", clear)
     wait_for(lambda: len(rec.recorder.accepted("/webhook/ops")) > before, "d2's alert after the switch", 60)
     delivered = [r.json["alert"] for r in rec.recorder.accepted("/webhook/ops")]
     d2 = [a for a in delivered if a["groupKey"].endswith("d2")]
     assert [a["status"] for a in d2] == ["firing"]
     assert rec.recorder.duplicates() == 0
-    assert port_open(8080, ingestor)
