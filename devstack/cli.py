@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("down", help="stop the background stack")
     sub.add_parser("status", help="check every component of the background stack")
     sub.add_parser("env", help='print shell exports for the running stack: eval "$(alertpipe devstack env)"')
-    p = sub.add_parser("demo", help="bring the stack up, show it healthy, tear it down")
+    p = sub.add_parser("demo", help="run a whole pipeline on the stack: apply, POST, page, kill switch")
     p.add_argument("--keep", action="store_true", help="leave the stack running afterwards")
 
 
@@ -105,9 +105,11 @@ def run(args: argparse.Namespace) -> int:
         if cmd == "status":
             return _status(console)
         if cmd == "demo":
-            from devstack.demo import run_demo
+            from devstack.demo import DEFAULT_STEPS, run_demo
+            from devstack.demo_pipeline import whole_pipeline
 
-            return run_demo(console, keep=args.keep)
+            steps = [*DEFAULT_STEPS, ("Pipeline", whole_pipeline)]
+            return run_demo(console, steps=steps, keep=args.keep)
     except (StartError, ProvisionError) as e:
         err.print(f"[red]error:[/] {e}")
         return 1
