@@ -298,6 +298,41 @@ def isolation(bootstrap: str, redis_url: str, sink: str, work: Path, n: int, rou
     return out
 
 
+def aiohttp_baseline(sink: str, n: int = 4000, concurrency: int = 64) -> dict[str, Any]:
+    """The bare aiohttp client POSTing the same-size body to the same sink: the floor under any
+    aiohttp-based deliverer on this machine (CPU per request of this process)."""
+    import asyncio
+
+    import aiohttp
+
+    body = b'{"version":1,"alert":{"processedAtMs":0}}' + b" " * 700
+
+    async def run() -> dict[str, Any]:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+            sem = asyncio.Semaphore(concurrency)
+            timeout = aiohttp.ClientTimeout(total=10)
+
+            async def one(i: int) -> None:
+                async with (
+                    sem,
+                    s.post(
+                        sink + "/hook/baseline",
+                        data=body,
+                        timeout=timeout,
+                        headers={"Idempotency-Key": str(i)},
+                    ) as r,
+                ):
+                    await r.read()
+
+            await asyncio.gather(*(one(i) for i in range(200)))
+            c0, t0 = time.process_time(), time.monotonic()
+            await asyncio.gather(*(one(i) for i in range(n)))
+            cpu, wall = time.process_time() - c0, time.monotonic() - t0
+        return {"requests": n, "per_s": round(n / wall, 1), "cpu_us_per_request": round(1e6 * cpu / n)}
+
+    return asyncio.run(run())
+
+
 def plot(res: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -362,6 +397,7 @@ def main() -> None:
                 time.sleep(0.1)
         res = {
             "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
+            "aiohttp_bare_client": aiohttp_baseline(sink),
             "throughput": throughput_and_latency(
                 bootstrap, redis_url, sink, work, args.alerts, args.rate, args.seconds
             ),
