@@ -186,3 +186,26 @@ def test_a_crashing_container_is_restarted_under_restart_policy_always(
     wait_until(lambda: int(r.get(f"{unique}:starts") or 0) >= 3, "the container started three times", 120)
     apps.delete_namespaced_deployment("crasher", namespace)
     api.close()
+
+
+def test_the_copyable_example_runs(pod_runner: LocalPods, kubeconfig: Path, namespace: str) -> None:
+    import urllib.request
+
+    import yaml
+    from kubernetes import utils
+
+    from devstack.podrunner import local_ip
+
+    example = Path(__file__).resolve().parents[3] / "examples" / "devstack" / "local-pod.yaml"
+    api = kube_client(kubeconfig)
+    for doc in yaml.safe_load_all(example.read_text()):
+        utils.create_from_dict(api, doc, namespace=namespace)  # type: ignore[no-untyped-call]
+    core = client.CoreV1Api(api)
+    wait_until(lambda: bool(core.list_namespaced_pod(namespace, label_selector="app=hello").items), "pod", 60)
+    pod = core.list_namespaced_pod(namespace, label_selector="app=hello").items[0]
+    assert pod.metadata is not None and pod.metadata.uid
+    ip = local_ip(pod.metadata.uid)
+    wait_until(lambda: port_open(8080, host=ip), f"the example serving on {ip}:8080", 120)
+    with urllib.request.urlopen(f"http://{ip}:8080/index.html", timeout=5) as resp:  # noqa: S310 - loopback
+        assert b"hello from a pod run by the devstack" in resp.read()
+    api.close()
