@@ -528,8 +528,9 @@ class Partition:
         self.ctx = _Ctx(engine.settings, engine.clock)
         self.max_ts = _NEG
         self.wm = _NEG
-        # device -> [next_seq (-1: unknown), {seq: (ts, ingest, data)} | None, [[first, last], ...] | None]
-        self.devices: dict[str, list[Any]] = {}
+        # device -> next_seq (int: in order, nothing held, no gap), or
+        #           [next_seq (-1: unknown), {seq: (ts, ingest, data)} | None, [[first, last], ...] | None]
+        self.devices: dict[str, Any] = {}
         self.held: list[tuple[int, int, str]] = []  # (ts, seq, device) of waiting events
         self.states: dict[str, RuleState] = {}
         self.index: dict[str, tuple[RuleState, ...]] = {}
@@ -572,15 +573,27 @@ class Partition:
         if ts < self.wm:
             self.counts["late"] += 1
             return LATE
-        dev = self.devices.get(device)
-        if dev is None:
-            dev = self.devices[device] = [-1, None, None]
+        devices = self.devices
+        dev = devices.get(device)
+        if dev.__class__ is int:  # the common case: in order, nothing waiting, no gap recorded
+            if seq == dev:
+                devices[device] = seq + 1
+                self._release(d, ts, ingest)
+                return self._accepted(ts)
+            if 0 <= seq < dev:
+                self.counts["duplicate"] += 1
+                return DUPLICATE
+            dev = devices[device] = [dev, None, None]
+        elif dev is None:
+            dev = devices[device] = [-1, None, None]
         nxt = dev[0]
         if seq == nxt:
             dev[0] = seq + 1
             self._release(d, ts, ingest)
             if dev[1]:
                 self._release_contiguous(dev)
+            if dev[1] is None and dev[2] is None:
+                devices[device] = dev[0]
         elif 0 <= seq < nxt:
             gaps = dev[2]
             if gaps and any(a <= seq <= b for a, b in gaps):
@@ -597,6 +610,9 @@ class Partition:
                 return DUPLICATE
             pending[seq] = (ts, ingest, d)
             heapq.heappush(self.held, (ts, seq, device))
+        return self._accepted(ts)
+
+    def _accepted(self, ts: int) -> int:
         self.counts["accepted"] += 1
         if ts > self.max_ts:
             self.max_ts = ts
@@ -633,7 +649,7 @@ class Partition:
         while held and held[0][0] <= wm:
             ts, seq, device = heapq.heappop(held)
             dev = self.devices.get(device)
-            if dev is None or not dev[1] or seq not in dev[1]:
+            if dev is None or dev.__class__ is int or not dev[1] or seq not in dev[1]:
                 continue  # released already (in seq order with an earlier one)
             self._force_release(device, dev, seq)
         heap = self.ctx.heap
@@ -654,6 +670,8 @@ class Partition:
         self._release_contiguous(dev)
         if not dev[1]:
             dev[1] = None
+            if dev[2] is None and dev[0] >= 0:
+                self.devices[device] = dev[0]
 
     def _gap(self, device: str, dev: list[Any], first: int, last: int, ts: int) -> None:
         self.counts["gaps"] += 1
@@ -685,7 +703,7 @@ class Partition:
 
     @property
     def held_count(self) -> int:
-        return sum(len(d[1]) for d in self.devices.values() if d[1])
+        return sum(len(d[1]) for d in self.devices.values() if d.__class__ is list and d[1])
 
     def group_count(self) -> int:
         return sum(len(st.groups) for st in self.states.values())
@@ -697,6 +715,7 @@ class Partition:
             "maxTs": self.max_ts,
             "wm": self.wm,
             "devices": [
+                [dev, s, None, None] if s.__class__ is int else
                 [dev, s[0], [[q, t, i, d] for q, (t, i, d) in s[1].items()] if s[1] else None, s[2]]
                 for dev, s in self.devices.items()
             ],
@@ -722,7 +741,7 @@ class Partition:
                 for q, t, i, d in pending:
                     pend[q] = (t, i, d)
                     self.held.append((t, q, dev))
-            self.devices[dev] = [nxt, pend, gaps]
+            self.devices[dev] = nxt if pend is None and gaps is None and nxt >= 0 else [nxt, pend, gaps]
         heapq.heapify(self.held)
         self.ctx.heap = []
         for name, st in self.states.items():
