@@ -3,6 +3,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd); cd "$root"
 py=${PYTHON:-$root/.venv/bin/python}
+export PYTHONSAFEPATH=1  # operator/ must never shadow the stdlib module (python -m from here)
 tree=$(tools/linktree.sh)
 unmap() { sed -e "s#build/typecheck/alertpipe/operator/#operator/#" \
   -e "s#build/typecheck/alertpipe/workers/#workers/#" -e "s#build/typecheck/alertpipe/#alertpipe/#"; }
