@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=",".join(STACK_COMPONENTS),
         help="comma-separated subset of redis,kafka,kube (default: all)",
     )
+    p.add_argument(
+        "--no-pod-runner", action="store_true", help="do not run devstack-local's pods as local processes"
+    )
     sub.add_parser("down", help="stop the background stack")
     sub.add_parser("status", help="check every component of the background stack")
     sub.add_parser("env", help='print shell exports for the running stack: eval "$(alertpipe devstack env)"')
@@ -45,6 +48,7 @@ def _endpoints(console: Console, env: dict[str, str]) -> None:
         ("ALERTPIPE_REDIS_URL", "Redis URL"),
         ("KUBECONFIG", "kubeconfig"),
         ("ALERTPIPE_HELM", "helm"),
+        ("ALERTPIPE_POD_RUNNER_NODE", "local pods on node"),
         ("ALERTPIPE_DEVSTACK_RUN_DIR", "logs"),
     ):
         if key in env:
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             already = bool(control.running_state())
             t0 = time.monotonic()
             with console.status("starting the devstack ..."):
-                state = control.up(comps)
+                state = control.up(comps, pod_runner=not args.no_pod_runner)
             console.print(
                 "[bold]devstack already running[/]" if already
                 else f"[bold green]devstack up[/] in {time.monotonic() - t0:.1f}s"

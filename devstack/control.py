@@ -51,7 +51,9 @@ def running_state() -> dict[str, Any]:
     return {}
 
 
-def up(components: tuple[str, ...] = ("redis", "kafka", "kube"), timeout: float = 300.0) -> dict[str, Any]:
+def up(
+    components: tuple[str, ...] = ("redis", "kafka", "kube"), timeout: float = 300.0, pod_runner: bool = True
+) -> dict[str, Any]:
     """Start the stack in a detached supervisor (or find the running one); return its ready state."""
     state = running_state()
     if not state:
@@ -75,6 +77,7 @@ def up(components: tuple[str, ...] = ("redis", "kafka", "kube"), timeout: float 
                     str(d),
                     "--components",
                     ",".join(components),
+                    *([] if pod_runner else ["--no-pod-runner"]),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
