@@ -60,8 +60,15 @@ def create_topics(bootstrap: str, names: dict[str, int]) -> None:
 def preload(bootstrap: str, topic: str, n: int, devices: int, types: list[str], seed: int = 1) -> float:
     """n events over ``devices`` devices, 1 % with value > 90; returns seconds spent producing."""
     rnd = random.Random(seed)
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
-                  "compression.type": "lz4", "queue.buffering.max.messages": 2_000_000})
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 2_000_000,
+        }
+    )
     seqs = [0] * devices
     t = time.perf_counter()
     per_ms = max(1, n // 600_000)  # ~600 s of event time at most
@@ -69,8 +76,15 @@ def preload(bootstrap: str, topic: str, n: int, devices: int, types: list[str], 
         d = i % devices if devices >= n else rnd.randrange(devices)
         dev = f"dev-{d}"
         value = 95.0 if rnd.random() < 0.01 else float(rnd.randint(0, 80))
-        ev = {"tenant": "bench", "deviceId": dev, "seq": seqs[d], "ts": T0 + i // per_ms,
-              "type": types[i % len(types)], "value": value, "region": "eu-west-1"}
+        ev = {
+            "tenant": "bench",
+            "deviceId": dev,
+            "seq": seqs[d],
+            "ts": T0 + i // per_ms,
+            "type": types[i % len(types)],
+            "value": value,
+            "region": "eu-west-1",
+        }
         seqs[d] += 1
         while True:
             try:
@@ -88,21 +102,31 @@ def preload(bootstrap: str, topic: str, n: int, devices: int, types: list[str], 
 
 
 def threshold_rules(n: int, matching_types: list[str], other_prefix: str = "other") -> list[dict[str, Any]]:
-    """n threshold rules; the first len(matching_types) select the stream's types, the rest types never sent."""
+    """n threshold rules: the first len(matching_types) select the stream's types, the rest never sent."""
     rules = []
     for i in range(n):
         typ = matching_types[i] if i < len(matching_types) else f"{other_prefix}{i}"
-        rules.append({"name": f"thr-{i}", "spec": {
-            "select": {"types": [typ], "filter": 'region.startsWith("eu")'},
-            "threshold": {"condition": "value > 90.0"},
-            "annotations": {"summary": "{{ value }} on {{ deviceId }}"}}})
+        rules.append(
+            {
+                "name": f"thr-{i}",
+                "spec": {
+                    "select": {"types": [typ], "filter": 'region.startsWith("eu")'},
+                    "threshold": {"condition": "value > 90.0"},
+                    "annotations": {"summary": "{{ value }} on {{ deviceId }}"},
+                },
+            }
+        )
     return rules
 
 
 def same_type_threshold_rules(n: int) -> list[dict[str, Any]]:
-    return [{"name": f"thr-{i}", "spec": {"select": {"types": ["t0"]},
-                                          "threshold": {"condition": f"value > {90.0 + i * 0.001}"}}}
-            for i in range(n)]
+    return [
+        {
+            "name": f"thr-{i}",
+            "spec": {"select": {"types": ["t0"]}, "threshold": {"condition": f"value > {90.0 + i * 0.001}"}},
+        }
+        for i in range(n)
+    ]
 
 
 def aggregate_rules(n: int) -> list[dict[str, Any]]:
@@ -110,22 +134,35 @@ def aggregate_rules(n: int) -> list[dict[str, Any]]:
     out = []
     for i in range(n):
         fn = fns[i % len(fns)]
-        spec: dict[str, Any] = {"fn": fn, "window": "1m", "every": "10s",
-                                "condition": "value > 1000000.0" if fn in ("count", "sum") else "value > 90.0"}
+        spec: dict[str, Any] = {
+            "fn": fn,
+            "window": "1m",
+            "every": "10s",
+            "condition": "value > 1000000.0" if fn in ("count", "sum") else "value > 90.0",
+        }
         if fn != "count":
             spec["field"] = "value"
-        out.append({"name": f"agg-{i}", "spec": {"select": {"types": [TYPES[i % len(TYPES)]]},
-                                                 "aggregate": spec}})
+        out.append(
+            {"name": f"agg-{i}", "spec": {"select": {"types": [TYPES[i % len(TYPES)]]}, "aggregate": spec}}
+        )
     return out
 
 
 def config(bootstrap: str, redis_url: str, topic: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
     name = topic
     return {
-        "tenant": "bench", "pipeline": "bench",
-        "kafka": {"bootstrapServers": bootstrap, "topics": {
-            "events": topic, "alerts": f"{name}-alerts", "late": f"{name}-late", "deadLetter": f"{name}-dlq",
-            "audit": f"{name}-audit"}},
+        "tenant": "bench",
+        "pipeline": "bench",
+        "kafka": {
+            "bootstrapServers": bootstrap,
+            "topics": {
+                "events": topic,
+                "alerts": f"{name}-alerts",
+                "late": f"{name}-late",
+                "deadLetter": f"{name}-dlq",
+                "audit": f"{name}-audit",
+            },
+        },
         "redis": {"url": redis_url, "keyPrefix": f"bench:{uuid.uuid4().hex[:8]}"},
         "idleTimeout": "1h",
         "rules": rules,
@@ -147,8 +184,12 @@ def run_scenario(cfg_json: str, total: int, dedup: bool, profile: str | None) ->
     from alertpipe.workers.evaluator.worker import Evaluator, EvaluatorOptions
 
     cfg = PipelineConfig.model_validate(orjson.loads(cfg_json)).with_revision()
-    ev = Evaluator(StaticConfigSource(cfg), options=EvaluatorOptions(
-        batch_size=5000, checkpoint_interval=2.0, group_id=f"bench-{uuid.uuid4().hex[:8]}", dedup=dedup))
+    ev = Evaluator(
+        StaticConfigSource(cfg),
+        options=EvaluatorOptions(
+            batch_size=5000, checkpoint_interval=2.0, group_id=f"bench-{uuid.uuid4().hex[:8]}", dedup=dedup
+        ),
+    )
     reg = ev.metrics.registry
     stop = threading.Event()
     marks: dict[str, float] = {}
@@ -177,26 +218,45 @@ def run_scenario(cfg_json: str, total: int, dedup: bool, profile: str | None) ->
     ev.run(stop)
     if profiler is not None:
         profiler.stop()
-        Path(profile).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+        Path(str(profile)).write_text(profiler.output_text(unicode=False, color=False, show_all=False))
     n = total - marks["c_first"]
     secs = marks["t_end"] - marks["t_first"]
     cpu = marks["cpu_end"] - marks["cpu_first"]
     groups = sum(p.group_count() for p in ev.engine.partitions.values())
     ckpt_n = reg.get_sample_value("alertpipe_evaluator_checkpoint_seconds_count") or 0
     ckpt_s = reg.get_sample_value("alertpipe_evaluator_checkpoint_seconds_sum") or 0
-    alerts = sum(s.value for m in reg.collect() if m.name == "alertpipe_evaluator_alerts" for s in m.samples
-                 if s.name.endswith("_total"))
-    return {"events": int(n), "seconds": round(secs, 3), "events_per_s": round(n / secs),
-            "cpu_seconds": round(cpu, 3), "cpu_utilisation": round(cpu / secs, 2),
-            "cpu_us_per_event": round(cpu / n * 1e6, 2), "rss_mb": round(rss_mb(), 1),
-            "group_keys": groups, "alerts": int(alerts),
-            "checkpoint_mean_s": round(ckpt_s / ckpt_n, 4) if ckpt_n else None}
+    alerts = sum(
+        s.value
+        for m in reg.collect()
+        if m.name == "alertpipe_evaluator_alerts"
+        for s in m.samples
+        if s.name.endswith("_total")
+    )
+    return {
+        "events": int(n),
+        "seconds": round(secs, 3),
+        "events_per_s": round(n / secs),
+        "cpu_seconds": round(cpu, 3),
+        "cpu_utilisation": round(cpu / secs, 2),
+        "cpu_us_per_event": round(cpu / n * 1e6, 2),
+        "rss_mb": round(rss_mb(), 1),
+        "group_keys": groups,
+        "alerts": int(alerts),
+        "checkpoint_mean_s": round(ckpt_s / ckpt_n, 4) if ckpt_n else None,
+    }
 
 
 def bare_consume(bootstrap: str, topic: str, total: int) -> dict[str, Any]:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bare-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest", "fetch.max.bytes": 52_428_800,
-                  "queued.min.messages": 200_000})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bare-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 52_428_800,
+            "queued.min.messages": 200_000,
+        }
+    )
     c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
     n = 0
     t_first = cpu_first = 0.0
@@ -211,13 +271,23 @@ def bare_consume(bootstrap: str, topic: str, total: int) -> dict[str, Any]:
     secs = time.perf_counter() - t_first
     cpu = time.process_time() - cpu_first
     c.close()
-    return {"events": n - n0, "seconds": round(secs, 3), "events_per_s": round((n - n0) / secs),
-            "cpu_utilisation": round(cpu / secs, 2)}
+    return {
+        "events": n - n0,
+        "seconds": round(secs, 3),
+        "events_per_s": round((n - n0) / secs),
+        "cpu_utilisation": round(cpu / secs, 2),
+    }
 
 
 def in_subprocess(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "bench.evaluator.bench_evaluator", "--scenario", kind],
-                         input=orjson.dumps(payload), capture_output=True, cwd=ROOT, check=False, timeout=1800)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.evaluator.bench_evaluator", "--scenario", kind],
+        input=orjson.dumps(payload),
+        capture_output=True,
+        cwd=ROOT,
+        check=False,
+        timeout=1800,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"scenario {kind} failed: {out.stderr.decode()[-3000:]}")
     return dict(orjson.loads(out.stdout.splitlines()[-1]))
@@ -265,6 +335,8 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=600_000)
     ap.add_argument("--quick", action="store_true", help="fewer events, skip 1M keys")
     ap.add_argument("--profile", default=None, help="write a pyinstrument profile of scenario (a) here")
+    ap.add_argument("--only", default="drain,scaling,memory", help="comma-separated parts to run")
+    ap.add_argument("--keys", default="100000,1000000", help="group-key counts of the memory part")
     args = ap.parse_args()
     if args.scenario:
         payload = orjson.loads(sys.stdin.buffer.read())
@@ -282,37 +354,81 @@ def main() -> int:
         main_topic = f"bench-ev-{run}"
         create_topics(bootstrap, {main_topic: PARTITIONS})
         load_s = preload(bootstrap, main_topic, n, devices=10_000, types=TYPES)
-        results: dict[str, Any] = {"events": n, "partitions": PARTITIONS, "preload_seconds": round(load_s, 1),
-                                   "machine_cpus": os.cpu_count(), "drain": {}, "rule_scaling": {}, "memory": {}}
+        results: dict[str, Any] = {
+            "events": n,
+            "partitions": PARTITIONS,
+            "preload_seconds": round(load_s, 1),
+            "machine_cpus": os.cpu_count(),
+            "drain": {},
+            "rule_scaling": {},
+            "memory": {},
+        }
 
-        def scenario(rules: list[dict[str, Any]], dedup: bool, topic: str = main_topic, total: int = n,
-                     profile: str | None = None) -> dict[str, Any]:
+        def save() -> None:
+            (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+        only = set(args.only.split(","))
+
+        def scenario(
+            rules: list[dict[str, Any]],
+            dedup: bool,
+            topic: str = main_topic,
+            total: int = n,
+            profile: str | None = None,
+        ) -> dict[str, Any]:
             cfg = config(bootstrap, redis_url, topic, rules)
-            create_topics(bootstrap, {f"{topic}-{k}": 1 for k in ("alerts", "late", "dlq", "audit")}) \
-                if not _exists(bootstrap, f"{topic}-alerts") else None
-            return in_subprocess("run", {"config": orjson.dumps(cfg).decode(), "total": total, "dedup": dedup,
-                                         "profile": profile})
+            create_topics(
+                bootstrap, {f"{topic}-{k}": 1 for k in ("alerts", "late", "dlq", "audit")}
+            ) if not _exists(bootstrap, f"{topic}-alerts") else None
+            res = in_subprocess(
+                "run",
+                {"config": orjson.dumps(cfg).decode(), "total": total, "dedup": dedup, "profile": profile},
+            )
+            print(json.dumps(res), file=sys.stderr, flush=True)
+            return res
 
-        results["drain"]["bare confluent-kafka consume"] = in_subprocess(
-            "bare", {"bootstrap": bootstrap, "topic": main_topic, "total": n})
-        results["drain"]["(a) 20 threshold rules, 20 types, no dedup"] = scenario(
-            threshold_rules(20, TYPES), dedup=False, profile=args.profile)
-        results["drain"]["(a) 20 threshold rules, 20 types, dedup"] = scenario(threshold_rules(20, TYPES), True)
-        results["drain"]["(a') 20 threshold rules on one type, dedup"] = scenario(
-            same_type_threshold_rules(20), True)
-        results["drain"]["(b) 20 aggregate rules (1m/10s), dedup"] = scenario(aggregate_rules(20), True)
-        for count in (10, 100, 1000):
-            results["rule_scaling"][str(count)] = scenario(threshold_rules(count, TYPES[:10]), True)
-        sizes = [100_000] if args.quick else [100_000, 1_000_000]
+        if "drain" in only:
+            results["drain"]["bare confluent-kafka consume"] = in_subprocess(
+                "bare", {"bootstrap": bootstrap, "topic": main_topic, "total": n}
+            )
+            results["drain"]["(a) 20 threshold rules, 20 types, no dedup"] = scenario(
+                threshold_rules(20, TYPES), dedup=False, profile=args.profile
+            )
+            results["drain"]["(a) 20 threshold rules, 20 types, dedup"] = scenario(
+                threshold_rules(20, TYPES), True
+            )
+            results["drain"]["(a') 20 threshold rules on one type, dedup"] = scenario(
+                same_type_threshold_rules(20), True
+            )
+            results["drain"]["(b) 20 aggregate rules (1m/10s), dedup"] = scenario(aggregate_rules(20), True)
+            save()
+        if "scaling" in only:
+            for count in (10, 100, 1000):
+                results["rule_scaling"][str(count)] = scenario(threshold_rules(count, TYPES[:10]), True)
+                save()
+        sizes = [int(k) for k in args.keys.split(",")] if "memory" in only else []
         for keys in sizes:
             topic = f"bench-keys-{keys}-{run}"
             create_topics(bootstrap, {topic: PARTITIONS})
             preload(bootstrap, topic, keys, devices=keys, types=["t0"])
-            rules = [{"name": "per-device-max", "spec": {"select": {"types": ["t0"]}, "aggregate": {
-                "fn": "max", "field": "value", "window": "1h", "condition": "value > 1000.0"}}}]
+            rules = [
+                {
+                    "name": "per-device-max",
+                    "spec": {
+                        "select": {"types": ["t0"]},
+                        "aggregate": {
+                            "fn": "max",
+                            "field": "value",
+                            "window": "1h",
+                            "condition": "value > 1000.0",
+                        },
+                    },
+                }
+            ]
             results["memory"][str(keys)] = scenario(rules, True, topic=topic, total=keys)
+            save()
         print(json.dumps(results, indent=2))
-        (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        save()
         plot(results, HERE / "evaluator.png")
     finally:
         if stack is not None:

@@ -295,8 +295,9 @@ class ThresholdState(RuleState):
                 self._schedule(key, g[2])
 
 
-# aggregate group: [next_due, pending_since | None, firing_start | None, {pane: acc}]
-# acc: [count, sum, min, max] or [count, sum, min, max, values] for quantiles
+# aggregate group: [next_due, pending_since | None, firing_start | None, acc, acc, ...] (flat: a
+# list per group and one per live pane is the smallest layout, which matters at a million groups)
+# acc: [pane, count, sum, min, max] or [pane, count, sum, min, max, values] for quantiles
 _QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 
 
@@ -328,47 +329,52 @@ class AggregateState(RuleState):
             v = 1
         pane = ts // self.every
         g = self.groups.get(key)
+        acc = None
         if g is None:
             due = (pane + 1) * self.every
-            g = self.groups[key] = [due, None, None, {}]
+            g = self.groups[key] = [due, None, None]
             self._schedule(key, due)
-        panes = g[3]
-        acc = panes.get(pane)
+        else:
+            for i in range(3, len(g)):
+                if g[i][0] == pane:
+                    acc = g[i]
+                    break
         if acc is None:
-            acc = panes[pane] = [0, 0.0, v, v] if self.q is None else [0, 0.0, v, v, []]
+            acc = [pane, 0, 0.0, v, v] if self.q is None else [pane, 0, 0.0, v, v, []]
+            g.append(acc)
             due = (pane + 1) * self.every
             if due < g[0]:
                 g[0] = due
                 self._schedule(key, due)
-        acc[0] += 1
-        acc[1] += v
-        if v < acc[2]:
-            acc[2] = v
-        if v > acc[3]:
+        acc[1] += 1
+        acc[2] += v
+        if v < acc[3]:
             acc[3] = v
+        if v > acc[4]:
+            acc[4] = v
         if self.q is not None:
-            vals = acc[4]
+            vals = acc[5]
             if len(vals) < MAX_QUANTILE_VALUES:
                 vals.append(v)
-            elif acc[0] % 2 == 0:  # deterministic thinning beyond the cap
-                vals[acc[0] // 2 % MAX_QUANTILE_VALUES] = v
+            elif acc[1] % 2 == 0:  # deterministic thinning beyond the cap
+                vals[acc[1] // 2 % MAX_QUANTILE_VALUES] = v
 
     def value(self, accs: list[list[Any]]) -> tuple[Any, int]:
-        n = sum(a[0] for a in accs)
+        n = sum(a[1] for a in accs)
         if n == 0:
             return (0 if self.fn == "count" else MISSING), 0
         fn = self.fn
         if fn == "count":
             return n, n
         if fn == "sum":
-            return math.fsum(a[1] for a in accs), n
+            return math.fsum(a[2] for a in accs), n
         if fn == "avg":
-            return math.fsum(a[1] for a in accs) / n, n
+            return math.fsum(a[2] for a in accs) / n, n
         if fn == "min":
-            return min(a[2] for a in accs), n
+            return min(a[3] for a in accs), n
         if fn == "max":
-            return max(a[3] for a in accs), n
-        vals = sorted(v for a in accs for v in a[4])
+            return max(a[4] for a in accs), n
+        vals = sorted(v for a in accs for v in a[5])
         q = self.q or 0.5
         # nearest-rank quantile: the smallest value with at least q of the values at or below it
         idx = max(0, math.ceil(q * len(vals)) - 1)
@@ -384,8 +390,7 @@ class AggregateState(RuleState):
         every, window = self.every, self.window
         first = (end - window) // every  # first pane index in the window
         last = end // every  # exclusive
-        panes = g[3]
-        accs = [a for p, a in panes.items() if first <= p < last]
+        accs = [a for a in g[3:] if first <= a[0] < last]
         value, n = self.value(accs)
         cond = self.cond
         if cond is not None and cond(value):
@@ -403,14 +408,16 @@ class AggregateState(RuleState):
         # Drop panes no later window needs. The next evaluation is the next window end whose
         # content differs (a pane enters or leaves): in between the result cannot change, except
         # for a pending `for`, which is counted window by window.
-        stale = [p for p in panes if p <= first]
-        for p in stale:
-            del panes[p]
+        if any(a[0] <= first for a in g[3:]):
+            g[3:] = [a for a in g[3:] if a[0] > first]
         if g[1] is not None and g[2] is None:
             nxt = end + every
-        elif panes:
+        elif len(g) > 3:
             n_panes = window // every
-            nxt = min((p + 1) * every if (p + 1) * every > end else (p + n_panes + 1) * every for p in panes)
+            nxt = min(
+                (p + 1) * every if (p + 1) * every > end else (p + n_panes + 1) * every
+                for p in (a[0] for a in g[3:])
+            )
         elif g[2] is not None:
             if not accs:
                 g[0] = _FAR  # firing on an empty window: only a new event can change it
@@ -435,14 +442,6 @@ class AggregateState(RuleState):
     def firing(self) -> Iterable[tuple[Any, int]]:
         return [(k, g[2]) for k, g in self.groups.items() if g[2] is not None]
 
-    def dump(self) -> list[Any]:
-        return [[k, [g[0], g[1], g[2], [[p, a] for p, a in g[3].items()]]] for k, g in self.groups.items()]
-
-    def load(self, rows: list[Any], wm: int) -> None:
-        for k, v in rows:
-            key = tuple(k) if isinstance(k, list) else k
-            self.groups[key] = [v[0], v[1], v[2], {p: a for p, a in v[3]}]
-        self.reschedule(wm)
 
     def reschedule(self, wm: int) -> None:
         for key, g in self.groups.items():
