@@ -277,6 +277,7 @@ def isolation(bootstrap: str, redis_url: str, sink: str, work: Path, n: int, rou
             try:
                 expected = sum(1 for i in range(n) if i % 4)
                 st = wait_keys(sink, healthy_paths, expected, 600)
+                cpu = case.cpu_seconds()
             finally:
                 case.stop()
             per_s, keys, took = drain_rate(st, healthy_paths)
@@ -286,6 +287,7 @@ def isolation(bootstrap: str, redis_url: str, sink: str, work: Path, n: int, rou
                     "delivered": keys,
                     "seconds": round(took, 2),
                     "a_requests": st.get("/hook/a", {}).get("requests", 0),
+                    "deliverer_cpu_ms_per_healthy_delivery": round(1000 * cpu / max(keys, 1), 3),
                     "load_avg_1m": round(os.getloadavg()[0], 2),
                 }
             )
@@ -295,6 +297,13 @@ def isolation(bootstrap: str, redis_url: str, sink: str, work: Path, n: int, rou
         out[label] = {"healthy_three_per_s_median": rates[len(rates) // 2]}
     ratio = out["one_dead"]["healthy_three_per_s_median"] / out["all_healthy"]["healthy_three_per_s_median"]
     out["ratio"] = round(ratio, 3)
+    # each round's dead run next to its healthy run: less exposed to the machine's load drifting
+    paired = sorted(
+        d["healthy_three_per_s"] / h["healthy_three_per_s"]
+        for h, d in zip(runs["all_healthy"], runs["one_dead"], strict=True)
+    )
+    out["paired_ratio_median"] = round(paired[len(paired) // 2], 3)
+    out["paired_ratios"] = [round(x, 3) for x in paired]
     return out
 
 
