@@ -3,8 +3,11 @@ worker on real Kafka and Redis yields the alerts of the clean stream, and every 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import orjson
 import pytest
 
 from .conftest import EvaluatorProcess, Pipeline, wait_for
@@ -41,7 +44,9 @@ def test_dirty_stream_gives_the_clean_streams_alerts(
     assert ev.metric("alertpipe_evaluator_events_late_total") == counts["late"]
     assert ev.metric("alertpipe_evaluator_events_malformed_total") == counts["malformed"]
     assert counts["clean"] + counts["duplicates"] + counts["late"] + counts["malformed"] == counts["events"]
-    assert ev.metric("alertpipe_evaluator_gaps_total") > 0
+    gaps = ev.metric("alertpipe_evaluator_gaps_total")
+    missing = ev.metric("alertpipe_evaluator_gap_missing_events_total")
+    assert gaps > 0
 
     late = pipeline.read("late", min_count=counts["late"])
     assert len(late) == counts["late"] and all(r["tenant"] == "acme" for r in late)
@@ -50,5 +55,20 @@ def test_dirty_stream_gives_the_clean_streams_alerts(
     reasons = sorted(d["reason"] for d in dlq)
     assert any("not JSON" in r for r in reasons) and any("globex" in r for r in reasons)
     assert all({"partition", "offset", "valueBase64", "topic"} <= set(d) for d in dlq)
-    ev.stop()
+    ev.stop()  # the final checkpoint writes the gap records found since the last one
+
+    # the reconciliation report lists exactly the gaps the metrics counted
+    out = subprocess.run(
+        [sys.executable, "-m", "alertpipe", "gaps", "--config", f"file:{pipeline.path}", "--json"],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    records = [orjson.loads(line) for line in out.stdout.splitlines()]
+    assert len(records) == gaps and sum(r["missing"] for r in records) == missing
+    skipped = {(g["deviceId"], g["seq"]) for g in stream.gaps}
+    for r in records:
+        assert all(
+            (r["deviceId"], q) in skipped for q in range(r["firstMissingSeq"], r["lastMissingSeq"] + 1)
+        )
     assert "Traceback" not in ev.log_text()
