@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -64,11 +65,10 @@ def test_dirty_stream_gives_the_clean_streams_alerts(
         check=True,
         timeout=60,
     )
-    records = [orjson.loads(line) for line in out.stdout.splitlines()]
-    assert len(records) == gaps and sum(r["missing"] for r in records) == missing
+    records: list[dict[str, Any]] = [orjson.loads(line) for line in out.stdout.splitlines()]
+    assert len(records) == gaps and sum(rec["missing"] for rec in records) == missing
     skipped = {(g["deviceId"], g["seq"]) for g in stream.gaps}
-    for r in records:
-        assert all(
-            (r["deviceId"], q) in skipped for q in range(r["firstMissingSeq"], r["lastMissingSeq"] + 1)
-        )
+    for rec in records:
+        seqs = range(rec["firstMissingSeq"], rec["lastMissingSeq"] + 1)
+        assert all((rec["deviceId"], q) in skipped for q in seqs)
     assert "Traceback" not in ev.log_text()
