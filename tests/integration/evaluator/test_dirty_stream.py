@@ -65,10 +65,10 @@ def test_dirty_stream_gives_the_clean_streams_alerts(
         check=True,
         timeout=60,
     )
-    records: list[dict[str, Any]] = [orjson.loads(line) for line in out.stdout.splitlines()]
-    assert len(records) == gaps and sum(rec["missing"] for rec in records) == missing
+    gap_records: list[dict[str, Any]] = [orjson.loads(line) for line in out.stdout.splitlines()]
+    assert len(gap_records) == gaps and sum(rec["missing"] for rec in gap_records) == missing
     skipped = {(g["deviceId"], g["seq"]) for g in stream.gaps}
-    for rec in records:
+    for rec in gap_records:
         seqs = range(rec["firstMissingSeq"], rec["lastMissingSeq"] + 1)
         assert all((rec["deviceId"], q) in skipped for q in seqs)
     assert "Traceback" not in ev.log_text()
