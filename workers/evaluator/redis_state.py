@@ -15,22 +15,34 @@ from typing import Any
 import orjson
 import redis
 
-__all__ = ["RedisState", "dedup_key"]
+__all__ = ["OWNER_WIDTH", "RedisState", "dedup_key", "owner"]
 
+# Keys and owners travel as two fixed-width blobs and the answer comes back as one: packing and
+# parsing 10,000 separate arguments and replies cost ~6 µs per event in redis-py, this ~0.3 µs.
+# (The keys are not declared in KEYS: fine for one Redis, not for Redis Cluster.)
 _DEDUP = """
-local ttl = ARGV[#ARGV]
+local keys, owners = ARGV[1], ARGV[2]
+local klen, olen, ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local blank = string.rep(' ', olen)
 local out = {}
-for i = 1, #KEYS do
-  local v = redis.call('GET', KEYS[i])
+for i = 0, #keys / klen - 1 do
+  local k = string.sub(keys, i * klen + 1, (i + 1) * klen)
+  local v = redis.call('GET', k)
   if v then
-    out[i] = v
+    out[i + 1] = v
   else
-    redis.call('SET', KEYS[i], ARGV[i], 'EX', ttl)
-    out[i] = false
+    redis.call('SET', k, string.sub(owners, i * olen + 1, (i + 1) * olen), 'EX', ttl)
+    out[i + 1] = blank
   end
 end
-return out
+return table.concat(out)
 """
+OWNER_WIDTH = 24  # "partition:offset", space-padded
+
+
+def owner(partition: int, offset: int) -> bytes:
+    """The dedup value: where an event was first seen, fixed width."""
+    return (b"%d:%d" % (partition, offset)).ljust(OWNER_WIDTH)
 
 
 def dedup_key(prefix: str, tenant: str, device: str, seq: int) -> bytes:
@@ -54,11 +66,21 @@ class RedisState:
         return f"{self.prefix}:evaluator:gaps"
 
     def seen(self, keys: Sequence[bytes], owners: Sequence[bytes], ttl_s: int) -> list[bytes | None]:
-        """For each key: None when new (now recorded with its owner), else the recorded owner."""
+        """For each key: None when new (now recorded with its owner), else the recorded owner.
+
+        Keys must all have the same length (dedup_key with one prefix); owners come from owner().
+        """
         if not keys:
             return []
-        out: list[Any] = self._dedup(keys=list(keys), args=[*owners, max(1, ttl_s)])
-        return [v if v else None for v in out]
+        klen = len(keys[0])
+        w = OWNER_WIDTH
+        raw: Any = self._dedup(keys=[], args=[b"".join(keys), b"".join(owners), klen, w, max(1, ttl_s)])
+        blank = b" " * w
+        out: list[bytes | None] = []
+        for i in range(len(keys)):
+            chunk = raw[i * w : (i + 1) * w]
+            out.append(None if chunk == blank else chunk)
+        return out
 
     def load(self, partition: int) -> bytes | None:
         blob: Any = self.r.get(self.checkpoint_key(partition))

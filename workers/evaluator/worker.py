@@ -34,7 +34,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Producer, Topi
 from alertpipe.workers.config import ConfigSource, PipelineConfig, parse_duration
 from alertpipe.workers.errors import RuleCompileError
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
-from alertpipe.workers.evaluator.redis_state import RedisState, dedup_key
+from alertpipe.workers.evaluator.redis_state import RedisState, dedup_key, owner
 from alertpipe.workers.events import MAX_DEVICE_ID, MAX_TS_MS, MAX_TYPE, MIN_TS_MS, EventError, decode_event
 from alertpipe.workers.rules import CompiledRule, compile_rule
 from alertpipe.workers.rules.engine import DUPLICATE, LATE, Engine, EngineSettings, Partition
@@ -289,7 +289,7 @@ class Evaluator:
             valid.append((msg, p, off, d, dev, seq, ts))
             if dedup:
                 keys.append(dedup_key(prefix, tenant, dev, seq))
-                owners.append(b"%d:%d" % (p, off))
+                owners.append(owner(p, off))
         for p in {v[1] for v in valid}:
             self.last_record[p] = now
         m.consumed.inc(len(msgs))
