@@ -46,7 +46,8 @@ def stack() -> tuple[str, Path, Any]:
 
 
 def start_operator(kubeconfig: Path, ns: str, log: Path) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "alertpipe", os.environ.get("BENCH_OPERATOR_LOG", "--log-level=WARNING"), "operator", "--kubeconfig", str(kubeconfig),
+    prefix = os.environ.get("BENCH_OPERATOR_PREFIX", "").split()  # e.g. "-m pyinstrument -o prof.html -r html"
+    args = [sys.executable, *prefix, "-m", "alertpipe", os.environ.get("BENCH_OPERATOR_LOG", "--log-level=WARNING"), "operator", "--kubeconfig", str(kubeconfig),
             "--namespace", ns, "--health-port", "0", "--metrics-port", "0", "--image", "alertpipe:bench"]
     return subprocess.Popen(args, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT)
 

@@ -12,6 +12,9 @@ import pytest
 from confluent_kafka.admin import AdminClient
 from kubernetes import client
 
+from alertpipe.operator.decisions.validation import validate_rule
+from alertpipe.operator.models import AlertPipelineSpec
+
 from .conftest import OperatorProcess, wait_for
 from .helpers import BAD, GOOD, GOOD2, Cluster, G, V, pipeline_body, rule_body
 
@@ -90,6 +93,8 @@ def test_invalid_rule_is_reported_and_others_go_live_edit_and_delete(
         lambda: (c := k.condition("alertrules", "broken", "Valid")) and c, "Valid on the broken rule", 60
     )
     assert valid["status"] == "False" and valid["message"].startswith("spec.threshold.condition: ")
+    channels = list(AlertPipelineSpec.model_validate(pipeline_body("p", kafka_bootstrap)["spec"]).channels)
+    assert valid["message"] == validate_rule("broken", BAD, channels).message  # what the webhook says too
     wait_for(
         lambda: (c := k.config("p")) and sorted(r["name"] for r in c["rules"]) == ["good-a", "good-b"],
         "the two good rules in the config",

@@ -15,6 +15,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from alertpipe.operator.decisions.validation import validate_rule
+from alertpipe.operator.models import AlertPipelineSpec
+
 from .conftest import free_port, wait_for
 from .helpers import BAD, GOOD, GOOD2, Cluster, pipeline_body, rule_body
 
@@ -151,7 +154,14 @@ def test_webhook_rejects_broken_rules_at_apply(k: Cluster, webhook: int, kafka_b
     k.create(rule_body("good-b", GOOD2))
 
     msg = rejection(lambda: k.create(rule_body("broken", BAD)))
-    assert "AlertRule broken: spec.threshold.condition: " in msg, msg
+    # the same words the rule's Valid condition carries when no webhook is installed
+    expected = validate_rule(
+        "broken",
+        BAD,
+        list(AlertPipelineSpec.model_validate(pipeline_body("w", kafka_bootstrap)["spec"]).channels),
+    )
+    assert f"AlertRule broken: {expected.message}" in msg, msg
+    assert "spec.threshold.condition: " in expected.message
     msg = rejection(lambda: k.create(rule_body("wrong-channel", {**GOOD, "channels": ["nobody"]})))
     assert "spec.channels[0]" in msg and "nobody" in msg, msg
     # an edit that breaks a stored rule is refused too
