@@ -82,6 +82,16 @@ async def test_failures_are_retried_then_dead_lettered_and_replayed(
         assert [e.status_code for e in retries] == [500, 503] and all(e.delay_s is not None for e in retries)
         assert [e.attempt for e in audit if e.channel == "broken"] == [1, 2, 3]
 
+        # `alertpipe dlq list` shows them (JSON lines), filtered by channel
+        cfg = f"file:{pipeline.config_path}"
+        capsys.readouterr()
+        code = await asyncio.to_thread(
+            alertpipe_main, ["dlq", "list", "--config", cfg, "--json", "--channel", "bad"]
+        )
+        assert code == 0
+        listed = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+        assert [(x["channel"], x["attempts"], x["last_status"]) for x in listed] == [("bad", 1, 400)]
+
         # the receivers recover; replay only `bad` first, then everything
         receiver.set_default("/webhook/bad", None)
         receiver.set_default("/webhook/broken", None)
