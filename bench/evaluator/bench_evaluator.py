@@ -308,13 +308,15 @@ def plot(results: dict[str, Any], path: Path) -> None:
     axes[0].barh(names, [rates[k]["events_per_s"] for k in names], color="tab:blue")
     axes[0].axvline(150_000, color="tab:red", ls="--", label="target (a) 150k")
     axes[0].axvline(80_000, color="tab:orange", ls="--", label="target (b) 80k")
-    axes[0].set_xlabel("events/s (one evaluator process)")
+    axes[0].set_xlabel("thousand events/s (one evaluator process)")
+    axes[0].xaxis.set_major_formatter(lambda v, _: f"{v / 1000:.0f}")
     axes[0].set_title("drain rate")
     axes[0].legend(fontsize=8)
     sc = results["rule_scaling"]
     xs = sorted(int(k) for k in sc)
     axes[1].plot(xs, [sc[str(x)]["cpu_us_per_event"] for x in xs], marker="o")
     axes[1].set_xscale("log")
+    axes[1].set_ylim(0, max(sc[str(x)]["cpu_us_per_event"] for x in xs) * 1.3)
     axes[1].set_xlabel("rules loaded (10 match the stream)")
     axes[1].set_ylabel("CPU µs per event")
     axes[1].set_title("cost vs rules that cannot match")
@@ -337,7 +339,11 @@ def main() -> int:
     ap.add_argument("--profile", default=None, help="write a pyinstrument profile of scenario (a) here")
     ap.add_argument("--only", default="drain,scaling,memory", help="comma-separated parts to run")
     ap.add_argument("--keys", default="100000,1000000", help="group-key counts of the memory part")
+    ap.add_argument("--plot-only", action="store_true", help="redraw evaluator.png from results.json")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads((HERE / "results.json").read_text()), HERE / "evaluator.png")
+        return 0
     if args.scenario:
         payload = orjson.loads(sys.stdin.buffer.read())
         if args.scenario == "bare":
@@ -363,6 +369,12 @@ def main() -> int:
             "rule_scaling": {},
             "memory": {},
         }
+        previous = HERE / "results.json"
+        if args.only != "drain,scaling,memory" and previous.exists():
+            # a partial run updates the parts it measures and keeps the others
+            old = json.loads(previous.read_text())
+            for part in ("drain", "rule_scaling", "memory"):
+                results[part] = old.get(part, {})
 
         def save() -> None:
             (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
