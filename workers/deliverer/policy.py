@@ -177,6 +177,7 @@ class CircuitBreaker:
     failures: int = 0
     opened_at: float = 0.0
     probing: bool = field(default=False)
+    probe_started: float = 0.0
 
     def allow(self, now: float) -> float:
         """0 when a call may go now (and, half-open, takes the probe slot); else seconds to wait."""
@@ -188,9 +189,11 @@ class CircuitBreaker:
                 return ready - now
             self.state = BreakerState.HALF_OPEN
             self.probing = False
-        if self.probing:
+        if self.probing and now < self.probe_started + self.cooldown:
             return min(self.cooldown, 0.5)
+        # no probe out, or the last one never reported back (its caller died): send one
         self.probing = True
+        self.probe_started = now
         return 0.0
 
     def record_success(self) -> None:

@@ -580,6 +580,9 @@ class Deliverer:
                         result = await self._sender.send(alert, ch.spec, key, ctx.raw)
                     except DeliveryError as exc:
                         err: DeliveryError | None = exc
+                    except Exception as exc:  # a bug or an input we did not foresee: retry, then DLQ
+                        logger.exception("unexpected error sending %s", key)
+                        err = DeliveryError(f"unexpected {type(exc).__name__}: {exc}", retryable=True)
                     else:
                         err = None
                     took = time.perf_counter() - t0

@@ -195,3 +195,11 @@ def test_tracker_frontier_never_passes_a_pending_offset(fanouts: list[int], rnd)
             break
         tr.done(outstanding.pop())
     assert tr.frontier() == len(fanouts)
+
+
+def test_breaker_lost_probe_is_replaced_after_a_cooldown() -> None:
+    br = CircuitBreaker(threshold=1, cooldown=2.0)
+    br.record_failure(0.0)
+    assert br.allow(2.0) == 0.0  # probe taken, never reported (its task died)
+    assert br.allow(3.0) > 0
+    assert br.allow(4.0) == 0.0  # a new probe after another cooldown
