@@ -352,21 +352,23 @@ class Reconciler:
         cm = desired_config_map(owner, config)
         summary = f"config revision {config.revision}: {len(entries)} rule(s)"
 
-        # 3. workloads: the config, the account and its Role first (pods need them), then the rest
+        # 3. workloads, all in one round of concurrent calls. Pods need the ServiceAccount, but they
+        # come two controller hops (Deployment -> ReplicaSet -> Pod) after the Deployment, long after
+        # the account's create has returned; a ReplicaSet retries if it ever lost that race.
         desired = desired_objects(owner, spec, self.settings.image, self.settings.role_images)
-        first = [o for o in desired if o["kind"] in ("ServiceAccount", "Role", "RoleBinding")]
-        rest = [o for o in desired if o not in first]
         live_deployments: dict[str, JSON] = {}
         try:
-            await asyncio.gather(self._apply_config_map(body, cm, summary), *(self._apply(o) for o in first))
+            applied, _ = await asyncio.gather(
+                asyncio.gather(*(self._apply(o) for o in desired)), self._apply_config_map(body, cm, summary)
+            )
+            for obj, live in zip(desired, applied, strict=True):
+                if obj["kind"] == "Deployment":
+                    live_deployments[obj["metadata"]["name"]] = live
             compiled = (config.revision, frozenset(e.name for e in entries))
             if self.store.compiled.get((namespace, name)) != compiled:
                 self.store.compiled[(namespace, name)] = compiled
                 # rule statuses name the live revision; debounced so many compiles make one pass
                 self.queue.schedule(("rules", namespace, ""), self.settings.rule_debounce)
-            for obj, live in zip(rest, await asyncio.gather(*(self._apply(o) for o in rest)), strict=True):
-                if obj["kind"] == "Deployment":
-                    live_deployments[obj["metadata"]["name"]] = live
         except BaseException:
             topics_task.cancel()
             raise
