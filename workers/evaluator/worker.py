@@ -1,10 +1,12 @@
 """The evaluator worker: events topic → rule engine → alerts topic, with state checkpointed in Redis.
 
-One loop, one thread (confluent-kafka's rebalance callbacks run inside ``consume``, so they land
-between batches). Per batch: decode (malformed → dead-letter topic), dedup in one Redis round
-trip, feed the engine in offset order (late → late topic), produce the alert transitions with an
-idempotent producer. Every ``checkpoint_interval``, and on revocation and shutdown: flush the
-producer (all outputs acknowledged), write each dirty partition's snapshot with the offset it
+One loop (confluent-kafka's rebalance callbacks run inside ``consume``, so they land between
+batches), plus one thread that runs a batch's Redis dedup round trip while the loop evaluates the
+previous batch; a pending batch is always evaluated before a checkpoint, revocation or pause.
+Per batch: decode (malformed → dead-letter topic), dedup in one Redis round trip, feed the engine
+in offset order (late → late topic), produce the alert transitions with an idempotent producer.
+Every ``checkpoint_interval``, and on revocation and shutdown: flush the producer (all outputs
+acknowledged), write each dirty partition's snapshot with the offset it
 covers (and the gap records found since) in one Redis transaction, then commit those offsets.
 On assignment: restore the snapshot and seek to its offset. Kafka's committed offset is therefore
 never ahead of the state in Redis; a crash replays from the snapshot, and alert ids are
@@ -23,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -59,6 +62,16 @@ class EvaluatorOptions:
     session_timeout_ms: int = 10_000
     dedup: bool = True  # off only where the source is known not to replay (benchmarks)
     housekeeping_interval: float = 1.0
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A decoded batch: (msg, partition, offset, event | None, deviceId | reason, seq, ts) per record,
+    the dedup owners of its events, and the dedup answer (a future on the dedup thread)."""
+
+    items: list[tuple[Any, int, int, Any, Any, int, int]]
+    owners: list[bytes]
+    seen: Future[list[bytes | None]] | None
 
 
 def compile_rules(cfg: PipelineConfig, now: datetime | None = None) -> list[CompiledRule]:
@@ -130,6 +143,8 @@ class Evaluator:
         self._checkpoint_every = self.opts.checkpoint_interval
         self._last_housekeeping = 0.0
         self.batches = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="evaluator-dedup")
+        self._pending: _Batch | None = None
 
     # --- clients ---------------------------------------------------------------------------------
 
@@ -195,6 +210,7 @@ class Evaluator:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         ps = [tp.partition for tp in partitions]
         try:
+            self._drain()
             self.checkpoint(ps)
         finally:
             self._forget(ps)
@@ -232,8 +248,15 @@ class Evaluator:
                     result = RESTART
                     break
                 msgs = self.consumer.consume(self.opts.batch_size, self.opts.poll_timeout)
-                if msgs:
-                    self.process(msgs)
+                # With a backlog (full batches) the dedup round trip of batch N+1 runs on the dedup
+                # thread while batch N is evaluated here; otherwise a batch is evaluated at once.
+                batch = self._prepare(msgs) if msgs else None
+                self._drain()
+                if batch is not None:
+                    if len(msgs) >= self.opts.batch_size and batch.seen is not None:
+                        self._pending = batch
+                    else:
+                        self._evaluate(batch)
                 self.producer.poll(0)
                 now = self.clock()
                 if now - self._last_housekeeping >= self.opts.housekeeping_interval:
@@ -246,26 +269,27 @@ class Evaluator:
 
     def close(self) -> None:
         try:
+            self._drain()
             self.checkpoint(sorted(self.assigned))
         except Exception:  # noqa: BLE001 - shutting down: the next owner replays from the last checkpoint
             logger.exception("final checkpoint failed; the next owner replays from the previous one")
         self.consumer.close()
         self.producer.flush(10)
+        self._pool.shutdown(wait=True)
 
     def process(self, msgs: list[Any]) -> None:
         """One consumed batch: decode, dedup (one Redis round trip), evaluate, produce."""
-        t0 = time.perf_counter()
-        m = self.metrics
+        self._evaluate(self._prepare(msgs))
+
+    def _prepare(self, msgs: list[Any]) -> _Batch:
+        """Decode and start the batch's dedup round trip (on the dedup thread); no state changes."""
         tenant = self.cfg.tenant
         dedup = self.opts.dedup
         prefix = self.cfg.redis.key_prefix
-        valid: list[tuple[Any, int, int, dict[str, Any], str, int, int]] = []
+        items: list[tuple[Any, int, int, Any, Any, int, int]] = []
         keys: list[bytes] = []
         owners: list[bytes] = []
-        malformed = 0
-        now = self.clock()
         loads = orjson.loads
-        positions = self.positions
         for msg in msgs:
             if msg.error() is not None:
                 err = msg.error()
@@ -279,33 +303,51 @@ class Evaluator:
                 try:
                     ev = decode_event(msg.value() or b"", tenant)
                 except EventError as exc:
-                    malformed += 1
-                    self._dead_letter(msg, str(exc))
-                    positions[p] = off + 1
-                    self.dirty.add(p)
+                    items.append((msg, p, off, None, str(exc), 0, -1))  # malformed: dead-letter it
                     continue
                 fast = (ev.data, ev.device_id, ev.seq, ev.ts_ms)
             d, dev, seq, ts = fast
-            valid.append((msg, p, off, d, dev, seq, ts))
+            items.append((msg, p, off, d, dev, seq, ts))
             if dedup:
                 keys.append(dedup_key(prefix, tenant, dev, seq))
                 owners.append(owner(p, off))
-        for p in {v[1] for v in valid}:
-            self.last_record[p] = now
-        m.consumed.inc(len(msgs))
-        if malformed:
-            m.malformed.inc(malformed)
-        seen: list[bytes | None] = self.state.seen(keys, owners, self.dedup_ttl) if keys else []
+        now = self.clock()
+        for item in items:
+            self.last_record[item[1]] = now
+        self.metrics.consumed.inc(len(msgs))
+        seen: Future[list[bytes | None]] | None = None
+        if keys:
+            seen = self._pool.submit(self.state.seen, keys, owners, self.dedup_ttl)
+        return _Batch(items, owners, seen)
+
+    def _evaluate(self, batch: _Batch) -> None:
+        """Apply a prepared batch in offset order: dead letters, duplicates, the engine, outputs."""
+        t0 = time.perf_counter()
+        m = self.metrics
+        tenant = self.cfg.tenant
+        seen = batch.seen.result() if batch.seen is not None else []
+        owners = batch.owners
+        positions = self.positions
         parts = self.engine.partitions
-        late = dup_redis = dup_engine = evaluated = 0
+        late = dup_redis = dup_engine = evaluated = malformed = 0
         touched: set[int] = set()
-        for i, (msg, p, off, d, dev, seq, ts) in enumerate(valid):
+        k = 0
+        for msg, p, off, d, dev, seq, ts in batch.items:
+            if d is None:
+                if p in parts:
+                    malformed += 1
+                    self._dead_letter(msg, dev)
+                    positions[p] = off + 1
+                    touched.add(p)
+                continue
+            i = k
+            k += 1
             part = parts.get(p)
             if part is None:
-                continue  # revoked meanwhile (cannot happen between consume calls; be safe)
+                continue  # revoked or lost since the batch was read
             positions[p] = off + 1
             touched.add(p)
-            if dedup:
+            if seen:
                 prev = seen[i]
                 if prev is not None and prev != owners[i]:
                     dup_redis += 1
@@ -321,6 +363,8 @@ class Evaluator:
             elif verdict == DUPLICATE:
                 dup_engine += 1
         self.dirty |= touched
+        if malformed:
+            m.malformed.inc(malformed)
         if dup_redis:
             m.deduped.labels(tenant, "redis").inc(dup_redis)
         if dup_engine:
@@ -332,6 +376,12 @@ class Evaluator:
             self._emit(parts[p], p)
         self.batches += 1
         m.batch_seconds.observe(time.perf_counter() - t0)
+
+    def _drain(self) -> None:
+        """Evaluate the batch whose dedup round trip is in flight (before a checkpoint or revoke)."""
+        batch, self._pending = self._pending, None
+        if batch is not None:
+            self._evaluate(batch)
 
     def _emit(self, part: Partition, p: int) -> None:
         alerts = part.take_alerts()
@@ -461,6 +511,7 @@ class Evaluator:
     def _set_paused(self, pause: bool) -> None:
         assignment = self.consumer.assignment()
         if pause:
+            self._drain()
             self.checkpoint(sorted(self.assigned))
             if assignment:
                 self.consumer.pause(assignment)
