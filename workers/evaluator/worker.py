@@ -37,7 +37,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Producer, Topi
 from alertpipe.workers.config import ConfigSource, PipelineConfig, parse_duration
 from alertpipe.workers.errors import RuleCompileError
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
-from alertpipe.workers.evaluator.redis_state import RedisState, dedup_key, owner
+from alertpipe.workers.evaluator.redis_state import RedisState, dedup_keys, owner
 from alertpipe.workers.events import MAX_DEVICE_ID, MAX_TS_MS, MAX_TYPE, MIN_TS_MS, EventError, decode_event
 from alertpipe.workers.rules import CompiledRule, compile_rule
 from alertpipe.workers.rules.engine import DUPLICATE, LATE, Engine, EngineSettings, Partition
@@ -285,7 +285,7 @@ class Evaluator:
         """Decode and start the batch's dedup round trip (on the dedup thread); no state changes."""
         tenant = self.cfg.tenant
         dedup = self.opts.dedup
-        prefix = self.cfg.redis.key_prefix
+        key_of = dedup_keys(self.cfg.redis.key_prefix, tenant)
         items: list[tuple[Any, int, int, Any, Any, int, int]] = []
         keys: list[bytes] = []
         owners: list[bytes] = []
@@ -309,7 +309,7 @@ class Evaluator:
             d, dev, seq, ts = fast
             items.append((msg, p, off, d, dev, seq, ts))
             if dedup:
-                keys.append(dedup_key(prefix, tenant, dev, seq))
+                keys.append(key_of(dev, seq))
                 owners.append(owner(p, off))
         now = self.clock()
         for item in items:
