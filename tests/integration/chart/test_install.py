@@ -20,7 +20,8 @@ from devstack.processes import wait_until
 from tests.integration.chart.helpers import Release, base_values, can, established
 from tests.unit.chart.helm import CRDS, load_crd_dir
 
-pytestmark = pytest.mark.integration
+# helm --wait, kwok scheduling and a reconcile on a loaded 2-core machine: more than the default 300 s.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 def test_install_cluster_wide_ha_then_upgrade_and_uninstall(

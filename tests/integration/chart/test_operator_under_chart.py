@@ -32,7 +32,8 @@ from devstack.processes import free_port, wait_until
 from tests.integration.chart.helpers import Release, base_values
 from tests.unit.chart.helm import ROOT
 
-pytestmark = pytest.mark.integration
+# helm --wait, kwok scheduling and a reconcile on a loaded 2-core machine: more than the default 300 s.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 G, V = "alertpipe.io", "v1alpha1"
 
@@ -235,7 +236,7 @@ def test_operator_runs_with_the_charts_args_rbac_and_certificate(
         return any(c["type"] == "Ready" and c["status"] == "True" for c in last.get("conditions") or [])
 
     try:
-        wait_until(ready, "pipeline Ready=True under the chart's RBAC", 180)
+        wait_until(ready, "pipeline Ready=True under the chart's RBAC", 300)
     except Exception:
         pytest.fail(f"pipeline not Ready; status {json.dumps(last)}\noperator log:\n{pod.output()[-4000:]}")
     core: Any = client.CoreV1Api(api)
