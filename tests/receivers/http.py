@@ -117,7 +117,7 @@ class HttpReceiver:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self.port = 0
-        self.handle_pagerduty_dedup: dict[str, str] = {}  # dedup_key -> last action (a PagerDuty incident)
+        self.pagerduty_incidents: dict[str, str] = {}  # dedup_key -> last action (a PagerDuty incident)
 
     # --- control ------------------------------------------------------------------------------
 
@@ -245,7 +245,7 @@ class HttpReceiver:
             return web.json_response(
                 {"status": "invalid event", "message": "Event object is invalid", "errors": errs}, status=400
             )
-        self.handle_pagerduty_dedup[event["dedup_key"]] = event["event_action"]
+        self.pagerduty_incidents[event["dedup_key"]] = event["event_action"]
         self._record(request, body, 202)
         return web.json_response(
             {"status": "success", "message": "Event processed", "dedup_key": event["dedup_key"]}, status=202

@@ -84,7 +84,7 @@ async def test_webhook_slack_pagerduty_email(
     assert [p.json["event_action"] for p in pd] == ["trigger", "resolve"]
     assert all(p.json["dedup_key"] == firing.id and p.json["routing_key"] == PD_ROUTING_KEY for p in pd)
     assert all(pagerduty_errors(p.json) == [] and p.status == 202 for p in pd)
-    assert receiver.handle_pagerduty_dedup[firing.id] == "resolve"
+    assert receiver.pagerduty_incidents[firing.id] == "resolve"
     # email: authenticated, both recipients, subject per transition
     assert smtp.authenticated == ["alertpipe", "alertpipe"]
     assert [m["Subject"].split("]")[0] for m in smtp.messages] == ["[FIRING", "[RESOLVED"]
