@@ -375,7 +375,7 @@ class Reconciler:
         for role in ROLES:
             if not getattr(spec, role).enabled:
                 dname = deployment_name(name, role)
-                if await self.kube.get("Deployment", namespace, dname) is not None:
+                if (namespace, dname) in self.store.deployments:  # watched, so no read per reconcile
                     await self.kube.delete("Deployment", namespace, dname)
                     await self.event(
                         body, "Normal", "WorkloadRemoved", f"{role} disabled: deleted Deployment {dname}"

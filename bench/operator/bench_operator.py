@@ -145,6 +145,21 @@ def main() -> int:
                 ]
                 for n in not_ready
             }
+            results["not_ready_detail"] = {
+                n: {
+                    "deployments": [
+                        (d.metadata.name, d.spec.replicas, d.status.available_replicas, d.status.ready_replicas)
+                        for d in apps.list_namespaced_deployment(ns, label_selector=f"alertpipe.io/pipeline={n}").items
+                    ],
+                    "pods": [
+                        (p.metadata.name, p.spec.node_name, p.status.phase,
+                         [(c.type, c.status) for c in (p.status.conditions or []) if c.type == "Ready"])
+                        for p in core.list_namespaced_pod(ns, label_selector=f"alertpipe.io/pipeline={n}").items
+                    ],
+                    "status_replicas": co.get_namespaced_custom_object(G, V, ns, "alertpipelines", n).get("status", {}).get("replicas"),
+                }
+                for n in not_ready[:5]
+            }
         results["create_to_deployments_s"] = {"n": len(to_deploy), "p50": pct(to_deploy, 0.5), "p99": pct(to_deploy, 0.99)}
         results["create_to_ready_s"] = {"n": len(to_ready), "p50": pct(to_ready, 0.5), "p99": pct(to_ready, 0.99)}
         # 2. rule edit -> new revision
