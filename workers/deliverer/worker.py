@@ -325,8 +325,13 @@ class Deliverer:
             if first:
                 c.pause(c.assignment())
             return []
-        msgs: list[Any] = c.consume(num_messages=self.settings.batch_size, timeout=0.1)
-        return msgs
+        # consume(n, timeout) waits for a full batch or the timeout: a trickle of alerts would
+        # wait up to the timeout each. Block for the first message only, then take what is there.
+        first = c.poll(0.1)
+        if first is None:
+            return []
+        rest: list[Any] = c.consume(num_messages=self.settings.batch_size - 1, timeout=0)
+        return [first, *rest]
 
     def _commit_sync(self) -> None:
         offsets = self._frontiers()
