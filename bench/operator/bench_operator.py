@@ -46,23 +46,75 @@ def stack() -> tuple[str, Path, Any]:
 
 
 def start_operator(kubeconfig: Path, ns: str, log: Path) -> subprocess.Popen[bytes]:
-    prefix = os.environ.get("BENCH_OPERATOR_PREFIX", "").split()  # e.g. "-m pyinstrument -o prof.html -r html"
-    args = [sys.executable, *prefix, "-m", "alertpipe", os.environ.get("BENCH_OPERATOR_LOG", "--log-level=WARNING"), "operator", "--kubeconfig", str(kubeconfig),
-            "--namespace", ns, "--health-port", "0", "--metrics-port", "0", "--image", "alertpipe:bench"]
+    prefix = os.environ.get(
+        "BENCH_OPERATOR_PREFIX", ""
+    ).split()  # e.g. "-m pyinstrument -o prof.html -r html"
+    args = [
+        sys.executable,
+        *prefix,
+        "-m",
+        "alertpipe",
+        os.environ.get("BENCH_OPERATOR_LOG", "--log-level=WARNING"),
+        "operator",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--namespace",
+        ns,
+        "--health-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--image",
+        "alertpipe:bench",
+    ]
     return subprocess.Popen(args, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT)
 
 
 def pipeline(name: str, bootstrap: str) -> dict[str, Any]:
-    return {"apiVersion": f"{G}/{V}", "kind": "AlertPipeline", "metadata": {"name": name},
-            "spec": {"kafka": {"bootstrapServers": bootstrap, "topics": {"events": {"partitions": 1}, "alerts": {"partitions": 1}}},
-                     "redis": {"url": "redis://127.0.0.1:6379/0"},
-                     "channels": [{"name": "ops", "webhook": {"url": "http://127.0.0.1:9/h"}}],
-                     "ruleSelector": {"matchLabels": {"pipeline": name}}}}
+    return {
+        "apiVersion": f"{G}/{V}",
+        "kind": "AlertPipeline",
+        "metadata": {"name": name},
+        "spec": {
+            "kafka": {
+                "bootstrapServers": bootstrap,
+                "topics": {"events": {"partitions": 1}, "alerts": {"partitions": 1}},
+            },
+            "redis": {"url": "redis://127.0.0.1:6379/0"},
+            "channels": [{"name": "ops", "webhook": {"url": "http://127.0.0.1:9/h"}}],
+            "ruleSelector": {"matchLabels": {"pipeline": name}},
+        },
+    }
 
 
 def rule(name: str, pipeline_name: str, threshold: int) -> dict[str, Any]:
-    return {"apiVersion": f"{G}/{V}", "kind": "AlertRule", "metadata": {"name": name, "labels": {"pipeline": pipeline_name}},
-            "spec": {"threshold": {"condition": f"value > {threshold}"}, "channels": ["ops"]}}
+    return {
+        "apiVersion": f"{G}/{V}",
+        "kind": "AlertRule",
+        "metadata": {"name": name, "labels": {"pipeline": pipeline_name}},
+        "spec": {"threshold": {"condition": f"value > {threshold}"}, "channels": ["ops"]},
+    }
+
+
+def plot(results: dict[str, Any], out: Path, pipelines: int, edits: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels = ["create→deployments", "create→Ready", "rule edit→revision"]
+    keys = ["create_to_deployments_s", "create_to_ready_s", "rule_edit_to_revision_s"]
+    x = range(len(keys))
+    ax.bar([i - 0.2 for i in x], [results[k]["p50"] * 1000 for k in keys], width=0.4, label="p50")
+    ax.bar([i + 0.2 for i in x], [results[k]["p99"] * 1000 for k in keys], width=0.4, label="p99")
+    ax.set_xticks(list(x), labels)
+    ax.set_ylabel("ms (log scale)")
+    ax.set_yscale("log")
+    ax.set_title(f"alertpipe operator latency ({pipelines} pipelines, {edits} edits)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "operator.png")
 
 
 def main() -> int:
@@ -73,14 +125,30 @@ def main() -> int:
     ap.add_argument("--ready-timeout", type=float, default=180.0)
     ap.add_argument("--cold", default="50x20", help="PIPELINESxRULES for the cold start")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "operator" / "results")
+    ap.add_argument("--replot", action="store_true", help="only redraw the PNG from --out/operator.json")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        plot(json.loads((args.out / "operator.json").read_text()), args.out, args.pipelines, args.edits)
+        return 0
     bootstrap, kubeconfig, own = stack()
     api = config.new_client_from_config(config_file=str(kubeconfig))
     core, apps, co = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
     for path in sorted((ROOT / "crds").glob("*.yaml")):
-        subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), "apply", "--server-side", "--force-conflicts", "-f", str(path)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                "kubectl",
+                "--kubeconfig",
+                str(kubeconfig),
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "-f",
+                str(path),
+            ],
+            check=True,
+            capture_output=True,
+        )
     ns = f"bench{int(time.time()) % 100000}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
     log = args.out / "operator.log"
@@ -103,7 +171,9 @@ def main() -> int:
 
         def watch_pipelines() -> None:
             w = watch.Watch()
-            for ev in w.stream(co.list_namespaced_custom_object, G, V, ns, "alertpipelines", timeout_seconds=3600):
+            for ev in w.stream(
+                co.list_namespaced_custom_object, G, V, ns, "alertpipelines", timeout_seconds=3600
+            ):
                 obj = ev["object"]
                 conds = obj.get("status", {}).get("conditions", [])
                 if any(c["type"] == "Ready" and c["status"] == "True" for c in conds):
@@ -140,7 +210,9 @@ def main() -> int:
             results["not_ready_after_60s"] = {
                 n: [
                     (c["type"], c["status"], c.get("message", ""))
-                    for c in co.get_namespaced_custom_object(G, V, ns, "alertpipelines", n).get("status", {}).get("conditions", [])
+                    for c in co.get_namespaced_custom_object(G, V, ns, "alertpipelines", n)
+                    .get("status", {})
+                    .get("conditions", [])
                     if c["status"] != "True" and c["type"] != "KillSwitchActive"
                 ]
                 for n in not_ready
@@ -148,35 +220,68 @@ def main() -> int:
             results["not_ready_detail"] = {
                 n: {
                     "deployments": [
-                        (d.metadata.name, d.spec.replicas, d.status.available_replicas, d.status.ready_replicas)
-                        for d in apps.list_namespaced_deployment(ns, label_selector=f"alertpipe.io/pipeline={n}").items
+                        (
+                            d.metadata.name,
+                            d.spec.replicas,
+                            d.status.available_replicas,
+                            d.status.ready_replicas,
+                        )
+                        for d in apps.list_namespaced_deployment(
+                            ns, label_selector=f"alertpipe.io/pipeline={n}"
+                        ).items
                     ],
                     "pods": [
-                        (p.metadata.name, p.spec.node_name, p.status.phase,
-                         [(c.type, c.status) for c in (p.status.conditions or []) if c.type == "Ready"])
-                        for p in core.list_namespaced_pod(ns, label_selector=f"alertpipe.io/pipeline={n}").items
+                        (
+                            p.metadata.name,
+                            p.spec.node_name,
+                            p.status.phase,
+                            [(c.type, c.status) for c in (p.status.conditions or []) if c.type == "Ready"],
+                        )
+                        for p in core.list_namespaced_pod(
+                            ns, label_selector=f"alertpipe.io/pipeline={n}"
+                        ).items
                     ],
-                    "status_replicas": co.get_namespaced_custom_object(G, V, ns, "alertpipelines", n).get("status", {}).get("replicas"),
+                    "status_replicas": co.get_namespaced_custom_object(G, V, ns, "alertpipelines", n)
+                    .get("status", {})
+                    .get("replicas"),
                 }
                 for n in not_ready[:5]
             }
-        results["create_to_deployments_s"] = {"n": len(to_deploy), "p50": pct(to_deploy, 0.5), "p99": pct(to_deploy, 0.99)}
-        results["create_to_ready_s"] = {"n": len(to_ready), "p50": pct(to_ready, 0.5), "p99": pct(to_ready, 0.99)}
+        results["create_to_deployments_s"] = {
+            "n": len(to_deploy),
+            "p50": pct(to_deploy, 0.5),
+            "p99": pct(to_deploy, 0.99),
+        }
+        results["create_to_ready_s"] = {
+            "n": len(to_ready),
+            "p50": pct(to_ready, 0.5),
+            "p99": pct(to_ready, 0.99),
+        }
         # 2. rule edit -> new revision
         co.create_namespaced_custom_object(G, V, ns, "alertrules", rule("edit-me", "p0", 0))
         time.sleep(1.0)
         edits = []
         for i in range(args.edits):
-            before = json.loads(core.read_namespaced_config_map("p0-config", ns).data["config.json"])["revision"]
+            before = json.loads(core.read_namespaced_config_map("p0-config", ns).data["config.json"])[
+                "revision"
+            ]
             t0 = time.monotonic()
-            co.patch_namespaced_custom_object(G, V, ns, "alertrules", "edit-me", {"spec": {"threshold": {"condition": f"value > {i + 1}"}}})
+            co.patch_namespaced_custom_object(
+                G, V, ns, "alertrules", "edit-me", {"spec": {"threshold": {"condition": f"value > {i + 1}"}}}
+            )
             while time.monotonic() - t0 < 10:
-                rev = json.loads(core.read_namespaced_config_map("p0-config", ns).data["config.json"])["revision"]
+                rev = json.loads(core.read_namespaced_config_map("p0-config", ns).data["config.json"])[
+                    "revision"
+                ]
                 if rev != before:
                     edits.append(time.monotonic() - t0)
                     break
                 time.sleep(0.01)
-        results["rule_edit_to_revision_s"] = {"n": len(edits), "p50": pct(edits, 0.5), "p99": pct(edits, 0.99)}
+        results["rule_edit_to_revision_s"] = {
+            "n": len(edits),
+            "p50": pct(edits, 0.5),
+            "p99": pct(edits, 0.99),
+        }
         # 3. cold start: P pipelines x R rules already there, operator started fresh
         p, r = (int(x) for x in args.cold.split("x"))
         op.terminate()
@@ -198,7 +303,11 @@ def main() -> int:
                 cold = time.monotonic() - t0
                 break
             time.sleep(0.2)
-        results["cold_start_reconcile_s"] = {"pipelines": p, "rules_each": r, "seconds_incl_process_start": cold}
+        results["cold_start_reconcile_s"] = {
+            "pipelines": p,
+            "rules_each": r,
+            "seconds_incl_process_start": cold,
+        }
         # 4. idle CPU with everything reconciled
         time.sleep(5)
         ticks = os.sysconf("SC_CLK_TCK")
@@ -209,7 +318,10 @@ def main() -> int:
 
         c0, w0 = cpu(), time.monotonic()
         time.sleep(20)
-        results["idle_cpu_fraction"] = {"pipelines": args.pipelines, "cpu_per_wall": (cpu() - c0) / (time.monotonic() - w0)}
+        results["idle_cpu_fraction"] = {
+            "pipelines": args.pipelines,
+            "cpu_per_wall": (cpu() - c0) / (time.monotonic() - w0),
+        }
     finally:
         op.terminate()
         op.wait(30)
@@ -218,23 +330,7 @@ def main() -> int:
             own.stop()
     print(json.dumps(results, indent=2))
     (args.out / "operator.json").write_text(json.dumps(results, indent=2))
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    labels = ["create→deployments", "create→Ready", "rule edit→revision"]
-    keys = ["create_to_deployments_s", "create_to_ready_s", "rule_edit_to_revision_s"]
-    x = range(len(keys))
-    ax.bar([i - 0.2 for i in x], [results[k]["p50"] * 1000 for k in keys], width=0.4, label="p50")
-    ax.bar([i + 0.2 for i in x], [results[k]["p99"] * 1000 for k in keys], width=0.4, label="p99")
-    ax.set_xticks(list(x), labels)
-    ax.set_ylabel("ms")
-    ax.set_title(f"alertpipe operator latency ({args.pipelines} pipelines, {args.edits} edits)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(args.out / "operator.png")
+    plot(results, args.out, args.pipelines, args.edits)
     _ = statistics
     return 0
 
