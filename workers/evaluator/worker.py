@@ -90,8 +90,9 @@ def compile_rules(cfg: PipelineConfig, now: datetime | None = None) -> list[Comp
 
 
 def engine_settings(cfg: PipelineConfig) -> EngineSettings:
+    # a device's reorder state lives as long as its dedup keys: past that a replay is new anyway
     return EngineSettings(cfg.tenant, cfg.pipeline, round(parse_duration(cfg.allowed_lateness) * 1000),
-                          cfg.revision)
+                          cfg.revision, device_ttl_ms=round(parse_duration(cfg.dedup_ttl) * 1000))
 
 
 def _connection(cfg: PipelineConfig) -> tuple[Any, ...]:

@@ -60,6 +60,8 @@ class EngineSettings:
     pipeline: str
     lateness_ms: int = 5000
     revision: str = ""
+    # reorder state of a silent device is dropped after between half of this and this (event time)
+    device_ttl_ms: int = 86_400_000
 
 
 class _Ctx:
@@ -530,6 +532,10 @@ class Partition:
         # device -> next_seq (int: in order, nothing held, no gap), or
         #           [next_seq (-1: unknown), {seq: (ts, ingest, data)} | None, [[first, last], ...] | None]
         self.devices: dict[str, Any] = {}
+        # Devices unseen for a generation move here; unseen for two, they are forgotten (a device that
+        # comes back later starts afresh: its first events wait the lateness bound, no gap is recorded).
+        self.old_devices: dict[str, Any] = {}
+        self.rotate_at = _NEG
         self.held: list[tuple[int, int, str]] = []  # (ts, seq, device) of waiting events
         self.states: dict[str, RuleState] = {}
         self.index: dict[str, tuple[RuleState, ...]] = {}
@@ -574,6 +580,10 @@ class Partition:
             return LATE
         devices = self.devices
         dev = devices.get(device)
+        if dev is None and self.old_devices:
+            dev = self.old_devices.pop(device, None)
+            if dev is not None:
+                devices[device] = dev
         if dev.__class__ is int:  # the common case: in order, nothing waiting, no gap recorded
             if seq == dev:
                 devices[device] = seq + 1
@@ -615,10 +625,29 @@ class Partition:
         self.counts["accepted"] += 1
         if ts > self.max_ts:
             self.max_ts = ts
+            if ts >= self.rotate_at:
+                self._rotate(ts)
             wm = ts - self.lateness
             if wm > self.wm:
                 self.advance_to(wm)
         return ACCEPTED
+
+    def _rotate(self, ts: int) -> None:
+        half = max(1, self.engine.settings.device_ttl_ms // 2)
+        if self.rotate_at != _NEG:
+            keep = {k: v for k, v in self.old_devices.items() if v.__class__ is list and v[1]}
+            self.old_devices = self.devices
+            self.old_devices.update(keep)  # never forget events still waiting in a reorder buffer
+            self.devices = {}
+        self.rotate_at = ts + half
+
+    def _device(self, device: str) -> Any:
+        dev = self.devices.get(device)
+        if dev is None:
+            dev = self.old_devices.pop(device, None)
+            if dev is not None:
+                self.devices[device] = dev
+        return dev
 
     def _release(self, d: dict[str, Any], ts: int, ingest: int | None) -> None:
         self.counts["released"] += 1
@@ -647,7 +676,7 @@ class Partition:
         held = self.held
         while held and held[0][0] <= wm:
             ts, seq, device = heapq.heappop(held)
-            dev = self.devices.get(device)
+            dev = self._device(device)
             if dev is None or dev.__class__ is int or not dev[1] or seq not in dev[1]:
                 continue  # released already (in seq order with an earlier one)
             self._force_release(device, dev, seq)
@@ -702,7 +731,12 @@ class Partition:
 
     @property
     def held_count(self) -> int:
-        return sum(len(d[1]) for d in self.devices.values() if d.__class__ is list and d[1])
+        return sum(
+            len(d[1])
+            for gen in (self.devices, self.old_devices)
+            for d in gen.values()
+            if d.__class__ is list and d[1]
+        )
 
     def group_count(self) -> int:
         return sum(len(st.groups) for st in self.states.values())
@@ -713,16 +747,26 @@ class Partition:
             "v": SNAPSHOT_VERSION,
             "maxTs": self.max_ts,
             "wm": self.wm,
-            "devices": [
-                [dev, s, None, None] if s.__class__ is int else
-                [dev, s[0], [[q, t, i, d] for q, (t, i, d) in s[1].items()] if s[1] else None, s[2]]
-                for dev, s in self.devices.items()
-            ],
+            "devices": _dump_devices(self.devices),
+            "oldDevices": _dump_devices(self.old_devices),
+            "rotateAt": self.rotate_at,
             "rules": {n: {"fp": st.rule.fingerprint, "groups": st.dump()} for n, st in self.states.items()},
             "counts": self.counts,
             **extra,
         }
         return orjson.dumps(body)
+
+    def _load_devices(self, rows: list[Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for dev, nxt, pending, gaps in rows:
+            pend = None
+            if pending:
+                pend = {}
+                for q, t, i, d in pending:
+                    pend[q] = (t, i, d)
+                    self.held.append((t, q, dev))
+            out[dev] = nxt if pend is None and gaps is None and nxt >= 0 else [nxt, pend, gaps]
+        return out
 
     def restore(self, blob: bytes) -> dict[str, Any]:
         """Load a snapshot taken by ``snapshot``; rules whose fingerprint changed start fresh."""
@@ -731,16 +775,10 @@ class Partition:
             raise ValueError(f"snapshot version {body.get('v')!r} is not {SNAPSHOT_VERSION}")
         self.max_ts = body["maxTs"]
         self.wm = body["wm"]
-        self.devices = {}
+        self.rotate_at = body.get("rotateAt", _NEG)
         self.held = []
-        for dev, nxt, pending, gaps in body["devices"]:
-            pend = None
-            if pending:
-                pend = {}
-                for q, t, i, d in pending:
-                    pend[q] = (t, i, d)
-                    self.held.append((t, q, dev))
-            self.devices[dev] = nxt if pend is None and gaps is None and nxt >= 0 else [nxt, pend, gaps]
+        self.devices = self._load_devices(body["devices"])
+        self.old_devices = self._load_devices(body.get("oldDevices", []))
         heapq.heapify(self.held)
         self.ctx.heap = []
         for name, st in self.states.items():
@@ -750,7 +788,16 @@ class Partition:
             if saved is not None and saved["fp"] == st.rule.fingerprint:
                 st.load(saved["groups"], self.wm)
         self.counts.update(body.get("counts", {}))
-        return {k: v for k, v in body.items() if k not in ("v", "maxTs", "wm", "devices", "rules", "counts")}
+        skip = ("v", "maxTs", "wm", "devices", "oldDevices", "rules", "counts", "rotateAt")
+        return {k: v for k, v in body.items() if k not in skip}
+
+
+def _dump_devices(devices: dict[str, Any]) -> list[Any]:
+    return [
+        [dev, s, None, None] if s.__class__ is int else
+        [dev, s[0], [[q, t, i, d] for q, (t, i, d) in s[1].items()] if s[1] else None, s[2]]
+        for dev, s in devices.items()
+    ]
 
 
 class Engine:

@@ -18,6 +18,7 @@ def next_seq(part: Any, device: str) -> int:
     dev = part.devices[device]
     return int(dev if isinstance(dev, int) else dev[0])
 
+
 HOT = rule(
     "hot",
     select={"types": ["cpu"]},
@@ -264,3 +265,27 @@ def test_bad_values_never_crash() -> None:
     # a run-time error anywhere makes the whole condition false (documented)
     r = rule("y", threshold={"condition": "v / 0 > 1 || true"})
     assert run([r], [ev("d", 0, 0, v=1)])[0] == []
+
+
+def test_silent_devices_are_forgotten_after_two_generations() -> None:
+    from alertpipe.workers.rules.engine import Engine, EngineSettings
+
+    r = rule("seqs", threshold={"condition": "value > 1000"})
+    part = Engine(EngineSettings("acme", "main", 1000, device_ttl_ms=20_000), [r]).partition(0)
+    feed(part, [ev("quiet", 0, 0, value=1), ev("busy", 0, 0, value=1)])
+    feed(part, [ev("busy", i, i * 2, value=1) for i in range(1, 8)])  # 14 s: one rotation (at 10 s)
+    assert "quiet" in part.old_devices and "quiet" not in part.devices
+    feed(part, [ev("busy", i, i * 2, value=1) for i in range(8, 20)])  # 38 s: a second one (at 20 s)
+    assert "quiet" not in part.devices and "quiet" not in part.old_devices  # forgotten
+    assert next_seq(part, "busy") == 20
+    blob = part.snapshot()
+    again = Engine(EngineSettings("acme", "main", 1000, device_ttl_ms=20_000), [r]).partition(0)
+    again.restore(blob)
+    assert (again.devices, again.old_devices, again.rotate_at) == (
+        part.devices,
+        part.old_devices,
+        part.rotate_at,
+    )
+    # a device coming back is new again: its first event waits the lateness bound, no gap is recorded
+    feed(part, [ev("quiet", 9, 39, value=1), ev("busy", 20, 41, value=1)])
+    assert next_seq(part, "quiet") == 10 and part.counts["gaps"] == 0
