@@ -179,8 +179,16 @@ def test_partition_decrease_refused_and_restart_writes_nothing(
         "Ready again",
         60,
     )
-    time.sleep(0.5)  # let in-flight status writes land before taking the snapshot
-    before = k.resource_versions("q")
+    # the snapshot is taken once nothing has changed for 2 s (in-flight status writes have landed)
+    snapshots: list[tuple[float, dict[str, str]]] = []
+
+    def settled() -> dict[str, str] | None:
+        now, rvs = time.monotonic(), k.resource_versions("q")
+        if not snapshots or snapshots[-1][1] != rvs:
+            snapshots.append((now, rvs))
+        return rvs if now - snapshots[-1][0] >= 2.0 else None
+
+    before = wait_for(settled, "resourceVersions to settle", 60, every=0.2)
     operator.stop()
     operator.start()
     wait_for(lambda: "reconcile" in operator.output() or True, "restart", 1)
