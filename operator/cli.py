@@ -63,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--bind",
         default=env("ALERTPIPE_OPERATOR_BIND", "0.0.0.0"),  # noqa: S104 - a pod listens on its own IP
-        help="address for probes and metrics",
+        help="address for probes and metrics (env ALERTPIPE_OPERATOR_BIND; default 0.0.0.0)",
     )
     g.add_argument(
         "--health-port", type=int, default=8081, help="/healthz and /readyz (0 disables; default 8081)"
@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--webhook-cert-dir",
         default=None,
-        help="folder with tls.crt, tls.key (and ca.crt) as a Secret volume mounts them; sets the three below",
+        help="folder with tls.crt, tls.key (and ca.crt) as a Secret volume mounts them (sets --webhook-cert, --webhook-key, --webhook-ca)",
     )
     g.add_argument("--webhook-ca", default=None, help="CA bundle file for caBundle (managed mode)")
     g.add_argument(
