@@ -89,7 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--webhook-cert-dir",
         default=None,
-        help="folder with tls.crt, tls.key (and ca.crt) as a Secret volume mounts them (sets --webhook-cert, --webhook-key, --webhook-ca)",
+        help=(
+            "folder with tls.crt, tls.key (and ca.crt) as a Secret volume mounts them"
+            " (sets --webhook-cert, --webhook-key, --webhook-ca)"
+        ),
     )
     g.add_argument("--webhook-ca", default=None, help="CA bundle file for caBundle (managed mode)")
     g.add_argument(
