@@ -198,6 +198,9 @@ class Evaluator:
                 meta = part.restore(blob)
                 tp.offset = int(meta["offset"])
                 self.positions[p] = tp.offset
+                if part.ctx.out:  # rules changed while no process ran: their episodes resolve
+                    self._emit(part, p)
+                    self.dirty.add(p)
                 logger.info("partition %d: restored checkpoint, seeking to offset %d", p, tp.offset)
             else:
                 tp.offset = OFFSET_INVALID  # committed offset, else auto.offset.reset

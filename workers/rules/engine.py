@@ -227,6 +227,12 @@ class RuleState:
         self.groups.clear()
 
     # --- snapshot ---
+    def firing_summary(self) -> list[Any]:
+        """What a later process needs to resolve these episodes if this rule is gone by then."""
+        r = self.rule
+        return [[_group_text(r, k), start, r.severity, _group_labels(r, k), list(r.channels)]
+                for k, start in self.firing()]
+
     def dump(self) -> list[Any]:
         return [[k, v] for k, v in self.groups.items()]
 
@@ -632,6 +638,21 @@ class Partition:
                 self.advance_to(wm)
         return ACCEPTED
 
+    def _retire_saved(self, rule: str, firing: list[Any]) -> None:
+        """A rule changed or went away while no process ran: resolve the episodes its snapshot fired."""
+        s = self.ctx.settings
+        at = self.wm if self.wm > _NEG else 0
+        for group, start, severity, labels, channels in firing:
+            end = max(at, start)
+            self.ctx.out.append({
+                "id": alert_id(s.tenant, s.pipeline, rule, group, start), "status": "resolved",
+                "tenant": s.tenant, "pipeline": s.pipeline, "rule": rule, "severity": severity,
+                "groupKey": group, "labels": labels, "annotations": {},
+                "values": {"reason": "rule changed or removed"}, "channels": channels,
+                "startsAtMs": start, "endsAtMs": end, "eventTimeMs": end, "ingestTimeMs": None,
+                "processedAtMs": int(self.ctx.clock() * 1000), "revision": s.revision,
+            })
+
     def _rotate(self, ts: int) -> None:
         half = max(1, self.engine.settings.device_ttl_ms // 2)
         if self.rotate_at != _NEG:
@@ -750,7 +771,10 @@ class Partition:
             "devices": _dump_devices(self.devices),
             "oldDevices": _dump_devices(self.old_devices),
             "rotateAt": self.rotate_at,
-            "rules": {n: {"fp": st.rule.fingerprint, "groups": st.dump()} for n, st in self.states.items()},
+            "rules": {
+                n: {"fp": st.rule.fingerprint, "groups": st.dump(), "firing": st.firing_summary()}
+                for n, st in self.states.items()
+            },
             "counts": self.counts,
             **extra,
         }
@@ -787,6 +811,10 @@ class Partition:
             saved = body["rules"].get(name)
             if saved is not None and saved["fp"] == st.rule.fingerprint:
                 st.load(saved["groups"], self.wm)
+        for name, saved in body["rules"].items():
+            current = self.states.get(name)
+            if current is None or saved["fp"] != current.rule.fingerprint:
+                self._retire_saved(name, saved.get("firing", []))
         self.counts.update(body.get("counts", {}))
         skip = ("v", "maxTs", "wm", "devices", "oldDevices", "rules", "counts", "rotateAt")
         return {k: v for k, v in body.items() if k not in skip}

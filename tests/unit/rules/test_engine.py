@@ -289,3 +289,25 @@ def test_silent_devices_are_forgotten_after_two_generations() -> None:
     # a device coming back is new again: its first event waits the lateness bound, no gap is recorded
     feed(part, [ev("quiet", 9, 39, value=1), ev("busy", 20, 41, value=1)])
     assert next_seq(part, "quiet") == 10 and part.counts["gaps"] == 0
+
+
+def test_a_rule_changed_while_no_process_ran_resolves_its_episodes_on_restore() -> None:
+    part = engine(HOT).partition(0)
+    feed(part, [ev("d", 0, 0, value=99), ev("e", 0, 20, value=1)])
+    (fired,) = part.take_alerts()
+    blob = part.snapshot()
+    changed = rule("hot", threshold={"condition": "value > 95"}, channels=["pager"])
+    restored = engine(changed).partition(0)
+    restored.restore(blob)
+    (resolved,) = restored.take_alerts()
+    assert (resolved["id"], resolved["status"], resolved["groupKey"]) == (
+        fired["id"],
+        "resolved",
+        "deviceId=d",
+    )
+    assert resolved["labels"] == fired["labels"] and resolved["endsAtMs"] == restored.wm
+    Alert.model_validate(resolved)
+    unchanged = engine(HOT).partition(0)
+    unchanged.restore(blob)
+    assert unchanged.take_alerts() == []  # same rule: the episode goes on
+    assert engine().partition(0).restore(blob) == {}  # rule removed: resolved as well
