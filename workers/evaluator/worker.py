@@ -38,7 +38,7 @@ from alertpipe.workers.config import ConfigSource, PipelineConfig, parse_duratio
 from alertpipe.workers.errors import RuleCompileError
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.redis_state import RedisState, dedup_keys, owner
-from alertpipe.workers.events import MAX_DEVICE_ID, MAX_TS_MS, MAX_TYPE, MIN_TS_MS, EventError, decode_event
+from alertpipe.workers.events import EventError, common_shape, decode_event
 from alertpipe.workers.rules import CompiledRule, compile_rule
 from alertpipe.workers.rules.engine import DUPLICATE, LATE, Engine, EngineSettings, Partition
 from alertpipe.workers.secrets import SecretResolver
@@ -567,31 +567,16 @@ class Evaluator:
 def _fast_decode(
     loads: Callable[[Any], Any], raw: bytes | None, tenant: str
 ) -> tuple[dict[str, Any], str, int, int] | None:
-    """The common case of decode_event (epoch-ms ts, every field well-typed), without building an
-    Event; None sends the record through decode_event, which accepts the rest or names the reason."""
+    """The common case of decode_event (``common_shape``), without building an Event; None sends
+    the record through decode_event, which accepts the rest or names the reason."""
     try:
         obj = loads(raw)
     except orjson.JSONDecodeError:
         return None
-    if obj.__class__ is not dict:
+    shape = common_shape(obj, tenant)
+    if shape is None:
         return None
-    dev = obj.get("deviceId")
-    seq = obj.get("seq")
-    ts = obj.get("ts")
-    typ = obj.get("type")
-    if (
-        obj.get("tenant") == tenant
-        and dev.__class__ is str
-        and 0 < len(dev) <= MAX_DEVICE_ID
-        and seq.__class__ is int
-        and seq >= 0
-        and ts.__class__ is int
-        and MIN_TS_MS <= ts < MAX_TS_MS
-        and typ.__class__ is str
-        and 0 < len(typ) <= MAX_TYPE
-    ):
-        return obj, dev, seq, ts
-    return None
+    return obj, shape[0], shape[1], shape[2]
 
 
 def _b64(raw: bytes) -> str:
