@@ -65,17 +65,19 @@ class RedisServer:
         self.process.wait_healthy(self.healthy, "answering PING (AOF loaded)", timeout)
 
     def healthy(self) -> bool:
-        """Our server answers (its process id, not another process that took the port)."""
+        """Our server answers (its process id, not another process that took the port) and has
+        finished loading its AOF (INFO answers while loading; most commands get LOADING then)."""
         import redis
 
         client = redis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2)
         try:
             pid = int(client.info("server")["process_id"])
+            loading = int(client.info("persistence").get("loading", 0))
         finally:
             client.close()
         if self.process is None or pid != self.process.pid:
             raise StartError(f"{self.url} is answered by process {pid}, not ours ({self.pid_or_none()})")
-        return True
+        return loading == 0
 
     def pid_or_none(self) -> int | None:
         return self.process.pid if self.process is not None else None
