@@ -23,8 +23,12 @@ logger = logging.getLogger(__name__)
 
 
 def new_cluster_id() -> str:
-    """Kafka's cluster id format: a random UUID, URL-safe base64 without padding (22 characters)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A KRaft cluster id: a UUID as URL-safe base64 (22 characters), as Kafka's own tool makes it;
+    never starting with '-', which the storage tool's command line would take for an option."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 def broker_properties(port: int, controller_port: int, data_dir: Path, partitions: int = 3) -> str:

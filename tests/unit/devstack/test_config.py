@@ -43,6 +43,8 @@ def test_kafka_cluster_id_is_a_base64url_uuid() -> None:
     assert len(cid) == 22 and "=" not in cid
     assert len(base64.urlsafe_b64decode(cid + "==")) == 16
     assert new_cluster_id() != cid
+    # 1 id in 64 would start with "-" (the storage tool then reads it as an option): never one
+    assert not any(new_cluster_id().startswith("-") for _ in range(2000))
 
 
 def test_broker_properties_single_node_kraft() -> None:
