@@ -123,6 +123,9 @@ def main() -> int:
     ap.add_argument("--edits", type=int, default=50)
     ap.add_argument("--interval", type=float, default=0.5, help="seconds between pipeline creates")
     ap.add_argument("--ready-timeout", type=float, default=180.0)
+    ap.add_argument(
+        "--idle-wait", type=float, default=30.0, help="seconds after the cold start before measuring idle CPU"
+    )
     ap.add_argument("--cold", default="50x20", help="PIPELINESxRULES for the cold start")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "operator" / "results")
     ap.add_argument("--replot", action="store_true", help="only redraw the PNG from --out/operator.json")
@@ -309,7 +312,7 @@ def main() -> int:
             "seconds_incl_process_start": cold,
         }
         # 4. idle CPU with everything reconciled
-        time.sleep(5)
+        time.sleep(args.idle_wait)  # let the last status writes of the cold start land
         ticks = os.sysconf("SC_CLK_TCK")
 
         def cpu() -> float:
