@@ -11,7 +11,7 @@ from kubernetes import client
 from devstack.kube import LOCAL_NODE_LABEL
 from tests.unit.chart.helm import CHART, run_helm
 
-TIMEOUT = "180s"
+TIMEOUT = "300s"  # helm --wait on a loaded 2-core machine (a 180 s upgrade once ran out)
 
 
 class Release:
@@ -28,7 +28,7 @@ class Release:
             self.helm_bin,
             ["--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace, *args],
             values=values,
-            timeout=300,
+            timeout=420,
         )
 
     def install(self, values: dict[str, Any]) -> str:
