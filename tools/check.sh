@@ -16,5 +16,5 @@ MYPYPATH=$tree "$py" -m mypy tests devstack bench || st=1
 [ "$st" = 0 ] || { echo "mypy: errors above"; exit 1; }
 echo "== import contracts"
 # Run from inside the tree so its alertpipe (not the checkout's partial one) is imported.
-(cd "$tree" && PYTHONPATH=. "$(dirname "$py")/lint-imports" --config "$root/pyproject.toml" --no-cache) | unmap
+(cd "$tree" && PYTHONPATH=. "$(dirname "$py")/lint-imports" "$root/pyproject.toml" --no-cache) | unmap
 exit "${PIPESTATUS[0]}"
