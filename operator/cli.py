@@ -111,6 +111,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--priority", type=int, default=None, help="peering priority (default: random per process)"
     )
+    g.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=60,
+        help="seconds a silent peer counts as alive (failover time; default 60)",
+    )
     g = parser.add_argument_group("tuning")
     g.add_argument(
         "--rule-debounce", type=float, default=0.2, help="seconds to gather rule edits (default 0.2)"
@@ -210,6 +216,7 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
     # feed the store and the work queue (which debounces itself), so a short window is latency won.
     settings.batching.batch_window = 0.01
     settings.networking.request_timeout = 60
+    settings.peering.lifetime = args.peering_lifetime
     if args.webhook_cert_dir:
         args.webhook_cert = args.webhook_cert or os.path.join(args.webhook_cert_dir, "tls.crt")
         args.webhook_key = args.webhook_key or os.path.join(args.webhook_cert_dir, "tls.key")
