@@ -121,6 +121,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--rule-debounce", type=float, default=0.2, help="seconds to gather rule edits (default 0.2)"
     )
+    g.add_argument(
+        "--rule-max-wait",
+        type=float,
+        default=1.0,
+        help="longest a rule change waits for more (default 1.0; bounds edit -> revision latency)",
+    )
     g.add_argument("--resync", type=float, default=300.0, help="seconds between full resyncs (default 300)")
     g.add_argument("--concurrency", type=int, default=8, help="reconciles running at once (default 8)")
 
@@ -167,6 +173,7 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
             image=args.image,
             role_images=role_images,
             rule_debounce=args.rule_debounce,
+            rule_max_wait=args.rule_max_wait,
             resync=args.resync,
             concurrency=args.concurrency,
         ),

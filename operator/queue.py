@@ -1,9 +1,10 @@
 """A keyed, delayed work queue with debouncing: the operator's reconcile scheduler.
 
-``schedule(key, delay)`` keeps the *earliest* due time per key, so a burst of 100 rule edits runs a
-pipeline's reconcile once at the first due time and once more after it (edits seen meanwhile), not
-100 times, and latency stays bounded (a trailing-edge debounce could starve under constant edits).
-A key never runs twice at once. Kopf's own per-object handlers cannot fan many AlertRules into one
+``schedule(key, delay)`` keeps the *earliest* due time per key. ``schedule(key, delay, max_wait=w)``
+debounces on the trailing edge instead: every new change pushes the run ``delay`` further out, but
+never past ``w`` after the first pending change, so a burst of 100 rule edits gives one or a few
+reconciles and latency stays bounded by ``w`` plus one run. A key never runs twice at once.
+Kopf's own per-object handlers cannot fan many AlertRules into one
 pipeline reconcile, hence this small scheduler.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable, Hashable
 
 from alertpipe.operator import metrics
 
-__all__ = ["WorkQueue", "earliest"]
+__all__ = ["WorkQueue", "debounced_due", "earliest"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,13 @@ def earliest(current: float | None, proposed: float) -> float:
     return proposed if current is None else min(current, proposed)
 
 
+def debounced_due(first: float | None, now: float, delay: float, max_wait: float) -> float:
+    """Trailing-edge due time: ``now + delay``, but never later than ``first + max_wait``
+    (``first``: when the oldest still-pending change was scheduled)."""
+    start = now if first is None else first
+    return min(now + delay, start + max_wait)
+
+
 class WorkQueue:
     """Runs ``worker(key)`` when a key is due; the worker may return seconds after which to run again."""
 
@@ -38,14 +46,23 @@ class WorkQueue:
         self._worker = worker
         self._clock = clock
         self._due: dict[Key, float] = {}
+        self._plain: dict[Key, float] = {}  # earliest-due schedules
+        self._trailing: dict[Key, float] = {}  # debounced schedules
+        self._first: dict[Key, float] = {}  # when the oldest pending debounced change was scheduled
         self._running: set[Key] = set()
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self.ready = asyncio.Event()
 
-    def schedule(self, key: Key, delay: float = 0.0) -> None:
-        self._due[key] = earliest(self._due.get(key), self._clock() + max(0.0, delay))
+    def schedule(self, key: Key, delay: float = 0.0, max_wait: float | None = None) -> None:
+        now = self._clock()
+        if max_wait is None:
+            self._plain[key] = earliest(self._plain.get(key), now + max(0.0, delay))
+        else:
+            self._trailing[key] = debounced_due(self._first.get(key), now, max(0.0, delay), max_wait)
+            self._first.setdefault(key, now)
+        self._due[key] = min(t for t in (self._plain.get(key), self._trailing.get(key)) if t is not None)
         metrics.QUEUE_DEPTH.set(len(self._due))
         self._wake.set()
 
@@ -82,6 +99,8 @@ class WorkQueue:
                     break
                 await self._slots.acquire()
                 del self._due[key]
+                for table in (self._plain, self._trailing, self._first):
+                    table.pop(key, None)
                 self._running.add(key)
                 task = asyncio.create_task(self._run_one(key))
                 self._tasks.add(task)

@@ -58,7 +58,8 @@ Key = Hashable  # (kind, namespace, name); kind "pipeline" or "rules" (name "")
 class OperatorSettings:
     image: str = "alertpipe:latest"
     role_images: Mapping[str, str] = field(default_factory=dict)
-    rule_debounce: float = 0.2  # seconds a rule change waits for more changes
+    rule_debounce: float = 0.2  # seconds a rule change waits for more changes...
+    rule_max_wait: float = 1.0  # ...but never longer than this after the first one
     resync: float = 300.0  # seconds between full resyncs
     concurrency: int = 8
 
@@ -134,7 +135,7 @@ class Reconciler:
         if self.store.put(self.store.pipelines, body):
             meta = body["metadata"]
             self.queue.schedule(("pipeline", meta["namespace"], meta["name"]), 0.0)
-            self.queue.schedule(("rules", meta["namespace"], ""), self.settings.rule_debounce)
+            self._debounced(("rules", meta["namespace"], ""))
         metrics.PIPELINES.set(len(self.store.pipelines))
 
     def pipeline_gone(self, namespace: str, name: str) -> None:
@@ -143,7 +144,7 @@ class Reconciler:
         self._topics_ok.pop((namespace, name), None)
         for key in [k for k in self._applied if k[1] == namespace and k[2].startswith(f"{name}-")]:
             del self._applied[key]
-        self.queue.schedule(("rules", namespace, ""), self.settings.rule_debounce)
+        self._debounced(("rules", namespace, ""))
         metrics.PIPELINES.set(len(self.store.pipelines))
 
     def rule_seen(self, body: Mapping[str, Any]) -> None:
@@ -156,10 +157,13 @@ class Reconciler:
         self._rule_changed(namespace)
         metrics.RULES.set(len(self.store.rules))
 
+    def _debounced(self, key: Key) -> None:
+        self.queue.schedule(key, self.settings.rule_debounce, max_wait=self.settings.rule_max_wait)
+
     def _rule_changed(self, namespace: str) -> None:
         for p in self.store.pipelines_in(namespace):
-            self.queue.schedule(("pipeline", namespace, p["metadata"]["name"]), self.settings.rule_debounce)
-        self.queue.schedule(("rules", namespace, ""), self.settings.rule_debounce)
+            self._debounced(("pipeline", namespace, p["metadata"]["name"]))
+        self._debounced(("rules", namespace, ""))
 
     def deployment_seen(self, body: Mapping[str, Any], deleted: bool = False) -> None:
         meta = body.get("metadata", {})
@@ -368,7 +372,7 @@ class Reconciler:
             if self.store.compiled.get((namespace, name)) != compiled:
                 self.store.compiled[(namespace, name)] = compiled
                 # rule statuses name the live revision; debounced so many compiles make one pass
-                self.queue.schedule(("rules", namespace, ""), self.settings.rule_debounce)
+                self._debounced(("rules", namespace, ""))
         except BaseException:
             topics_task.cancel()
             raise

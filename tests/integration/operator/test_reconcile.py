@@ -1,9 +1,10 @@
 # ruff: noqa: E501
-# mypy: disable-error-code="index, union-attr, return-value, misc, unused-ignore"
+# mypy: disable-error-code="index, union-attr, return-value, misc, unused-ignore, no-untyped-call"
 """The operator against the real apiserver, controllers, kwok nodes and Kafka (devstack)."""
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -280,3 +281,68 @@ def test_disabled_role_and_deletion_policy(
         60,
     )
     assert len(topic_partitions(kafka_bootstrap, topics["kept"])) == 2  # Retain keeps them
+
+
+def test_a_burst_of_100_rule_edits_gives_a_few_revisions(
+    k: Cluster, operator: OperatorProcess, kafka_bootstrap: str
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kubernetes import watch
+    from urllib3.exceptions import ProtocolError
+
+    k.create(pipeline_body("burst", kafka_bootstrap))
+    wait_for(lambda: k.config("burst"), "config", 60)
+    revisions: list[str] = []
+    stop = threading.Event()
+
+    def follow() -> None:
+        w = watch.Watch()
+        try:
+            for ev in w.stream(
+                k.core.list_namespaced_config_map,
+                k.ns,
+                field_selector="metadata.name=burst-config",
+                timeout_seconds=60,
+            ):
+                rev = json.loads(ev["object"].data["config.json"])["revision"]
+                if not revisions or revisions[-1] != rev:
+                    revisions.append(rev)
+                if stop.is_set():
+                    break
+        except (ProtocolError, client.ApiException):
+            if not stop.is_set():  # the connection only ends on purpose, at teardown
+                raise
+        finally:
+            w.stop()
+
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    wait_for(lambda: revisions, "the watch to see the current revision", 10)
+    start = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda i: k.create(
+                    rule_body(f"r{i:03d}", {**GOOD, "threshold": {"condition": f"value > {i}"}})
+                ),
+                range(100),
+            )
+        )
+    burst = time.monotonic() - start
+    last = time.monotonic()
+    wait_for(
+        lambda: len((k.config("burst") or {}).get("rules", [])) == 100, "all 100 rules live", 30, every=0.01
+    )
+    lag = time.monotonic() - last
+    time.sleep(1.5)  # anything still to come would be a needless extra revision
+    stop.set()
+
+    made = len(revisions) - 1
+    print(f"100 rules created in {burst:.2f} s -> {made} revisions; last create -> live {lag:.2f} s")
+    assert lag < 2.0
+    assert 1 <= made <= burst / 1.0 + 3, (
+        made,
+        burst,
+    )  # one per --rule-max-wait window at most, plus the tail

@@ -98,3 +98,29 @@ def test_merge_patch_nulls_removed_keys_and_skips_equal_ones() -> None:
         "added": True,
     }
     assert merge_patch(new, new) == {}
+
+
+def test_debounced_due_trails_but_never_past_max_wait() -> None:
+    from alertpipe.operator.queue import debounced_due
+
+    assert debounced_due(None, 10.0, 0.2, 1.0) == 10.2  # first change
+    assert debounced_due(10.0, 10.5, 0.2, 1.0) == 10.7  # each change pushes it out...
+    assert debounced_due(10.0, 10.95, 0.2, 1.0) == 11.0  # ...but not past first + max_wait
+
+
+async def test_trailing_schedule_gives_one_run_for_a_slow_burst() -> None:
+    runs: list[float] = []
+    clock = [0.0]
+
+    async def worker(key: Hashable) -> float | None:
+        runs.append(clock[0])
+        return None
+
+    q = WorkQueue(worker, clock=lambda: clock[0])
+    q.ready.set()
+    for i in range(10):  # ten edits 50 ms apart (fake clock): still inside one debounce window each
+        clock[0] = i * 0.05
+        q.schedule("p", 0.2, max_wait=1.0)
+    assert q._due["p"] == pytest.approx(0.45 + 0.2)  # trailing edge after the last edit
+    q.schedule("p")  # a plain, urgent schedule wins over the debounced one
+    assert q._due["p"] == pytest.approx(0.45)
