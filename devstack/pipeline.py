@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 Json = dict[str, Any]
 
 
-def wait_for(fn: Callable[[], Any], what: str, timeout: float = 90.0, every: float = 0.1) -> Any:
+def wait_for(fn: Callable[[], Any], what: str, timeout: float = 60.0, every: float = 0.05) -> Any:
     """Poll ``fn`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     last: Any = None

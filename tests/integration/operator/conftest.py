@@ -8,38 +8,20 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client, config
 
 from alertpipe.operator.crdgen import build_crds
+from devstack.pipeline import wait_for
+from devstack.processes import free_port
 
 from .helpers import Cluster
 
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def wait_for(fn: Callable[[], Any], what: str, timeout: float = 60.0, every: float = 0.05) -> Any:
-    """Poll ``fn`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
