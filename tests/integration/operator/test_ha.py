@@ -11,7 +11,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from .conftest import ROOT, wait_for
+from devstack.pipeline import wait_for
+
+from .conftest import ROOT
 from .helpers import Cluster, pipeline_body
 
 pytestmark = pytest.mark.integration

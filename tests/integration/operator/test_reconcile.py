@@ -15,8 +15,9 @@ from kubernetes import client
 
 from alertpipe.operator.decisions.validation import validate_rule
 from alertpipe.operator.models import AlertPipelineSpec
+from devstack.pipeline import wait_for
 
-from .conftest import OperatorProcess, wait_for
+from .conftest import OperatorProcess
 from .helpers import BAD, GOOD, GOOD2, Cluster, G, V, pipeline_body, rule_body
 
 pytestmark = pytest.mark.integration

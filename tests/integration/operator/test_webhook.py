@@ -17,8 +17,9 @@ from kubernetes import client
 
 from alertpipe.operator.decisions.validation import validate_rule
 from alertpipe.operator.models import AlertPipelineSpec
+from devstack.pipeline import wait_for
+from devstack.processes import free_port
 
-from .conftest import free_port, wait_for
 from .helpers import BAD, GOOD, GOOD2, Cluster, pipeline_body, rule_body
 
 pytestmark = pytest.mark.integration
