@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-from devstack.processes import ManagedProcess, StartError, free_port, port_open
+from devstack.processes import ManagedProcess, StartError, free_port, port_open, start_with_fresh_ports
 
 __all__ = ["KafkaServer", "broker_properties", "log4j2_properties", "new_cluster_id"]
 
@@ -180,16 +180,11 @@ class KafkaServer:
     def start(self, timeout: float = 90.0) -> None:
         if self.process is not None and self.process.running():
             return
-        for attempt in range(3):
-            try:
-                self._start_once(timeout)
-                self._may_repick = False
-                return
-            except StartError as e:
-                if not (self._may_repick and attempt < 2 and "address already in use" in str(e).lower()):
-                    raise
-                self.stop()
-                self.port, self.controller_port = free_port(), free_port()
+        start_with_fresh_ports(lambda: self._start_once(timeout), self.stop, self._repick, self._may_repick)
+        self._may_repick = False
+
+    def _repick(self) -> None:
+        self.port, self.controller_port = free_port(), free_port()
 
     @property
     def cluster_id(self) -> str | None:

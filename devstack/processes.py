@@ -225,6 +225,22 @@ class ManagedProcess:
         return f"ManagedProcess({self.name!r}, pid={self.pid})"
 
 
+def start_with_fresh_ports(
+    start_once: Callable[[], None], stop: Callable[[], None], repick: Callable[[], None], may_repick: bool
+) -> None:
+    """Run ``start_once``; when a port we picked ourselves was taken by another process before our
+    server bound it ("address already in use"), stop, pick fresh ports and try again (3 tries)."""
+    for attempt in range(3):
+        try:
+            start_once()
+            return
+        except StartError as e:
+            if not (may_repick and attempt < 2 and "address already in use" in str(e).lower()):
+                raise
+            stop()
+            repick()
+
+
 def wait_until(
     check: Callable[[], bool],
     what: str,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from devstack.processes import ManagedProcess, StartError, free_port, port_open
+from devstack.processes import ManagedProcess, StartError, free_port, port_open, start_with_fresh_ports
 
 __all__ = ["RedisServer", "redis_ping"]
 
@@ -44,16 +44,11 @@ class RedisServer:
     def start(self, timeout: float = 30.0) -> None:
         if self.process is not None and self.process.running():
             return
-        for attempt in range(3):
-            try:
-                self._start_once(timeout)
-                self._may_repick = False
-                return
-            except StartError as e:
-                if not (self._may_repick and attempt < 2 and "address already in use" in str(e).lower()):
-                    raise
-                self.stop()
-                self.port = free_port()
+        start_with_fresh_ports(lambda: self._start_once(timeout), self.stop, self._repick, self._may_repick)
+        self._may_repick = False
+
+    def _repick(self) -> None:
+        self.port = free_port()
 
     def _start_once(self, timeout: float) -> None:
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
