@@ -12,6 +12,7 @@ from typing import Any
 
 from devstack.paths import CHECKOUT, runs_dir
 from devstack.processes import StartError
+from devstack.stack import pid_alive
 from devstack.supervisor import ENV_FILE, read_state
 
 __all__ = ["UP_NAME", "down", "env_file", "running_state", "up", "up_dir"]
@@ -33,13 +34,7 @@ def _alive(pid: int) -> bool:
             return False
     except ChildProcessError:
         pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def running_state() -> dict[str, Any]:

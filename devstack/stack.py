@@ -27,7 +27,7 @@ from devstack.provision import GO_BINARIES, kafka_cds_archive, kafka_libs, kwok_
 from devstack.redis import RedisServer, redis_ping
 from devstack.versions import parse_env_file
 
-__all__ = ["ENV_KEYS", "Stack", "StackEnv", "new_run_dir", "prune_run_dirs"]
+__all__ = ["ENV_KEYS", "Stack", "StackEnv", "new_run_dir", "pid_alive", "prune_run_dirs"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,7 +49,7 @@ def new_run_dir(root: Path, prefix: str) -> Path:
     return d
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -66,7 +66,7 @@ def prune_run_dirs(root: Path, prefix: str, keep: int = 5) -> None:
     dirs = sorted((d for d in root.iterdir() if d.is_dir() and d.name.startswith(prefix + "-")), reverse=True)
     for d in dirs[keep:]:
         pid = d.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
 
 
