@@ -42,7 +42,22 @@ T = TypeVar("T")
 
 
 class StartError(RuntimeError):
-    """A component did not come up; the message names it, says why, and ends with its log tail."""
+    """A component did not come up; the message names it, says why, and ends with its log tail.
+    ``log_path`` is the component's whole log when it exited (the tail may miss the cause)."""
+
+    def __init__(self, message: str, log_path: Path | None = None) -> None:
+        super().__init__(message)
+        self.log_path = log_path
+
+    def mentions(self, text: str) -> bool:
+        """``text`` (case-insensitive) is in the message or anywhere in the component's log."""
+        needle = text.lower()
+        if needle in str(self).lower():
+            return True
+        try:
+            return self.log_path is not None and needle in self.log_path.read_text(errors="replace").lower()
+        except OSError:
+            return False
 
 
 def free_port() -> int:
@@ -235,7 +250,7 @@ def start_with_fresh_ports(
             start_once()
             return
         except StartError as e:
-            if not (may_repick and attempt < 2 and "address already in use" in str(e).lower()):
+            if not (may_repick and attempt < 2 and e.mentions("address already in use")):
                 raise
             stop()
             repick()
@@ -255,7 +270,8 @@ def wait_until(
         if process is not None and not process.running():
             raise StartError(
                 f"{what}: process exited with code {process.exit_code()} "
-                f"(log {process.log_path}); last lines:\n{process.log_tail()}"
+                f"(log {process.log_path}); last lines:\n{process.log_tail()}",
+                log_path=Path(process.log_path),
             )
         try:
             if check():
