@@ -42,6 +42,7 @@ LOCAL_NODE = "devstack-local"
 LOCAL_NODE_LABEL = ("alertpipe.io/pod-runner", "local")
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.1/16"
+NODE_LEASE_SECONDS = 40  # kwok renews each fake node's Lease every quarter of this
 
 
 def kubeconfig_yaml(server: str, ca_file: Path, token: str, name: str = "devstack") -> str:
@@ -321,6 +322,11 @@ class KubeCluster:
                 f"--server-address=127.0.0.1:{self.kwok_port}",
                 f"--cidr={POD_CIDR}",
                 "--node-ip=10.240.0.1",
+                # Leases keep the nodes Ready: the heartbeat stage writes the Node status only every
+                # ~10 min, and without a lease the node lifecycle controller marks every node
+                # NotReady after its 50 s grace (unreachable taints; new pods unschedulable for up
+                # to the scheduler's 5 min backoff). The default applies only with a KwokConfiguration.
+                f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
             ],
         )
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from kubernetes import client
 
-from devstack.kube import LOCAL_NODE_LABEL
-from tests.unit.chart.helm import CHART, run_helm
+from devstack.kube import LOCAL_NODE_LABEL, kube_client
+from tests.unit.chart.helm import CHART, HelmError, run_helm
 
 TIMEOUT = "300s"  # helm --wait on a loaded 2-core machine (a 180 s upgrade once ran out)
 
@@ -24,12 +24,17 @@ class Release:
         self.installed = False
 
     def helm(self, *args: str, values: dict[str, Any] | None = None) -> str:
-        return run_helm(
-            self.helm_bin,
-            ["--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace, *args],
-            values=values,
-            timeout=420,
-        )
+        try:
+            return run_helm(
+                self.helm_bin,
+                ["--kubeconfig", str(self.kubeconfig), "--namespace", self.namespace, *args],
+                values=values,
+                timeout=420,
+            )
+        except HelmError as e:  # say why helm --wait ran out: what the cluster shows
+            raise HelmError(
+                f"{e}\n--- cluster state ---\n{cluster_state(self.kubeconfig, self.namespace)}"
+            ) from None
 
     def install(self, values: dict[str, Any]) -> str:
         # --take-ownership: other tests may have applied the same CRDs from crds/ already.
@@ -76,3 +81,32 @@ def can(api: client.ApiClient, user: str, verb: str, resource: str, *, group: st
     )
     got: Any = client.AuthorizationV1Api(api).create_subject_access_review(review)
     return bool(got.status.allowed)
+
+
+def cluster_state(kubeconfig: Path, namespace: str) -> str:
+    """Nodes (Ready, taints), the namespace's Deployments, pods (phase, node, conditions) and Events."""
+    api = kube_client(kubeconfig)
+    core: Any = client.CoreV1Api(api)
+    apps: Any = client.AppsV1Api(api)
+    lines: list[str] = []
+    try:
+        for n in core.list_node().items:
+            ready = [c.status for c in n.status.conditions or [] if c.type == "Ready"]
+            lines.append(
+                f"node {n.metadata.name} Ready={ready} taints={[t.key for t in n.spec.taints or []]}"
+            )
+        for d in apps.list_namespaced_deployment(namespace).items:
+            lines.append(f"deployment {d.metadata.name} replicas={d.status.replicas} "
+                         f"available={d.status.available_replicas}")  # fmt: skip
+        for p in core.list_namespaced_pod(namespace).items:
+            conds = [(c.type, c.status, c.reason) for c in p.status.conditions or []]
+            lines.append(f"pod {p.metadata.name} {p.status.phase} node={p.spec.node_name} {conds}")
+        for ev in core.list_namespaced_event(namespace).items:
+            lines.append(
+                f"event {ev.involved_object.kind}/{ev.involved_object.name} {ev.reason}: {ev.message}"
+            )
+    except client.ApiException as e:
+        lines.append(f"(could not read the cluster: {e.status} {e.reason})")
+    finally:
+        api.close()
+    return "\n".join(lines)

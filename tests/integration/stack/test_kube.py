@@ -180,3 +180,25 @@ def test_deleting_an_owner_garbage_collects_its_dependents(api: client.ApiClient
         return "dependent" not in secrets and not rsets and not pods
 
     wait_until(gone, "dependents garbage-collected", 120)
+
+
+def test_fake_nodes_keep_renewed_leases_and_stay_schedulable(api: client.ApiClient) -> None:
+    """Without Leases the node lifecycle controller marks every fake node NotReady after its grace
+    period and taints it: pods created then sit unschedulable (this once failed a helm --wait in CI)."""
+    core, coord = client.CoreV1Api(api), client.CoordinationV1Api(api)
+    nodes = [n.metadata.name for n in core.list_node().items if n.metadata and n.metadata.name]
+    assert nodes
+
+    def renew_times() -> dict[str, Any]:
+        leases = coord.list_namespaced_lease("kube-node-lease").items
+        return {str(ls.metadata.name): ls.spec.renew_time for ls in leases if ls.metadata and ls.spec}
+
+    wait_until(lambda: set(nodes) <= set(renew_times()), f"a Lease for each of {nodes}", 60)
+    first = renew_times()
+    # kwok renews every quarter of the lease duration (10 s): each lease moves within 60 s.
+    wait_until(lambda: all(renew_times()[n] != first[n] for n in nodes), "every node Lease renewed", 60)
+    for node in core.list_node().items:
+        ready = [c for c in (node.status.conditions or []) if c.type == "Ready"] if node.status else []
+        assert ready and ready[0].status == "True", node.metadata.name if node.metadata else node
+        taints = [t.key for t in (node.spec.taints or [])] if node.spec else []
+        assert not [t for t in taints if t.startswith("node.kubernetes.io/")], taints
