@@ -9,12 +9,11 @@ import logging
 import os
 import signal
 
-from prometheus_client import start_http_server
-
 from alertpipe.workers.config import SecretKeyRef
 from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
 from alertpipe.workers.deliverer.worker import Deliverer, DelivererSettings
 from alertpipe.workers.errors import AlertpipeError
+from alertpipe.workers.health import start_health_server
 from alertpipe.workers.secrets import SecretResolver, add_secrets_argument
 
 __all__ = ["add_arguments", "run"]
@@ -75,8 +74,11 @@ def run(args: argparse.Namespace) -> int:
     def secret(ref: SecretKeyRef) -> str:
         return resolver.resolve(ref).get_secret_value()
 
-    if args.metrics_port:
-        start_http_server(args.metrics_port, addr=args.metrics_host)
+    def readiness() -> tuple[bool, str]:
+        return (True, "ok") if source.current() is not None else (False, "no pipeline config loaded yet")
+
+    if args.metrics_port:  # /healthz, /readyz and /metrics on one port: the pod's probes use it
+        start_health_server(args.metrics_port, args.metrics_host, ready=readiness)
     # Thousands of short-lived tasks per second: move what was imported out of the collector's way
     # and collect the young generation less often (measured: ~10% less CPU per webhook).
     gc.collect()

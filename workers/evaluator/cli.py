@@ -14,12 +14,11 @@ import threading
 import time
 from typing import Any
 
-from prometheus_client import start_http_server
-
 from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
 from alertpipe.workers.errors import ConfigError
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.worker import RESTART, Evaluator, EvaluatorOptions
+from alertpipe.workers.health import start_health_server
 from alertpipe.workers.secrets import SecretResolver, add_secrets_argument
 
 __all__ = ["add_arguments", "run"]
@@ -72,7 +71,11 @@ def run(args: argparse.Namespace) -> int:
     assert cfg is not None  # noqa: S101 - loop above
     metrics = EvaluatorMetrics(cfg.tenant)
     if args.metrics_port:
-        start_http_server(args.metrics_port, addr=args.metrics_host, registry=metrics.registry)
+        # /healthz, /readyz (503 once stopping) and /metrics on one port: the pod's probes use it.
+        start_health_server(
+            args.metrics_port, args.metrics_host, metrics.registry,
+            lambda: (False, "stopping") if stop.is_set() else (True, "ok"),
+        )
     options = EvaluatorOptions(batch_size=args.batch_size, checkpoint_interval=args.checkpoint_interval,
                                group_id=args.group, instance_id=args.instance_id,
                                dedup=not args.no_dedup)

@@ -1,0 +1,35 @@
+"""The worker probe endpoints (alertpipe.workers.health): /healthz, /readyz, the rest metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+from alertpipe.workers.health import health_app
+
+
+def call(app: Any, path: str) -> tuple[str, bytes]:
+    seen: list[str] = []
+
+    def start_response(status: str, _headers: list[tuple[str, str]]) -> None:
+        seen.append(status)
+
+    body = b"".join(app({"PATH_INFO": path, "REQUEST_METHOD": "GET", "QUERY_STRING": ""}, start_response))
+    return seen[0], body
+
+
+def test_probes_and_metrics() -> None:
+    registry = CollectorRegistry()
+    Counter("alertpipe_test_things", "things", registry=registry).inc()
+    state = {"ready": False}
+    app = health_app(registry, lambda: (True, "ok") if state["ready"] else (False, "no config yet"))
+
+    assert call(app, "/healthz") == ("200 OK", b"ok\n")
+    assert call(app, "/readyz") == ("503 Service Unavailable", b"no config yet\n")
+    state["ready"] = True
+    assert call(app, "/readyz") == ("200 OK", b"ok\n")
+    status, body = call(app, "/metrics")
+    assert status == "200 OK"
+    assert b"alertpipe_test_things_total 1.0" in body
+    assert b"alertpipe_test_things" not in call(app, "/healthz")[1]
