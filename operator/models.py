@@ -36,7 +36,9 @@ __all__ = [
     "KafkaSpec",
     "LabelSelector",
     "LabelSelectorRequirement",
+    "LocalObjectReference",
     "PipelineTopics",
+    "PullPolicy",
     "RedisSpec",
     "ResourceRequirements",
     "Role",
@@ -83,7 +85,7 @@ class TopicSpec(Model):
 
 
 class PipelineTopics(Model):
-    """The five topics of a pipeline."""
+    """The six topics of a pipeline."""
 
     events: TopicSpec = Field(default_factory=TopicSpec, description="Input events (ingestor writes).")
     alerts: TopicSpec = Field(default_factory=TopicSpec, description="Alerts (evaluator writes).")
@@ -96,6 +98,10 @@ class PipelineTopics(Model):
     )
     audit: TopicSpec = Field(
         default_factory=lambda: TopicSpec(partitions=1, retention="30d"), description="Delivery audit log."
+    )
+    retry: TopicSpec = Field(
+        default_factory=TopicSpec,
+        description="Deliveries parked for a later attempt; keep retention above every channel's maxAge.",
     )
 
 
@@ -153,6 +159,17 @@ class Toleration(Model):
     toleration_seconds: int | None = Field(None, ge=0, description="How long a NoExecute taint is tolerated.")
 
 
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
+
+
+class LocalObjectReference(Model):
+    """A Secret in the pipeline's namespace, by name."""
+
+    name: str = Field(
+        min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", description="Secret name."
+    )
+
+
 class WorkloadSpec(Model):
     """One worker role's Deployment."""
 
@@ -160,6 +177,9 @@ class WorkloadSpec(Model):
     replicas: int = Field(1, ge=0, le=1000, description="Pods of this role.")
     image: str | None = Field(
         None, max_length=1024, description="Image override; omitted means the operator's worker image."
+    )
+    image_pull_policy: PullPolicy | None = Field(
+        None, description="Always, IfNotPresent or Never; omitted means the operator's --image-pull-policy."
     )
     resources: ResourceRequirements = Field(
         default_factory=ResourceRequirements, description="Container resources."
@@ -211,6 +231,11 @@ class AlertPipelineSpec(Model):
     ingestor: WorkloadSpec = Field(default_factory=WorkloadSpec, description="HTTP ingestor.")
     evaluator: WorkloadSpec = Field(default_factory=WorkloadSpec, description="Rule evaluator.")
     deliverer: WorkloadSpec = Field(default_factory=WorkloadSpec, description="Alert deliverer.")
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Secrets (this namespace) to pull the worker images; added to the operator's own.",
+    )
     channels: list[ChannelSpec] = Field(
         default_factory=list, max_length=64, description="Named destinations rules can notify."
     )

@@ -21,6 +21,7 @@ PURPOSES: dict[str, str] = {
     "late": "late",
     "deadLetter": "dead_letter",
     "audit": "audit",
+    "retry": "retry",
 }
 
 

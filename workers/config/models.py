@@ -282,6 +282,10 @@ class Topics(Model):
     late: str
     dead_letter: str
     audit: str
+    retry: str | None = Field(
+        None,
+        description="Deliveries waiting for a later attempt (deliverer); unset: retries wait in memory.",
+    )
 
 
 class KafkaSettings(Model):

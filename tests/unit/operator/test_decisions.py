@@ -63,7 +63,7 @@ def test_topic_plan_creates_adopts_grows_and_never_shrinks() -> None:
         "ns.p.late": TopicSeen("ns.p.late", 1, 1000),  # retention differs
     }
     plan = plan_topics(want, seen)
-    assert [w.name for w in plan.create] == ["ns.p.deadLetter", "ns.p.audit"]
+    assert [w.name for w in plan.create] == ["ns.p.deadLetter", "ns.p.audit", "ns.p.retry"]
     assert plan.grow == [("ns.p.events", 2, 4)]
     assert plan.refused_shrinks == [("ns.p.alerts", 12, 6)]
     assert plan.retention == [("ns.p.late", 7 * 86_400_000)]
@@ -190,6 +190,7 @@ def test_compile_is_deterministic_and_revision_tracks_content() -> None:
     )
     assert a.revision == b.revision and [r.name for r in a.rules] == ["a", "b"]
     assert a.kafka.topics.events == "ns.p.events" and a.redis.key_prefix == "ns:p:"
+    assert a.kafka.topics.retry == "ns.p.retry"  # the deliverer parks failing deliveries there
     c = compile_config("ns", "p", spec, [RuleEntry(name="a", spec=_rule("value > 3"))], NOW)
     assert c.revision != a.revision
     assert PipelineConfig.from_json(a.to_json()) == a  # what the workers read back
