@@ -59,6 +59,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             default=env(f"ALERTPIPE_{role.upper()}_IMAGE"),
             help=f"image override for the {role} (env ALERTPIPE_{role.upper()}_IMAGE)",
         )
+    g.add_argument(
+        "--image-pull-policy",
+        choices=("Always", "IfNotPresent", "Never"),
+        default=env("ALERTPIPE_WORKER_IMAGE_PULL_POLICY", "IfNotPresent"),
+        help="worker imagePullPolicy unless a pipeline sets spec.<role>.imagePullPolicy"
+        " (env ALERTPIPE_WORKER_IMAGE_PULL_POLICY; default %(default)s)",
+    )
+    g.add_argument(
+        "--image-pull-secret",
+        action="append",
+        default=[s for s in env("ALERTPIPE_WORKER_IMAGE_PULL_SECRETS", "").split(",") if s],
+        metavar="NAME",
+        help="Secret in each pipeline's namespace to pull worker images (repeatable; added to the"
+        " pipeline's spec.imagePullSecrets; env ALERTPIPE_WORKER_IMAGE_PULL_SECRETS, comma-separated)",
+    )
     g = parser.add_argument_group("endpoints")
     g.add_argument(
         "--bind",
@@ -172,6 +187,8 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
         OperatorSettings(
             image=args.image,
             role_images=role_images,
+            image_pull_policy=args.image_pull_policy,
+            image_pull_secrets=tuple(dict.fromkeys(args.image_pull_secret)),
             rule_debounce=args.rule_debounce,
             rule_max_wait=args.rule_max_wait,
             resync=args.resync,

@@ -58,6 +58,8 @@ Key = Hashable  # (kind, namespace, name); kind "pipeline" or "rules" (name "")
 class OperatorSettings:
     image: str = "alertpipe:latest"
     role_images: Mapping[str, str] = field(default_factory=dict)
+    image_pull_policy: str = "IfNotPresent"  # a role's spec.<role>.imagePullPolicy wins
+    image_pull_secrets: tuple[str, ...] = ()  # Secret names in each pipeline's namespace
     rule_debounce: float = 0.2  # seconds a rule change waits for more changes...
     rule_max_wait: float = 1.0  # ...but never longer than this after the first one
     resync: float = 300.0  # seconds between full resyncs
@@ -359,7 +361,14 @@ class Reconciler:
         # 3. workloads, all in one round of concurrent calls. Pods need the ServiceAccount, but they
         # come two controller hops (Deployment -> ReplicaSet -> Pod) after the Deployment, long after
         # the account's create has returned; a ReplicaSet retries if it ever lost that race.
-        desired = desired_objects(owner, spec, self.settings.image, self.settings.role_images)
+        desired = desired_objects(
+            owner,
+            spec,
+            self.settings.image,
+            self.settings.role_images,
+            self.settings.image_pull_policy,
+            self.settings.image_pull_secrets,
+        )
         live_deployments: dict[str, JSON] = {}
         try:
             applied, _ = await asyncio.gather(

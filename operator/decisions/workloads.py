@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +22,10 @@ from alertpipe.operator.models import GROUP, ROLES, VERSION, AlertPipelineSpec, 
 from alertpipe.workers.config.models import PipelineConfig, SecretKeyRef
 
 __all__ = [
+    "DEFAULT_RESOURCES",
     "DESIRED_HASH",
     "INGESTOR_PORT",
+    "METRICS_PORT",
     "SECRETS_DIR",
     "Owner",
     "deployment_name",
@@ -195,8 +197,54 @@ def _volume_name(secret: str) -> str:
     return "secret-" + hashlib.sha256(secret.encode()).hexdigest()[:12]
 
 
+# Requests and limits of a role whose spec sets none (a spec that sets either section is taken as
+# written, so a request above a default limit can never make an invalid pod).
+DEFAULT_RESOURCES: dict[str, JSON] = {
+    "ingestor": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+    "evaluator": {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+    "deliverer": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+}
+WORKER_UID = 10001  # the image's user (Dockerfile)
+METRICS_PORT = 9102  # evaluator and deliverer: /metrics, /healthz, /readyz (alertpipe.workers.health)
+
+
+def _probes(role: str) -> JSON:
+    """Startup, liveness and readiness probes on the port that serves /healthz and /readyz.
+
+    The startup probe allows up to 90 s for the first config (the evaluator opens its port only then);
+    liveness then restarts a process that stops answering for 30 s; readiness reports /readyz.
+    """
+    port = "http" if role == "ingestor" else "metrics"
+    return {
+        "startupProbe": {
+            "httpGet": {"path": "/healthz", "port": port},
+            "periodSeconds": 2,
+            "failureThreshold": 45,
+            "timeoutSeconds": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": port},
+            "periodSeconds": 10,
+            "failureThreshold": 3,
+            "timeoutSeconds": 2,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": port},
+            "periodSeconds": 5,
+            "failureThreshold": 2,
+            "timeoutSeconds": 2,
+        },
+    }
+
+
 def desired_deployment(
-    owner: Owner, role: Role, workload: WorkloadSpec, image: str, spec: AlertPipelineSpec
+    owner: Owner,
+    role: Role,
+    workload: WorkloadSpec,
+    image: str,
+    spec: AlertPipelineSpec,
+    pull_policy: str = "IfNotPresent",
+    pull_secrets: Sequence[str] = (),
 ) -> JSON:
     name = deployment_name(owner.name, role)
     secrets = sorted({r.name for r in secret_refs(spec, role)})
@@ -205,22 +253,37 @@ def desired_deployment(
         "app.kubernetes.io/component": role,
         "alertpipe.io/pipeline": owner.name,
     }
+    command = [
+        "alertpipe",
+        role,
+        "--config",
+        f"configmap:{owner.namespace}/{config_map_name(owner.name)}",
+        "--secrets-dir",
+        SECRETS_DIR,
+    ]
+    env: list[JSON] = [
+        {"name": "ALERTPIPE_TENANT", "value": owner.namespace},
+        {"name": "ALERTPIPE_PIPELINE", "value": owner.name},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    if role == "ingestor":
+        ports = [{"name": "http", "containerPort": INGESTOR_PORT, "protocol": "TCP"}]
+    else:
+        command += ["--metrics-port", str(METRICS_PORT)]
+        ports = [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
+        # Kafka static membership (group.instance.id = pod name): a container restarted in its pod
+        # (crash, OOM, liveness) takes its partitions back at once instead of after a rebalance.
+        pod_name = {"fieldRef": {"fieldPath": "metadata.name"}}
+        env.append({"name": "ALERTPIPE_INSTANCE_ID", "valueFrom": pod_name})
     container: JSON = {
         "name": role,
         "image": workload.image or image,
-        "command": [
-            "alertpipe",
-            role,
-            "--config",
-            f"configmap:{owner.namespace}/{config_map_name(owner.name)}",
-            "--secrets-dir",
-            SECRETS_DIR,
-        ],
-        "env": [
-            {"name": "ALERTPIPE_TENANT", "value": owner.namespace},
-            {"name": "ALERTPIPE_PIPELINE", "value": owner.name},
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-        ],
+        "imagePullPolicy": workload.image_pull_policy or pull_policy,
+        "command": command,
+        "env": env,
+        "ports": ports,
+        **_probes(role),
+        "resources": workload.resources.model_dump(exclude_defaults=True) or DEFAULT_RESOURCES[role],
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -228,15 +291,11 @@ def desired_deployment(
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "volumeMounts": [
-            {"name": _volume_name(s), "mountPath": f"{SECRETS_DIR}/{s}", "readOnly": True} for s in secrets
-        ],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108 - a private emptyDir
+        + [{"name": _volume_name(s), "mountPath": f"{SECRETS_DIR}/{s}", "readOnly": True} for s in secrets],
     }
-    resources = workload.resources.model_dump(exclude_defaults=True)
-    if resources:
-        container["resources"] = resources
-    if role == "ingestor":
-        container["ports"] = [{"name": "http", "containerPort": INGESTOR_PORT, "protocol": "TCP"}]
+    names = [r.name for r in spec.image_pull_secrets]
+    names += [n for n in pull_secrets if n not in names]
     return with_hash(
         {
             "apiVersion": "apps/v1",
@@ -247,19 +306,32 @@ def desired_deployment(
                 "selector": {"matchLabels": selector},
                 "template": {
                     "metadata": {"labels": labels(owner.name, role)},
-                    "spec": _pod_spec(owner, workload, container, secrets),
+                    "spec": _pod_spec(owner, workload, container, secrets, names),
                 },
             },
         }
     )
 
 
-def _pod_spec(owner: Owner, workload: WorkloadSpec, container: JSON, secrets: list[str]) -> JSON:
+def _pod_spec(
+    owner: Owner, workload: WorkloadSpec, container: JSON, secrets: list[str], pull_secrets: list[str]
+) -> JSON:
     pod: JSON = {
         "serviceAccountName": worker_account_name(owner.name),
+        "enableServiceLinks": False,  # many pipelines per namespace: no env var per Service
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "fsGroup": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [container],
-        "volumes": [{"name": _volume_name(s), "secret": {"secretName": s}} for s in secrets],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]
+        + [{"name": _volume_name(s), "secret": {"secretName": s}} for s in secrets],
     }
+    if pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in pull_secrets]
     if workload.node_selector:
         pod["nodeSelector"] = dict(workload.node_selector)
     if workload.tolerations:
@@ -287,14 +359,23 @@ def desired_service(owner: Owner) -> JSON:
 
 
 def desired_objects(
-    owner: Owner, spec: AlertPipelineSpec, image: str, role_images: Mapping[str, str]
+    owner: Owner,
+    spec: AlertPipelineSpec,
+    image: str,
+    role_images: Mapping[str, str],
+    pull_policy: str = "IfNotPresent",
+    pull_secrets: Sequence[str] = (),
 ) -> list[JSON]:
     """Every owned object except the ConfigMap, in apply order; disabled roles are absent."""
     out = [desired_service_account(owner), desired_role(owner), desired_role_binding(owner)]
     for role in ROLES:
         workload: WorkloadSpec = getattr(spec, role)
         if workload.enabled:
-            out.append(desired_deployment(owner, role, workload, role_images.get(role, image), spec))
+            out.append(
+                desired_deployment(
+                    owner, role, workload, role_images.get(role, image), spec, pull_policy, pull_secrets
+                )
+            )
     if spec.ingestor.enabled:
         out.append(desired_service(owner))
     return out

@@ -42,6 +42,8 @@ the chart follows the operator's command line (operator/cli.py, `alertpipe opera
 {{- define "alertpipe.operator.env" -}}
 - name: ALERTPIPE_WORKER_IMAGE
   value: {{ include "alertpipe.image" . | quote }}
+- name: ALERTPIPE_WORKER_IMAGE_PULL_POLICY
+  value: {{ .Values.image.pullPolicy | quote }}
 {{- if .Values.peering.enabled }}
 # Kopf names each peer by POD_ID: the pod's name reads better than user@host in the peering status.
 - name: POD_ID

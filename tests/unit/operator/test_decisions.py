@@ -257,15 +257,18 @@ def test_desired_objects_owned_labelled_and_least_privilege() -> None:
         "configmap:ns/p-config",
         "--secrets-dir",
         "/var/run/secrets/alertpipe",
+        "--metrics-port",
+        "9102",
     ]
     assert c["image"] == "img:1" and c["resources"] == {"requests": {"cpu": "100m"}}
-    assert [m["mountPath"] for m in c["volumeMounts"]] == ["/var/run/secrets/alertpipe/kafka-creds"]
+    assert [m["mountPath"] for m in c["volumeMounts"]] == ["/tmp", "/var/run/secrets/alertpipe/kafka-creds"]
     dl = deps["p-deliverer"]["spec"]["template"]["spec"]["containers"][0]
     assert dl["image"] == "custom:1"
     assert sorted(m["mountPath"].rsplit("/", 1)[1] for m in dl["volumeMounts"]) == [
         "hook",
         "kafka-creds",
         "pd",
+        "tmp",
     ]
     ing = deps["p-ingestor"]["spec"]["template"]["spec"]["containers"][0]
     assert "pd" not in str(ing["volumeMounts"])  # channel secrets only reach the deliverer

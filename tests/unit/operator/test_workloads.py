@@ -1,0 +1,113 @@
+"""Worker Deployments fit for production: instance id, probes on served paths, pull settings,
+resource defaults, non-root read-only pods (pure rendering, no cluster)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from alertpipe.operator.decisions.workloads import (
+    DEFAULT_RESOURCES,
+    INGESTOR_PORT,
+    METRICS_PORT,
+    Owner,
+    desired_objects,
+)
+from alertpipe.operator.models import AlertPipelineSpec
+
+pytestmark = pytest.mark.unit
+
+OWNER = Owner("tenant", "p", "uid-1")
+
+
+def spec(**extra: Any) -> AlertPipelineSpec:
+    return AlertPipelineSpec.model_validate(
+        {"kafka": {"bootstrapServers": "k:9092"}, "redis": {"url": "redis://r:6379/0"}, **extra}
+    )
+
+
+def deployments(s: AlertPipelineSpec, **kw: Any) -> dict[str, dict[str, Any]]:
+    objs = desired_objects(OWNER, s, "img:1", {}, **kw)
+    return {o["metadata"]["name"].rsplit("-", 1)[1]: o for o in objs if o["kind"] == "Deployment"}
+
+
+def pod(dep: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = dep["spec"]["template"]["spec"]
+    return out
+
+
+def container(dep: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = pod(dep)["containers"][0]
+    return out
+
+
+def test_consumers_get_the_pod_name_as_static_member_id() -> None:
+    deps = deployments(spec())
+    for role in ("evaluator", "deliverer"):
+        env = {e["name"]: e for e in container(deps[role])["env"]}
+        assert env["ALERTPIPE_INSTANCE_ID"] == {
+            "name": "ALERTPIPE_INSTANCE_ID",
+            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+        }
+    # the ingestor only produces: no consumer group, no instance id
+    assert "ALERTPIPE_INSTANCE_ID" not in {e["name"] for e in container(deps["ingestor"])["env"]}
+
+
+def test_probes_hit_the_port_and_paths_each_worker_serves() -> None:
+    deps = deployments(spec())
+    for role, port_name, number, flag in (
+        ("ingestor", "http", INGESTOR_PORT, None),
+        ("evaluator", "metrics", METRICS_PORT, "--metrics-port"),
+        ("deliverer", "metrics", METRICS_PORT, "--metrics-port"),
+    ):
+        c = container(deps[role])
+        assert {p["name"]: p["containerPort"] for p in c["ports"]} == {port_name: number}
+        if flag:  # the worker listens where the probes look
+            assert c["command"][c["command"].index(flag) + 1] == str(number)
+        probes = (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz"))
+        for probe, path in probes:
+            assert c[probe]["httpGet"] == {"path": path, "port": port_name}, (role, probe)
+        # a startup window long enough for the first config; liveness never kills a slow starter
+        assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 60
+
+
+def test_pull_policy_and_secrets_from_operator_and_spec() -> None:
+    deps = deployments(spec())
+    assert container(deps["evaluator"])["imagePullPolicy"] == "IfNotPresent"
+    assert "imagePullSecrets" not in pod(deps["evaluator"])
+
+    s = spec(imagePullSecrets=[{"name": "tenant-reg"}], deliverer={"imagePullPolicy": "Never"})
+    deps = deployments(s, pull_policy="Always", pull_secrets=("platform-reg", "tenant-reg"))
+    assert container(deps["evaluator"])["imagePullPolicy"] == "Always"
+    assert container(deps["deliverer"])["imagePullPolicy"] == "Never"  # the role's own wins
+    for d in deps.values():
+        assert pod(d)["imagePullSecrets"] == [{"name": "tenant-reg"}, {"name": "platform-reg"}]
+
+
+def test_bad_pull_settings_are_rejected_with_the_field() -> None:
+    with pytest.raises(ValueError, match="evaluator.imagePullPolicy"):
+        spec(evaluator={"imagePullPolicy": "Sometimes"})
+    with pytest.raises(ValueError, match="imagePullSecrets.0.name"):
+        spec(imagePullSecrets=[{"name": "Not_A_Name"}])
+
+
+def test_resources_default_per_role_unless_the_spec_sets_them() -> None:
+    deps = deployments(spec(evaluator={"resources": {"limits": {"memory": "4Gi"}}}))
+    assert container(deps["ingestor"])["resources"] == DEFAULT_RESOURCES["ingestor"]
+    assert container(deps["deliverer"])["resources"] == DEFAULT_RESOURCES["deliverer"]
+    # taken as written: no default request could exceed the tenant's limit
+    assert container(deps["evaluator"])["resources"] == {"limits": {"memory": "4Gi"}}
+    for r in DEFAULT_RESOURCES.values():
+        assert set(r) == {"requests", "limits"} and "memory" in r["limits"]
+
+
+def test_pods_run_non_root_with_a_read_only_root_and_a_tmp_volume() -> None:
+    for d in deployments(spec()).values():
+        p, c = pod(d), container(d)
+        assert p["securityContext"]["runAsNonRoot"] is True and p["securityContext"]["runAsUser"] > 0
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
+        assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in p["volumes"]
