@@ -38,6 +38,7 @@ from alertpipe.operator.decisions.workloads import (
     deployment_name,
     desired_config_map,
     desired_objects,
+    drifted,
     needs_update,
 )
 from alertpipe.operator.kafka_admin import AdminPool, KafkaAdminError
@@ -130,6 +131,10 @@ class Reconciler:
         self._background: set[asyncio.Task[None]] = set()
         # (kind, namespace, name) -> (desired hash last applied, when)
         self._applied: dict[tuple[str, str, str], tuple[str | None, float]] = {}
+        # (kind, namespace, name) -> the owned object as last applied (non-Deployment kinds), and the
+        # keys a watch event showed changed or deleted behind the operator's back
+        self._owned: dict[tuple[str, str, str], JSON] = {}
+        self._suspect: set[tuple[str, str, str]] = set()
 
     # --- inputs from Kopf -------------------------------------------------------------------
 
@@ -146,6 +151,9 @@ class Reconciler:
         self._topics_ok.pop((namespace, name), None)
         for key in [k for k in self._applied if k[1] == namespace and k[2].startswith(f"{name}-")]:
             del self._applied[key]
+        for key in [k for k in self._owned if k[1] == namespace and k[2].startswith(f"{name}-")]:
+            del self._owned[key]
+            self._suspect.discard(key)
         self._debounced(("rules", namespace, ""))
         metrics.PIPELINES.set(len(self.store.pipelines))
 
@@ -190,6 +198,37 @@ class Reconciler:
 
         if deleted or brief(old) != brief(body):
             self.queue.schedule(("pipeline", key[0], pipeline), 0.05)
+
+    def owned_seen(self, body: Mapping[str, Any], deleted: bool = False) -> None:
+        """A watch event of an owned ConfigMap, Service, ServiceAccount, Role or RoleBinding: when it
+        no longer holds what the operator applied (edited or deleted by hand), reconcile its pipeline
+        now instead of at the next resync. Our own writes match what we applied and change nothing."""
+        meta = body.get("metadata", {})
+        key = (str(body.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
+        desired = self._owned.get(key)
+        pipeline = (meta.get("labels") or {}).get("alertpipe.io/pipeline")
+        if desired is None or not pipeline:
+            return
+        ref = (desired["metadata"].get("ownerReferences") or [{}])[0]
+        stored = self.store.pipelines.get((key[1], pipeline))
+        if stored is None or stored["metadata"].get("uid") != ref.get("uid"):
+            return  # an object of a pipeline that is gone (or an older one of the same name)
+        if stored["metadata"].get("deletionTimestamp"):
+            return
+        if deleted or drifted(desired, body):
+            logger.info("%s %s/%s changed outside the operator; restoring", *key)
+            self._applied.pop(key, None)
+            self._suspect.add(key)
+            self.queue.schedule(("pipeline", key[1], pipeline), 0.0)
+
+    def _restored(self, key: tuple[str, str, str], pipeline: Mapping[str, Any] | None) -> None:
+        """After a write: an Event when the write undid a change made outside the operator."""
+        if key in self._suspect:
+            self._suspect.discard(key)
+            if pipeline is not None:
+                kind, _ns, name = key
+                message = f"{kind} {name} was changed or deleted outside the operator; restored"
+                self.event_soon(pipeline, "Warning", "DriftCorrected", message)
 
     def resync_all(self) -> None:
         for ns, name in list(self.store.pipelines):
@@ -372,7 +411,8 @@ class Reconciler:
         live_deployments: dict[str, JSON] = {}
         try:
             applied, _ = await asyncio.gather(
-                asyncio.gather(*(self._apply(o) for o in desired)), self._apply_config_map(body, cm, summary)
+                asyncio.gather(*(self._apply(o, body) for o in desired)),
+                self._apply_config_map(body, cm, summary),
             )
             for obj, live in zip(desired, applied, strict=True):
                 if obj["kind"] == "Deployment":
@@ -514,6 +554,7 @@ class Reconciler:
         meta = cm["metadata"]
         key = ("ConfigMap", meta["namespace"], meta["name"])
         text = cm["data"][CONFIG_KEY]
+        self._owned[key] = cm
         written = self._applied.get(key)
         if (
             written is not None
@@ -532,6 +573,7 @@ class Reconciler:
                 )
                 self._applied[key] = (text, time.monotonic())
                 self.event_soon(body, "Normal", "ConfigUpdated", summary)
+                self._restored(key, body)
                 return
             except KubeError as exc:
                 if exc.status != 404:
@@ -540,22 +582,26 @@ class Reconciler:
         try:
             await self.kube.create(cm)
             self.event_soon(body, "Normal", "ConfigCreated", summary)
+            self._restored(key, body)
         except KubeError as exc:
             if exc.status != 409:
                 raise
             live = await self.kube.get("ConfigMap", meta["namespace"], meta["name"])
-        if live is not None and (live.get("data") or {}).get(CONFIG_KEY) != text:
+        if live is not None and ((live.get("data") or {}).get(CONFIG_KEY) != text or drifted(cm, live)):
             cm = {**cm, "metadata": {**meta, "resourceVersion": live["metadata"]["resourceVersion"]}}
             await self.kube.replace(cm)
             self.event_soon(body, "Normal", "ConfigUpdated", summary)
+            self._restored(key, body)
+        self._suspect.discard(key)
         self._applied[key] = (text, time.monotonic())
 
-    async def _apply(self, obj: JSON) -> JSON:
+    async def _apply(self, obj: JSON, pipeline: Mapping[str, Any] | None = None) -> JSON:
         """Make the live object match ``obj``; writes nothing when it already does.
 
         Deployments are compared against the watched copy; the other kinds are not read again while
-        the same desired hash was applied within the resync period (a resync re-reads and fixes drift).
-        A new object is created without a read first; a 409 falls back to read-and-compare.
+        the same desired hash was applied within the resync period (their watch, ``owned_seen``, drops
+        that memory when one is changed by hand). A new object is created without a read first; a 409
+        falls back to read-and-compare.
         """
         meta = obj["metadata"]
         kind, ns, name = obj["kind"], meta["namespace"], meta["name"]
@@ -567,6 +613,7 @@ class Reconciler:
             if watched is not None and not needs_update(obj, watched):
                 return watched
         else:
+            self._owned[key] = obj
             applied = self._applied.get(key)
             if applied is not None and applied[0] == want_hash and time.monotonic() - applied[1] < fresh:
                 return {}
@@ -577,6 +624,7 @@ class Reconciler:
             try:
                 created = await self.kube.create(obj)
                 self._applied[key] = (want_hash, time.monotonic())
+                self._restored(key, pipeline)
                 return created
             except KubeError as exc:
                 if exc.status != 409:
@@ -586,6 +634,7 @@ class Reconciler:
                     raise
         if not needs_update(obj, live):
             self._applied[key] = (want_hash, time.monotonic())
+            self._suspect.discard(key)
             return live
         body = {**obj, "metadata": dict(meta)}
         live_meta = live["metadata"]
@@ -604,6 +653,7 @@ class Reconciler:
         logger.info("updating %s %s/%s", kind, ns, name)
         replaced = await self.kube.replace(body)
         self._applied[key] = (want_hash, time.monotonic())
+        self._restored(key, pipeline)
         return replaced
 
     async def _write_status(

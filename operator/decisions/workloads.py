@@ -36,6 +36,7 @@ __all__ = [
     "desired_role_binding",
     "desired_service",
     "desired_service_account",
+    "drifted",
     "labels",
     "needs_update",
     "secret_refs",
@@ -109,14 +110,41 @@ def with_hash(obj: JSON) -> JSON:
 
 
 def needs_update(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
-    """True when ``live`` is not what the operator last asked for (hash) or its replicas drifted."""
+    """True when ``live`` is not what the operator last asked for (hash), its replicas drifted, or
+    (any kind but Deployment) a field the operator sets was changed by hand (:func:`drifted`)."""
     want = desired.get("metadata", {}).get("annotations", {}).get(DESIRED_HASH)
     have = (live.get("metadata", {}).get("annotations") or {}).get(DESIRED_HASH)
     if want != have:
         return True
     if desired.get("kind") == "Deployment":
         return bool(desired["spec"].get("replicas") != (live.get("spec") or {}).get("replicas"))
-    return False
+    return drifted(desired, live)
+
+
+def _contains(have: Any, want: Any) -> bool:
+    if isinstance(want, Mapping):
+        return isinstance(have, Mapping) and all(k in have and _contains(have[k], v) for k, v in want.items())
+    if isinstance(want, list):
+        return (
+            isinstance(have, list)
+            and len(have) == len(want)
+            and all(_contains(h, w) for h, w in zip(have, want, strict=True))
+        )
+    return bool(have == want)
+
+
+def drifted(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
+    """True when ``live`` lost or changed something ``desired`` sets: a field, a label, an annotation,
+    the owner, a list entry (a list must keep its length: an extra Role rule is drift too). Fields
+    only the apiserver adds (clusterIP, defaults, managedFields) are not. Not for Deployments, whose
+    quantities the apiserver rewrites (``0.5`` → ``500m``): they are compared by hash and replicas.
+    """
+    dmeta, lmeta = desired.get("metadata") or {}, live.get("metadata") or {}
+    for k in ("labels", "annotations", "ownerReferences"):
+        if k in dmeta and not _contains(lmeta.get(k) or ({} if k != "ownerReferences" else []), dmeta[k]):
+            return True
+    body = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+    return not _contains(live, body)
 
 
 def desired_config_map(owner: Owner, config: PipelineConfig) -> JSON:

@@ -13,6 +13,8 @@ from alertpipe.operator.decisions.workloads import (
     METRICS_PORT,
     Owner,
     desired_objects,
+    drifted,
+    needs_update,
 )
 from alertpipe.operator.models import AlertPipelineSpec
 
@@ -111,3 +113,29 @@ def test_pods_run_non_root_with_a_read_only_root_and_a_tmp_volume() -> None:
         assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
         assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in p["volumes"]
+
+
+def test_drift_is_a_changed_or_missing_desired_field_not_an_apiserver_default() -> None:
+    objs = {o["kind"]: o for o in desired_objects(OWNER, spec(), "img:1", {})}
+    role, service = objs["Role"], objs["Service"]
+    live_service = {
+        **service,
+        "metadata": {**service["metadata"], "uid": "x", "resourceVersion": "7", "managedFields": []},
+        "spec": {**service["spec"], "clusterIP": "10.96.0.9", "sessionAffinity": "None"},
+        "status": {"loadBalancer": {}},
+    }
+    assert not drifted(service, live_service) and not needs_update(service, live_service)
+    # a label added by someone else is fine; one of ours removed is not
+    extra = {**live_service["metadata"], "labels": {**service["metadata"]["labels"], "team": "x"}}
+    assert not drifted(service, {**live_service, "metadata": extra})
+    fewer = {k: v for k, v in service["metadata"]["labels"].items() if k != "alertpipe.io/pipeline"}
+    assert drifted(service, {**live_service, "metadata": {**live_service["metadata"], "labels": fewer}})
+    # a port changed by hand
+    ports = [{**service["spec"]["ports"][0], "port": 8081}]
+    assert needs_update(service, {**live_service, "spec": {**live_service["spec"], "ports": ports}})
+    # a Role widened by hand: an extra rule is drift even though ours is still there
+    secrets = {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+    wider = {**role, "rules": [*role["rules"], secrets]}
+    assert drifted(role, wider) and not drifted(role, dict(role))
+    # the owner reference removed
+    assert drifted(role, {**role, "metadata": {**role["metadata"], "ownerReferences": []}})
