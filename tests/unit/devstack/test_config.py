@@ -87,7 +87,7 @@ def test_fake_node_is_managed_by_kwok_and_schedulable() -> None:
     assert node["metadata"]["annotations"][FAKE_NODE_ANNOTATION[0]] == FAKE_NODE_ANNOTATION[1]
     assert node["metadata"]["labels"]["x"] == "y"
     assert node["spec"]["taints"] == []
-    assert node["status"]["allocatable"]["pods"] == "110"
+    assert node["status"]["allocatable"]["pods"] == "1000"  # room for 100 pipelines x 3 pods
 
 
 def test_env_file_round_trip(tmp_path: Path) -> None:
