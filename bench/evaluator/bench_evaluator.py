@@ -179,8 +179,22 @@ def rss_mb() -> float:
     return 0.0
 
 
+def sched_ns() -> tuple[int, int]:
+    """(on-CPU, waiting-for-a-CPU) nanoseconds summed over this process's threads (schedstat)."""
+    run = wait = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "schedstat").read_text().split()
+        except OSError:
+            continue  # a thread that just ended
+        run += int(fields[0])
+        wait += int(fields[1])
+    return run, wait
+
+
 def run_scenario(cfg_json: str, total: int, dedup: bool, profile: str | None) -> dict[str, Any]:
     from alertpipe.workers.config import PipelineConfig, StaticConfigSource
+    from alertpipe.workers.evaluator.metrics import LOOP_PHASES
     from alertpipe.workers.evaluator.worker import Evaluator, EvaluatorOptions
 
     cfg = PipelineConfig.model_validate(orjson.loads(cfg_json)).with_revision()
@@ -193,17 +207,51 @@ def run_scenario(cfg_json: str, total: int, dedup: bool, profile: str | None) ->
     reg = ev.metrics.registry
     stop = threading.Event()
     marks: dict[str, float] = {}
+    loop: dict[str, float] = {}
 
     def consumed() -> float:
         return reg.get_sample_value("alertpipe_evaluator_events_consumed_total", {"tenant": "bench"}) or 0.0
+
+    def accounted() -> float:
+        """Records evaluated, deduped, late or malformed (each consumed record is one of them)."""
+        return sum(
+            reg.get_sample_value(name, labels) or 0.0
+            for name, labels in (
+                ("alertpipe_evaluator_events_evaluated_total", {"tenant": "bench"}),
+                ("alertpipe_evaluator_events_deduped_total", {"tenant": "bench", "by": "redis"}),
+                ("alertpipe_evaluator_events_deduped_total", {"tenant": "bench", "by": "engine"}),
+                ("alertpipe_evaluator_events_late_total", {"tenant": "bench"}),
+                ("alertpipe_evaluator_events_malformed_total", {"tenant": "bench"}),
+            )
+        )
+
+    def loop_now() -> dict[str, float]:
+        return {ph: reg.get_sample_value("alertpipe_evaluator_loop_seconds_total", {"phase": ph}) or 0.0
+                for ph in LOOP_PHASES}
 
     def watch() -> None:
         while not stop.is_set():
             c = consumed()
             if "t_first" not in marks and c > 0:
-                marks.update(t_first=time.perf_counter(), cpu_first=time.process_time(), c_first=c)
+                run_ns, wait_ns = sched_ns()
+                marks.update(t_first=time.perf_counter(), cpu_first=time.process_time(), c_first=c,
+                             run_first=run_ns, wait_first=wait_ns)
+                loop.update({k: -v for k, v in loop_now().items()})
             if c >= total:
-                marks.update(t_end=time.perf_counter(), cpu_end=time.process_time())
+                # consumed counts at decode: wait for the batches still in flight to be evaluated
+                for _ in range(1000):
+                    if accounted() >= c:
+                        break
+                    time.sleep(0.002)
+                run_ns, wait_ns = sched_ns()
+                marks.update(t_end=time.perf_counter(), cpu_end=time.process_time(), run_end=run_ns,
+                             wait_end=wait_ns)
+                for k, v in loop_now().items():
+                    loop[k] = round(loop[k] + v, 3)
+                try:
+                    marks["groups"] = sum(p.group_count() for p in list(ev.engine.partitions.values()))
+                except RuntimeError:  # the loop changed a dict meanwhile: a gauge, not worth a lock
+                    marks["groups"] = -1
                 stop.set()
             time.sleep(0.02)
 
@@ -222,7 +270,7 @@ def run_scenario(cfg_json: str, total: int, dedup: bool, profile: str | None) ->
     n = total - marks["c_first"]
     secs = marks["t_end"] - marks["t_first"]
     cpu = marks["cpu_end"] - marks["cpu_first"]
-    groups = sum(p.group_count() for p in ev.engine.partitions.values())
+    groups = int(marks["groups"])
     ckpt_n = reg.get_sample_value("alertpipe_evaluator_checkpoint_seconds_count") or 0
     ckpt_s = reg.get_sample_value("alertpipe_evaluator_checkpoint_seconds_sum") or 0
     alerts = sum(
@@ -243,6 +291,9 @@ def run_scenario(cfg_json: str, total: int, dedup: bool, profile: str | None) ->
         "group_keys": groups,
         "alerts": int(alerts),
         "checkpoint_mean_s": round(ckpt_s / ckpt_n, 4) if ckpt_n else None,
+        # seconds all threads waited for a CPU (run queue): what the machine's load takes away
+        "runqueue_wait_s": round((marks["wait_end"] - marks["wait_first"]) / 1e9, 3),
+        "loop_seconds": loop,
     }
 
 

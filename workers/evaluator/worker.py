@@ -1,13 +1,17 @@
 """The evaluator worker: events topic → rule engine → alerts topic, with state checkpointed in Redis.
 
 One loop (confluent-kafka's rebalance callbacks run inside ``consume``, so they land between
-batches), plus one thread that runs a batch's Redis dedup round trip while the loop evaluates the
-previous batch; a pending batch is always evaluated before a checkpoint, revocation or pause.
+batches), plus one thread that runs the batches' Redis dedup round trips in consume order: with a
+backlog up to ``dedup_depth`` batches are in flight while the loop evaluates older ones, so the
+loop waits on Redis only when Redis is slower than the evaluation.
 Per batch: decode (malformed → dead-letter topic), dedup in one Redis round trip, feed the engine
 in offset order (late → late topic), produce the alert transitions with an idempotent producer.
 Every ``checkpoint_interval``, and on revocation and shutdown: flush the producer (all outputs
 acknowledged), write each dirty partition's snapshot with the offset it
 covers (and the gap records found since) in one Redis transaction, then commit those offsets.
+A checkpoint covers the evaluated batches only; batches still in flight are not waited for: their
+dedup keys already name their own ``partition:offset``, so a replay of them after a crash is
+evaluated, not skipped (revocation, pause and shutdown do evaluate them first, to replay less).
 On assignment: restore the snapshot and seek to its offset. Kafka's committed offset is therefore
 never ahead of the state in Redis; a crash replays from the snapshot, and alert ids are
 deterministic, so a replay repeats ids and never invents new ones.
@@ -24,6 +28,7 @@ import base64
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,6 +41,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Producer, Topi
 
 from alertpipe.workers.config import ConfigSource, PipelineConfig, parse_duration
 from alertpipe.workers.errors import RuleCompileError
+from alertpipe.workers.evaluator.group_worker import GroupWorker
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.redis_state import RedisState, dedup_keys, owner
 from alertpipe.workers.events import EventError, common_shape, decode_event
@@ -61,6 +67,7 @@ class EvaluatorOptions:
     instance_id: str | None = None  # static group membership: a restart takes its partitions back at once
     session_timeout_ms: int = 10_000
     dedup: bool = True  # off only where the source is known not to replay (benchmarks)
+    dedup_depth: int = 4  # consumed batches whose dedup round trip may be in flight at once
     housekeeping_interval: float = 1.0
 
 
@@ -92,7 +99,8 @@ def compile_rules(cfg: PipelineConfig, now: datetime | None = None) -> list[Comp
 def engine_settings(cfg: PipelineConfig) -> EngineSettings:
     # a device's reorder state lives as long as its dedup keys: past that a replay is new anyway
     return EngineSettings(cfg.tenant, cfg.pipeline, round(parse_duration(cfg.allowed_lateness) * 1000),
-                          cfg.revision, device_ttl_ms=round(parse_duration(cfg.dedup_ttl) * 1000))
+                          cfg.revision, device_ttl_ms=round(parse_duration(cfg.dedup_ttl) * 1000),
+                          repartition=cfg.kafka.topics.repartition is not None)
 
 
 def _connection(cfg: PipelineConfig) -> tuple[Any, ...]:
@@ -144,8 +152,10 @@ class Evaluator:
         self._checkpoint_every = self.opts.checkpoint_interval
         self._last_housekeeping = 0.0
         self.batches = 0
+        # one thread: the dedup scripts run in consume order (a copy is a duplicate of the earlier one)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="evaluator-dedup")
-        self._pending: _Batch | None = None
+        self.groups = self._group_worker(cfg) if self.topics.repartition else None
+        self._pending: deque[_Batch] = deque()
 
     # --- clients ---------------------------------------------------------------------------------
 
@@ -176,6 +186,19 @@ class Evaluator:
             if self.opts.instance_id:
                 opts["group.instance.id"] = self.opts.instance_id
         return opts
+
+    def _group_worker(self, cfg: PipelineConfig) -> GroupWorker:
+        """Stage 2 (rules whose groups span devices): a second consumer on the repartition topic."""
+        opts = self._kafka_options(producer=False)
+        opts["group.id"] += "-groups"
+        if "group.instance.id" in opts:
+            opts["group.instance.id"] += "-groups"
+        return GroupWorker(
+            topic=str(self.topics.repartition), events_topic=self.topics.events, late_topic=self.topics.late,
+            alerts_topic=self.topics.alerts, consumer_options=opts, producer=self.producer,
+            redis_client=self.redis, key_prefix=cfg.redis.key_prefix, settings=self.engine.settings,
+            rules=self.engine.rules.values(), metrics=self.metrics, batch_size=self.opts.batch_size,
+            checkpoint_interval=self.opts.checkpoint_interval, clock=self.clock)
 
     def _redis(self, cfg: PipelineConfig) -> redis.Redis:
         url = cfg.redis.url
@@ -231,6 +254,8 @@ class Evaluator:
             self.dirty.discard(p)
             self.pending_gaps.pop(p, None)
             self.assigned.discard(p)
+            if self.groups is not None:
+                self.groups.forget_upstream(p)
             self.metrics.assigned.set(len(self.assigned))
             for gauge in (self.metrics.lag, self.metrics.watermark_delay, self.metrics.checkpoint_bytes):
                 try:
@@ -245,26 +270,42 @@ class Evaluator:
                                 on_lost=self._on_lost)
         logger.info("evaluator: %d rule(s), revision %s, topic %s", len(self.engine.rules),
                     self.cfg.revision, self.topics.events)
+        if self.groups is not None:
+            self.groups.start()
         result: str | None = None
+        pending = self._pending
+        depth = max(1, self.opts.dedup_depth)
+        full = self.opts.batch_size
+        loop = self.metrics.loop_seconds
+        perf = time.perf_counter
         try:
             while not stop.is_set():
                 if self._reload() == RESTART:
                     result = RESTART
                     break
-                msgs = self.consumer.consume(self.opts.batch_size, self.opts.poll_timeout)
-                # With a backlog (full batches) the dedup round trip of batch N+1 runs on the dedup
-                # thread while batch N is evaluated here; otherwise a batch is evaluated at once.
-                batch = self._prepare(msgs) if msgs else None
-                self._drain()
-                if batch is not None:
-                    if len(msgs) >= self.opts.batch_size and batch.seen is not None:
-                        self._pending = batch
-                    else:
-                        self._evaluate(batch)
+                t0 = perf()
+                # with batches in flight, do not sit in consume: their answers may be ready
+                msgs = self.consumer.consume(full, 0 if pending else self.opts.poll_timeout)
+                t1 = perf()
+                loop["consume"] += t1 - t0
+                if msgs:
+                    pending.append(self._prepare(msgs))
+                    loop["decode"] += perf() - t1
+                # With a backlog (full batches) up to `depth` batches' dedup round trips run on the
+                # dedup thread while older batches are evaluated here; without one, at once.
+                backlog = len(msgs) >= full
+                while pending and (
+                    not backlog or len(pending) > depth or pending[0].seen is None or pending[0].seen.done()
+                ):
+                    self._evaluate(pending.popleft())
+                if self.groups is not None:
+                    self.groups.step(self.clock())
                 self.producer.poll(0)
                 now = self.clock()
                 if now - self._last_housekeeping >= self.opts.housekeeping_interval:
+                    t2 = perf()
                     self._housekeeping(now)
+                    loop["housekeeping"] += perf() - t2
                 if self.dirty and now - self._last_checkpoint >= self._checkpoint_every:
                     self.checkpoint(sorted(self.dirty))
         finally:
@@ -278,6 +319,8 @@ class Evaluator:
         except Exception:  # noqa: BLE001 - shutting down: the next owner replays from the last checkpoint
             logger.exception("final checkpoint failed; the next owner replays from the previous one")
         self.consumer.close()
+        if self.groups is not None:
+            self.groups.close()
         self.producer.flush(10)
         self._pool.shutdown(wait=True)
 
@@ -316,8 +359,9 @@ class Evaluator:
                 keys.append(key_of(dev, seq))
                 owners.append(owner(p, off))
         now = self.clock()
-        for item in items:
-            self.last_record[item[1]] = now
+        last = self.last_record
+        for p in {item[1] for item in items}:
+            last[p] = now
         self.metrics.consumed.inc(len(msgs))
         seen: Future[list[bytes | None]] | None = None
         if keys:
@@ -326,10 +370,14 @@ class Evaluator:
 
     def _evaluate(self, batch: _Batch) -> None:
         """Apply a prepared batch in offset order: dead letters, duplicates, the engine, outputs."""
-        t0 = time.perf_counter()
         m = self.metrics
         tenant = self.cfg.tenant
-        seen = batch.seen.result() if batch.seen is not None else []
+        seen: list[bytes | None] = []
+        if batch.seen is not None:
+            tw = time.perf_counter()
+            seen = batch.seen.result()
+            m.loop_seconds["dedup_wait"] += time.perf_counter() - tw
+        t0 = time.perf_counter()
         owners = batch.owners
         positions = self.positions
         parts = self.engine.partitions
@@ -379,13 +427,15 @@ class Evaluator:
         for p in touched:
             self._emit(parts[p], p)
         self.batches += 1
-        m.batch_seconds.observe(time.perf_counter() - t0)
+        took = time.perf_counter() - t0
+        m.loop_seconds["evaluate"] += took
+        m.batch_seconds.observe(took)
 
     def _drain(self) -> None:
-        """Evaluate the batch whose dedup round trip is in flight (before a checkpoint or revoke)."""
-        batch, self._pending = self._pending, None
-        if batch is not None:
-            self._evaluate(batch)
+        """Evaluate the batches whose dedup round trips are in flight (before a revoke, pause, stop)."""
+        pending = self._pending
+        while pending:
+            self._evaluate(pending.popleft())
 
     def _emit(self, part: Partition, p: int) -> None:
         alerts = part.take_alerts()
@@ -401,6 +451,10 @@ class Evaluator:
                 if a.get("ingestTimeMs"):
                     by_ingest = m.event_to_alert.labels("ingest_time")
                     by_ingest.observe(max(0.0, (now_ms - a["ingestTimeMs"]) / 1000))
+        if self.groups is not None:
+            forwarded = part.take_forwarded()
+            if forwarded:
+                self.groups.forward(p, forwarded, self._on_delivery)
         gaps = part.take_gaps()
         if gaps:
             self.pending_gaps.setdefault(p, []).extend(gaps)
@@ -469,6 +523,7 @@ class Evaluator:
             logger.warning("offset commit failed (the checkpoint in Redis stands): %s", exc)
         self.dirty.difference_update(ps)
         took = time.perf_counter() - t0
+        self.metrics.loop_seconds["checkpoint"] += took
         self._checkpoint_every = max(self.opts.checkpoint_interval, min(60.0, 10 * took))
         self.metrics.checkpoint_seconds.observe(took)
 
@@ -510,6 +565,8 @@ class Evaluator:
         for p, part in self.engine.partitions.items():
             self._emit(part, p)  # resolutions of retired rules
             self.dirty.add(p)
+        if self.groups is not None:
+            self.groups.set_rules(rules, self.engine.settings)
         logger.info("config revision %s live: %d rule(s)", cfg.revision, len(rules))
 
     def _set_paused(self, pause: bool) -> None:
@@ -524,6 +581,8 @@ class Evaluator:
             if assignment:
                 self.consumer.resume(assignment)
             logger.warning("stopEvaluation kill switch off: consumption resumed")
+        if self.groups is not None:
+            self.groups.set_paused(pause)
         self.paused = pause
         self.metrics.paused.set(1 if pause else 0)
 
@@ -549,6 +608,14 @@ class Evaluator:
                     part.advance_to(target)
                     self._emit(part, p)
                     self.dirty.add(p)
+        if self.groups is not None:
+            g = self.groups
+            parts = {p: self.engine.partitions[p] for p in self.assigned if p in self.engine.partitions}
+            if not self.paused:
+                g.send_watermarks(parts, self._lag, lambda p: (now - self.last_record.get(p, now)) * 1000,
+                                  self.idle_ms, now, self._on_delivery)
+            g.housekeeping(now)
+            groups += g.group_count()
         m.held.set(held)
         m.groups.set(groups)
 
