@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-dedup", action="store_true",
                         help="skip the Redis input dedup (only for sources that never replay)")
     parser.add_argument("--batch-size", type=int, default=5000, help="records per consume() call")
+    parser.add_argument("--dedup-depth", type=int, default=4,
+                        help="consumed batches whose Redis dedup round trip may be in flight at once")
     parser.add_argument("--checkpoint-interval", type=float, default=1.0,
                         help="seconds between checkpoints (flush, snapshot, commit)")
     parser.add_argument("--wait-config", type=float, default=60.0,
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         )
     options = EvaluatorOptions(batch_size=args.batch_size, checkpoint_interval=args.checkpoint_interval,
                                group_id=args.group, instance_id=args.instance_id,
-                               dedup=not args.no_dedup)
+                               dedup=not args.no_dedup, dedup_depth=args.dedup_depth)
     secrets = SecretResolver(args.secrets_dir)
     try:
         while not stop.is_set():
