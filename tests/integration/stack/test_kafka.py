@@ -6,15 +6,23 @@ import time
 from collections import Counter, defaultdict
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # not in its __all__
 
 from devstack.kafka import KafkaServer
+from devstack.processes import wait_until
 
 pytestmark = pytest.mark.integration
 
 N = 10_000
 PARTITIONS = 6
+
+
+LEADERSHIP_MOVING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError._TIMED_OUT,
+}
 
 
 def _create_topic(admin: AdminClient, name: str, partitions: int) -> None:
@@ -119,8 +127,23 @@ def test_broker_restarts_on_the_same_port_with_its_data(kafka_server: KafkaServe
     md = admin.list_topics(topic=unique, timeout=30)
     assert len(md.topics[unique].partitions) == 2
     consumer = Consumer({"bootstrap.servers": kafka_server.bootstrap, "group.id": unique})
+    highs: list[int] = []
+
+    def read_highs() -> bool:
+        # Leadership of the old partitions comes back a moment after the broker answers metadata:
+        # NOT_LEADER_FOR_PARTITION until then (a retriable error, as clients treat it).
+        try:
+            highs[:] = [
+                consumer.get_watermark_offsets(TopicPartition(unique, p), timeout=10)[1] for p in range(2)
+            ]
+        except KafkaException as e:
+            if not e.args[0].retriable() and e.args[0].code() not in LEADERSHIP_MOVING:
+                raise
+            return False
+        return True
+
     try:
-        highs = [consumer.get_watermark_offsets(TopicPartition(unique, p), timeout=10)[1] for p in range(2)]
+        wait_until(read_highs, "watermark offsets readable after the restart", 60)
     finally:
         consumer.close()
     assert sum(highs) == 100
