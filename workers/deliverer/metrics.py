@@ -12,8 +12,10 @@ __all__ = [
     "DELIVERY_LATENCY",
     "INFLIGHT",
     "OUTCOMES",
+    "PARKED",
     "PAUSED",
     "RETRIES",
+    "RETRY_WAITING",
     "SEND_LATENCY",
 ]
 
@@ -49,6 +51,16 @@ CIRCUIT_STATE = Gauge(
     "alertpipe_deliverer_circuit_state",
     "Circuit breaker: 0 closed, 1 half-open, 2 open.",
     ["tenant", "channel"],
+)
+PARKED = Counter(
+    "alertpipe_deliverer_parked_total",
+    "Deliveries written to the retry topic for a later attempt (failing channel or open circuit).",
+    ["tenant", "channel"],
+)
+RETRY_WAITING = Gauge(
+    "alertpipe_deliverer_retry_waiting",
+    "Parked deliveries read back from the retry topic and waiting for their not-before time.",
+    ["tenant"],
 )
 INFLIGHT = Gauge("alertpipe_deliverer_queue_depth", "Alerts read and not yet terminal.", ["tenant"])
 PAUSED = Gauge("alertpipe_deliverer_paused", "1 while delivery is stopped by the kill switch.", ["tenant"])

@@ -1,9 +1,12 @@
-"""The deliverer's records on Kafka: dead-letter envelopes and decision-log (audit) entries.
+"""The deliverer's records on Kafka: dead-letter envelopes, decision-log (audit) entries and parked
+(retry-topic) deliveries.
 
 The dead-letter topic is shared with the evaluator's malformed events, so a delivery envelope is
 marked twice: header ``alertpipe-dlq-kind: delivery`` and ``"kind": "delivery"`` in the JSON value
 (key = delivery key). Audit entries are keyed by alert id, so one alert's history is in one
 partition, in order. ``alertpipe dlq`` and ``alertpipe explain`` read them back with these helpers.
+A parked delivery is the alert's JSON as read (value, key = alert id) with its channel, attempts and
+not-before time in ``alertpipe-retry-*`` headers, so the body embedded in a webhook never changes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ __all__ = [
     "AuditEntry",
     "Decision",
     "DeadLetter",
+    "Parked",
     "dead_letter_from_json",
     "is_delivery_dead_letter",
 ]
@@ -41,6 +45,7 @@ Decision = Literal[
     "skipped_delivered",  # already delivered (a replay, crash or rebalance): not sent again
     "skipped_dead",  # already dead-lettered earlier: not sent again (replay with `alertpipe dlq replay`)
     "invalid",  # the message on the alerts topic is not an alert: dead-lettered
+    "parked",  # written to the retry topic for a later attempt (failing channel or open circuit)
 ]
 
 
@@ -123,3 +128,77 @@ def dead_letter_from_json(raw: bytes) -> DeadLetter | None:
         return DeadLetter(**{k: v for k, v in data.items() if k in known})
     except TypeError:
         return None
+
+
+_RETRY_PREFIX = "alertpipe-retry-"
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """A delivery to one channel waiting on the retry topic: not before ``not_before_ms``."""
+
+    channel: str
+    attempts: int  # attempts made so far (all passes)
+    hops: int  # times parked so far (drives the backoff of the next park)
+    not_before_ms: int
+    origin_ms: int  # the age budget counts from here (the alert's produce or replay time)
+    produced_ms: int  # produce time on the alerts topic (delivery latency)
+    first_attempt_ms: int = 0
+    replay: bool = False
+    last_status: int | None = None
+    last_response: str = ""
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        out = [(_RETRY_PREFIX + k, str(v).encode()) for k, v in self._ints().items()]
+        out.append((_RETRY_PREFIX + "channel", self.channel.encode()))
+        if self.replay:
+            out.append((_RETRY_PREFIX + "replay", b"1"))
+        if self.last_status is not None:
+            out.append((_RETRY_PREFIX + "last-status", str(self.last_status).encode()))
+        if self.last_response:
+            out.append((_RETRY_PREFIX + "last-response", self.last_response[:300].encode()))
+        return out
+
+    def _ints(self) -> dict[str, int]:
+        return {
+            "attempts": self.attempts,
+            "hops": self.hops,
+            "not-before-ms": self.not_before_ms,
+            "origin-ms": self.origin_ms,
+            "produced-ms": self.produced_ms,
+            "first-attempt-ms": self.first_attempt_ms,
+        }
+
+    @classmethod
+    def from_headers(cls, headers: list[tuple[str, bytes | None]] | None) -> Parked:
+        """Raises ValueError naming the header that is missing or malformed."""
+        h = {
+            k[len(_RETRY_PREFIX) :]: (v or b"").decode("utf-8", "replace")
+            for k, v in headers or ()
+            if k.startswith(_RETRY_PREFIX)
+        }
+
+        def num(name: str) -> int:
+            try:
+                return int(h[name])
+            except KeyError:
+                raise ValueError(f"retry record without header {_RETRY_PREFIX}{name}") from None
+            except ValueError:
+                raise ValueError(f"retry record header {_RETRY_PREFIX}{name} is not an integer") from None
+
+        channel = h.get("channel")
+        if not channel:
+            raise ValueError(f"retry record without header {_RETRY_PREFIX}channel")
+        status = h.get("last-status")
+        return cls(
+            channel=channel,
+            attempts=num("attempts"),
+            hops=num("hops"),
+            not_before_ms=num("not-before-ms"),
+            origin_ms=num("origin-ms"),
+            produced_ms=num("produced-ms"),
+            first_attempt_ms=num("first-attempt-ms"),
+            replay=h.get("replay") == "1",
+            last_status=int(status) if status and status.isdigit() else None,
+            last_response=h.get("last-response", ""),
+        )

@@ -2,14 +2,26 @@
 
 One task per (alert, channel); per channel a concurrency limit, a token bucket and a circuit
 breaker; a retry loop driven by ``policy.decide_retry``. Offsets are committed only up to the lowest
-alert with a delivery not yet terminal (delivered, dead-lettered, muted, skipped as a duplicate).
-The stop-delivery kill switch pauses the consumer (alerts wait in Kafka) and holds attempts.
+alert with a delivery not yet terminal (delivered, dead-lettered, muted, skipped as a duplicate, or
+parked). The stop-delivery kill switch pauses the consumer (alerts wait in Kafka) and holds attempts.
+
+Parking (when the pipeline has a retry topic): a delivery that failed ``local_attempts`` times in a
+row, whose next backoff is longer than ``local_max_delay``, or whose channel's circuit is open is
+written to the retry topic with its channel, attempts and not-before time, and its alert's offset
+becomes committable, so a dead channel neither holds the commit frontier nor fills ``max_inflight``
+(the pattern of Uber's and Kafka Connect's retry topics). The same consumer reads the retry topic;
+a record not yet due waits in an in-memory delay queue (a heap), never blocking the partition
+behind it; past ``max_retry_waiting`` only the retry topic pauses. The claim key per (alert,
+channel) makes any replay or duplicate park harmless.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import heapq
+import itertools
 import logging
 import os
 import random
@@ -39,9 +51,10 @@ from alertpipe.workers.deliverer.policy import (
     CircuitBreaker,
     RetryBudget,
     TokenBucket,
+    backoff_delay,
     decide_retry,
 )
-from alertpipe.workers.deliverer.records import REPLAY_HEADER, AuditEntry, DeadLetter, Decision
+from alertpipe.workers.deliverer.records import REPLAY_HEADER, AuditEntry, DeadLetter, Decision, Parked
 from alertpipe.workers.deliverer.senders import Sender, Senders, SetupError
 from alertpipe.workers.errors import DeliveryError
 
@@ -61,6 +74,11 @@ class DelivererSettings:
     breaker_cooldown: float = 5.0
     shutdown_grace: float = 10.0
     batch_size: int = 500
+    local_attempts: int = 3  # failed attempts in a row kept in memory before a delivery is parked
+    local_max_delay: float = 1.0  # a longer backoff (or Retry-After) parks the delivery instead
+    max_retry_waiting: int = (
+        20_000  # parked deliveries read back and not yet due before the retry topic pauses
+    )
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
 
 
@@ -70,6 +88,7 @@ class Outcome(Enum):
     MUTED = "muted"
     SKIPPED_DELIVERED = "skipped_delivered"
     SKIPPED_DEAD = "skipped_dead"
+    PARKED = "parked"  # on the retry topic: terminal for this offset, not for the delivery
 
 
 def _now_utc() -> datetime:
@@ -112,6 +131,30 @@ class _Ctx:
     replay: bool
     origin_s: float  # wall-clock seconds the age budget counts from (produce or replay time)
     produced_s: float  # produce time of the alert message (for delivery latency)
+    # carried over from earlier passes when read back from the retry topic
+    attempts: int = 0
+    hops: int = 0
+    first_ms: int = 0
+    last_status: int | None = None
+    last_detail: str = ""
+
+    def fresh(self) -> _Ctx:
+        """For another channel (a fallback): same alert, no attempts yet."""
+        return dataclasses.replace(self, attempts=0, hops=0, first_ms=0, last_status=None, last_detail="")
+
+
+@dataclass(order=True)
+class _Waiting:
+    """A parked delivery read back from the retry topic, waiting for its not-before time."""
+
+    due: float
+    seq: int
+    alert: Alert = field(compare=False)
+    channel: str = field(compare=False)
+    ctx: _Ctx = field(compare=False)
+    tp: tuple[str, int] = field(compare=False)
+    offset: int = field(compare=False)
+    tracker: PartitionTracker = field(compare=False)
 
 
 class Deliverer:
@@ -134,14 +177,20 @@ class Deliverer:
         self._lock = threading.Lock()
         self._chains: dict[str, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._inflight = 0
-        self._gated = False
+        self._inflight = 0  # alerts-topic deliveries not terminal
+        self._inflight_retry = 0  # retry-topic deliveries running
+        self._waiting: list[_Waiting] = []  # heap by due time
+        self._seq = itertools.count()
+        self._wake_waiting = asyncio.Event()
+        self._parked_firing: dict[tuple[str, str], float] = {}  # (alert id, channel) -> due (firing)
+        self._gated: frozenset[str] = frozenset()
         self._kexec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deliverer-consumer")
         self._consumer: Any = None
         self._producer: AsyncProducer | None = None
         self._redis: aioredis.Redis | None = None
         self._claims: Claims | None = None
         self._rand = random.SystemRandom().random
+        self._retry_topic: str | None = None
         self.ready = asyncio.Event()
 
     # --- config and secrets --------------------------------------------------------------------
@@ -235,22 +284,29 @@ class Deliverer:
             mark_ttl=parse_duration(cfg.dedup_ttl),
         )
         await self._senders.start()
-        await loop.run_in_executor(self._kexec, self._subscribe, cfg.kafka.topics.alerts)
+        topics = [cfg.kafka.topics.alerts] + ([cfg.kafka.topics.retry] if cfg.kafka.topics.retry else [])
+        self._retry_topic = cfg.kafka.topics.retry
+        await loop.run_in_executor(self._kexec, self._subscribe, topics)
         logger.info(
-            "deliverer consuming %s as group %s (owner %s)",
-            cfg.kafka.topics.alerts,
+            "deliverer consuming %s as group %s (owner %s)%s",
+            ", ".join(topics),
             group,
             self.settings.owner,
+            "" if self._retry_topic else "; no retry topic: retries wait in memory",
         )
         committer = asyncio.create_task(self._commit_loop(stop), name="commit")
+        releaser = asyncio.create_task(self._waiting_loop(stop), name="retry-due")
         try:
             await self._consume_loop(stop)
         finally:
+            releaser.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await releaser
             await self._shutdown(committer)
 
-    def _subscribe(self, topic: str) -> None:
+    def _subscribe(self, topics: list[str]) -> None:
         self._consumer.subscribe(
-            [topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
 
     async def _shutdown(self, committer: asyncio.Task[None]) -> None:
@@ -306,32 +362,39 @@ class Deliverer:
                 self._trackers.pop((tp.topic, tp.partition), None)
         logger.warning("partitions lost %s", [p.partition for p in partitions])
 
-    def _poll(self, gate: bool) -> list[Any]:
+    def _poll(self, gated: frozenset[str]) -> list[Any]:
+        """Read what is there, with the partitions of the ``gated`` topics paused."""
         c = self._consumer
-        if gate != self._gated:
+        if gated != self._gated:
             assignment = c.assignment()
-            if assignment:
-                (c.pause if gate else c.resume)(assignment)
-            self._gated = gate
-        if gate:
-            # Paused partitions return nothing; a partition assigned meanwhile may: put it back.
-            held = c.consume(num_messages=self.settings.batch_size, timeout=0.2)
-            first: dict[tuple[str, int], int] = {}
-            for msg in held:
-                if msg.error() is None:
-                    first.setdefault((msg.topic(), msg.partition()), msg.offset())
-            for (t, p), off in first.items():
-                c.seek(TopicPartition(t, p, off))
-            if first:
-                c.pause(c.assignment())
-            return []
+            stop = [tp for tp in assignment if tp.topic in gated]
+            go = [tp for tp in assignment if tp.topic not in gated]
+            if stop:
+                c.pause(stop)
+            if go:
+                c.resume(go)
+            self._gated = gated
         # consume(n, timeout) waits for a full batch or the timeout: a trickle of alerts would
         # wait up to the timeout each. Block for the first message only, then take what is there.
-        first = c.poll(0.1)
-        if first is None:
+        head = c.poll(0.1)
+        if head is None:
             return []
-        rest: list[Any] = c.consume(num_messages=self.settings.batch_size - 1, timeout=0)
-        return [first, *rest]
+        msgs: list[Any] = [head, *c.consume(num_messages=self.settings.batch_size - 1, timeout=0)]
+        if not gated:
+            return msgs
+        # Paused partitions return nothing; a partition assigned meanwhile may: put it back.
+        kept = []
+        first: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            if msg.error() is None and msg.topic() in gated:
+                first.setdefault((msg.topic(), msg.partition()), msg.offset())
+            else:
+                kept.append(msg)
+        for (t, p), off in first.items():
+            c.seek(TopicPartition(t, p, off))
+        if first:
+            c.pause([TopicPartition(t, p) for t, p in first])
+        return kept
 
     def _commit_sync(self) -> None:
         offsets = self._frontiers()
@@ -364,15 +427,38 @@ class Deliverer:
             cfg = self._refresh_config()
             paused = is_paused(cfg, _now_utc())
             _child(m.PAUSED, cfg.tenant).set(1 if paused else 0)
-            gate = paused or self._inflight >= self.settings.max_inflight
-            msgs = await loop.run_in_executor(self._kexec, self._poll, gate)
+            retry = self._retry_topic
+            gated = set()
+            if paused or self._inflight >= self.settings.max_inflight:
+                gated.add(cfg.kafka.topics.alerts)
+            if retry and (
+                paused or len(self._waiting) + self._inflight_retry >= self.settings.max_retry_waiting
+            ):
+                gated.add(retry)
+            msgs = await loop.run_in_executor(self._kexec, self._poll, frozenset(gated))
             if not self.ready.is_set() and self._trackers:
                 self.ready.set()
             for msg in msgs:
                 self._dispatch(msg)
             _child(m.INFLIGHT, cfg.tenant).set(self._inflight)
-            if gate or not msgs:
+            _child(m.RETRY_WAITING, cfg.tenant).set(len(self._waiting))
+            if gated or not msgs:
                 await asyncio.sleep(0)
+
+    async def _waiting_loop(self, stop: asyncio.Event) -> None:
+        """Start each parked delivery read back from the retry topic once its not-before time comes."""
+        while not stop.is_set():
+            now = time.time()
+            while self._waiting and self._waiting[0].due <= now:
+                w = heapq.heappop(self._waiting)
+                with self._lock:
+                    mine = self._trackers.get(w.tp) is w.tracker
+                if mine:  # else revoked meanwhile: the new owner reads it again
+                    self._spawn(self._deliver_chain(w.alert, w.channel, w.ctx), w.tp, w.offset, retry=True)
+            self._wake_waiting.clear()
+            wait = min(0.5, self._waiting[0].due - now) if self._waiting else 0.5
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_waiting.wait(), max(wait, 0.001))
 
     async def _commit_loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -394,6 +480,9 @@ class Deliverer:
                 return
         cfg = self.config
         value = msg.value() or b""
+        if tp[0] == self._retry_topic:
+            self._dispatch_parked(msg, tr, value)
+            return
         try:
             alert = Alert.model_validate_json(value)
         except (ValidationError, ValueError) as exc:
@@ -430,14 +519,55 @@ class Deliverer:
         for ch in channels:
             self._spawn(self._deliver_chain(alert, ch, ctx), tp, offset)
 
-    def _spawn(self, coro: Any, tp: tuple[str, int], offset: int) -> None:
+    def _dispatch_parked(self, msg: Any, tr: PartitionTracker, value: bytes) -> None:
+        tp = (msg.topic(), msg.partition())
+        offset = msg.offset()
+        with self._lock:
+            tr.add(offset, 1)
+        try:
+            parked = Parked.from_headers(msg.headers())
+            alert = Alert.model_validate_json(value)
+        except (ValidationError, ValueError) as exc:
+            reason = "not a parked delivery: " + (
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            )
+            self._spawn(self._dead_letter_invalid(value, msg.key(), reason), tp, offset, retry=True)
+            return
+        ctx = _Ctx(
+            value,
+            parked.replay,
+            parked.origin_ms / 1000,
+            parked.produced_ms / 1000,
+            attempts=parked.attempts,
+            hops=parked.hops,
+            first_ms=parked.first_attempt_ms,
+            last_status=parked.last_status,
+            last_detail=parked.last_response,
+        )
+        due = parked.not_before_ms / 1000
+        if due <= time.time():
+            self._spawn(self._deliver_chain(alert, parked.channel, ctx), tp, offset, retry=True)
+            return
+        heapq.heappush(
+            self._waiting, _Waiting(due, next(self._seq), alert, parked.channel, ctx, tp, offset, tr)
+        )
+        if self._waiting[0].offset == offset and self._waiting[0].tp == tp:
+            self._wake_waiting.set()  # earlier than what the releaser sleeps for
+
+    def _spawn(self, coro: Any, tp: tuple[str, int], offset: int, retry: bool = False) -> None:
         task = asyncio.create_task(coro)
-        self._inflight += 1
+        if retry:
+            self._inflight_retry += 1
+        else:
+            self._inflight += 1
         self._tasks.add(task)
 
         def done(t: asyncio.Task[Any]) -> None:
             self._tasks.discard(t)
-            self._inflight -= 1
+            if retry:
+                self._inflight_retry -= 1
+            else:
+                self._inflight -= 1
             if t.cancelled():
                 return  # not terminal: the offset stays uncommitted and is redelivered
             exc = t.exception()
@@ -486,7 +616,17 @@ class Deliverer:
             visited = {channel}
             name = channel
             while True:
-                outcome = await self._deliver_one(alert, name, ctx)
+                behind = self._parked_firing.get((alert.id, name)) if alert.status != "firing" else None
+                if behind is not None and behind + 60 < time.time():
+                    behind = None  # that park was read back elsewhere (a rebalance): do not wait for it
+                if behind is not None and self._retry_topic:
+                    # its firing notification is parked: the resolve waits behind it (order per channel)
+                    delay = max(behind - time.time(), 0.0) + 0.05
+                    outcome = await self._park(alert, name, ctx, delay, "behind its parked firing")
+                else:
+                    outcome = await self._deliver_one(alert, name, ctx)
+                if alert.status == "firing" and outcome is not Outcome.PARKED:
+                    self._parked_firing.pop((alert.id, name), None)
                 if outcome not in (Outcome.DEAD, Outcome.SKIPPED_DEAD):
                     return
                 ch = self._channel(name)
@@ -496,6 +636,7 @@ class Deliverer:
                 visited.add(fb)
                 self._log(alert, "fallback", name, reason=f"trying fallback channel {fb!r}")
                 name = fb
+                ctx = ctx.fresh()
         finally:
             me.set_result(None)
             if self._chains.get(chain_key) is me:
@@ -505,10 +646,11 @@ class Deliverer:
         claims = self._claims
         assert claims is not None  # noqa: S101 - set in run()
         key = alert.delivery_key(name)
-        attempts = 0
-        first_ms = 0
-        last_status: int | None = None
-        last_detail = ""
+        attempts = ctx.attempts
+        first_ms = ctx.first_ms
+        last_status: int | None = ctx.last_status
+        last_detail = ctx.last_detail
+        local = 0  # attempts made by this pass (the rest were made before the delivery was parked)
         while True:
             cfg = self._refresh_config()
             tenant = cfg.tenant
@@ -548,6 +690,24 @@ class Deliverer:
                         last_detail,
                         first_ms,
                     )
+                if self._retry_topic:
+                    r = ch.budget
+                    delay = max(
+                        wait, backoff_delay(ctx.hops + 1, r.initial_backoff, r.max_backoff, self._rand)
+                    )
+                    delay = min(delay, max(wait, r.max_age - age + 0.05))  # back by max age, to dead-letter
+                    return await self._park(
+                        alert,
+                        name,
+                        ctx,
+                        delay,
+                        "circuit open",
+                        attempts=attempts,
+                        first_ms=first_ms,
+                        last_status=last_status,
+                        last_detail=last_detail,
+                        release=local > 0,
+                    )
                 await asyncio.sleep(min(wait, 1.0))
                 continue
             probe = ch.breaker.state is BreakerState.HALF_OPEN
@@ -578,6 +738,7 @@ class Deliverer:
                 else:
                     busy = False
                     attempts += 1
+                    local += 1
                     if not first_ms:
                         first_ms = int(time.time() * 1000)
                     t0 = time.perf_counter()
@@ -638,6 +799,25 @@ class Deliverer:
                 )
             _child(m.ATTEMPTS, tenant, name, "retry").inc()
             _child(m.RETRIES, tenant, name).inc()
+            if self._retry_topic and (
+                local >= self.settings.local_attempts
+                or decision.delay > self.settings.local_max_delay
+                or ch.breaker.state is BreakerState.OPEN
+            ):
+                return await self._park(
+                    alert,
+                    name,
+                    ctx,
+                    decision.delay,
+                    f"{err.reason} ({decision.reason})",
+                    attempts=attempts,
+                    first_ms=first_ms,
+                    last_status=last_status,
+                    last_detail=last_detail,
+                    release=True,
+                    status_code=err.status,
+                    latency=took,
+                )
             self._log(
                 alert,
                 "retry",
@@ -649,6 +829,60 @@ class Deliverer:
                 delay_s=round(decision.delay, 3),
             )
             await asyncio.sleep(decision.delay)
+
+    async def _park(
+        self,
+        alert: Alert,
+        name: str,
+        ctx: _Ctx,
+        delay: float,
+        reason: str,
+        *,
+        attempts: int | None = None,
+        first_ms: int | None = None,
+        last_status: int | None = None,
+        last_detail: str | None = None,
+        release: bool = False,
+        status_code: int | None = None,
+        latency: float | None = None,
+    ) -> Outcome:
+        """Write the delivery to the retry topic (acked) and let its offset go: terminal for this pass."""
+        cfg = self.config
+        topic = self._retry_topic
+        assert topic is not None and self._claims is not None  # noqa: S101 - only called with one
+        due = time.time() + delay
+        parked = Parked(
+            channel=name,
+            attempts=ctx.attempts if attempts is None else attempts,
+            hops=ctx.hops + 1,
+            not_before_ms=int(due * 1000),
+            origin_ms=int(ctx.origin_s * 1000),
+            produced_ms=int(ctx.produced_s * 1000),
+            first_attempt_ms=ctx.first_ms if first_ms is None else first_ms,
+            replay=ctx.replay,
+            last_status=ctx.last_status if last_status is None else last_status,
+            last_response=ctx.last_detail if last_detail is None else last_detail,
+        )
+        await self._publish_until_acked(topic, alert.id, ctx.raw, parked.headers())
+        if release:  # another worker may read the park back before our claim would expire
+            await self._redis_retry(self._claims.release, alert.delivery_key(name))
+        if alert.status == "firing":
+            if len(self._parked_firing) > 100_000:  # read back elsewhere (rebalance): forget the stale
+                cut = time.time() - 60
+                self._parked_firing = {k: v for k, v in self._parked_firing.items() if v > cut}
+            self._parked_firing[(alert.id, name)] = due
+        _child(m.PARKED, cfg.tenant, name).inc()
+        self._log(
+            alert,
+            "parked",
+            name,
+            attempt=parked.attempts,
+            status_code=status_code,
+            latency_ms=round(latency * 1000, 2) if latency is not None else None,
+            reason=f"{reason}; next attempt after {_iso(parked.not_before_ms)}",
+            delay_s=round(delay, 3),
+        )
+        return Outcome.PARKED
 
     async def _give_up(
         self,

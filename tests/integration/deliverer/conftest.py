@@ -24,7 +24,7 @@ from confluent_kafka.cimpl import NewTopic
 from alertpipe.workers.alerts import Alert, alert_id
 from alertpipe.workers.config import PipelineConfig, SecretKeyRef, StaticConfigSource
 from alertpipe.workers.deliverer.reading import read_topic
-from alertpipe.workers.deliverer.records import AuditEntry, DeadLetter, dead_letter_from_json
+from alertpipe.workers.deliverer.records import AuditEntry, DeadLetter, Parked, dead_letter_from_json
 from alertpipe.workers.deliverer.worker import Deliverer, DelivererSettings
 from alertpipe.workers.secrets import SecretResolver
 from tests.receivers import HttpReceiver, SmtpReceiver, start_http_receiver, start_smtp_receiver
@@ -45,6 +45,7 @@ class Pipeline:
     secrets_dir: Path
     config_path: Path
     partitions: int = 3
+    retry_topic: bool = True  # False: the pipeline has no retry topic (retries wait in memory)
     config: PipelineConfig = field(init=False)
 
     def __post_init__(self) -> None:
@@ -61,6 +62,7 @@ class Pipeline:
                         "late": f"{t}.late",
                         "deadLetter": f"{t}.dlq",
                         "audit": f"{t}.audit",
+                        **({"retry": f"{t}.retry"} if self.retry_topic else {}),
                     },
                 },
                 "redis": {"url": self.redis_url, "keyPrefix": t},
@@ -72,6 +74,7 @@ class Pipeline:
         fs = admin.create_topics(
             [NewTopic(topics.alerts, self.partitions, 1)]
             + [NewTopic(x, 1, 1) for x in (topics.dead_letter, topics.audit)]
+            + ([NewTopic(topics.retry, 2, 1)] if topics.retry else [])
         )
         for f in fs.values():
             f.result(30)
@@ -117,6 +120,15 @@ class Pipeline:
             return sum(max(tp.offset, 0) for tp in c.committed(tps, timeout=10))
         finally:
             c.close()
+
+    def parked(self) -> list[tuple[Parked, bytes]]:
+        """Every record on the retry topic: (headers decoded, the alert's JSON)."""
+        assert self.config.kafka.topics.retry
+        opts = {"bootstrap.servers": self.bootstrap}
+        return [
+            (Parked.from_headers(m.headers()), m.value())
+            for m in read_topic(opts, self.config.kafka.topics.retry)
+        ]
 
     def group(self) -> str:
         return f"alertpipe.{self.config.tenant}.{self.config.pipeline}.deliverer"
