@@ -18,6 +18,24 @@ from .helpers import GOOD, Cluster, pipeline_body, rule_body
 pytestmark = pytest.mark.integration
 
 
+def service_uid(k: Cluster) -> str | None:
+    try:
+        return str(k.core.read_namespaced_service("d-ingestor", k.ns).metadata.uid)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def role_rules(rbac: client.RbacAuthorizationV1Api, ns: str) -> list[client.V1PolicyRule] | None:
+    try:
+        return list(rbac.read_namespaced_role("d-worker", ns).rules)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
 def test_hand_edits_of_owned_objects_are_undone_within_seconds(
     k: Cluster, operator_factory: Callable[..., OperatorProcess], kafka_bootstrap: str
 ) -> None:
@@ -28,8 +46,9 @@ def test_hand_edits_of_owned_objects_are_undone_within_seconds(
     k.create(rule_body("cpu-high", GOOD))
     k.create(pipeline_body("d", kafka_bootstrap))
     want = wait_for(lambda: (c := k.config("d")) and c["rules"] and c, "config with the rule", 60)
-    wait_for(lambda: k.core.read_namespaced_service("d-ingestor", ns), "ingestor Service", 60)
-    original_rules = rbac.read_namespaced_role("d-worker", ns).rules
+    wait_for(lambda: service_uid(k) is not None, "ingestor Service", 60)
+    wait_for(lambda: role_rules(rbac, ns) is not None, "worker Role", 60)
+    original_rules = role_rules(rbac, ns)
 
     try:
         # 1. the compiled config, emptied by hand
@@ -45,23 +64,12 @@ def test_hand_edits_of_owned_objects_are_undone_within_seconds(
         role = rbac.read_namespaced_role("d-worker", ns)
         role.rules.append(client.V1PolicyRule(api_groups=[""], resources=["secrets"], verbs=["get"]))
         rbac.replace_namespaced_role("d-worker", ns, role)
-        wait_for(
-            lambda: rbac.read_namespaced_role("d-worker", ns).rules == original_rules, "Role restored", 30
-        )
+        wait_for(lambda: role_rules(rbac, ns) == original_rules, "Role restored", 30)
 
         # 3. the ingestor Service deleted by hand: recreated
-        old_uid = k.core.read_namespaced_service("d-ingestor", ns).metadata.uid
-
-        def recreated() -> bool:
-            try:
-                return bool(k.core.read_namespaced_service("d-ingestor", ns).metadata.uid != old_uid)
-            except client.ApiException as exc:
-                if exc.status == 404:
-                    return False
-                raise
-
+        old_uid = service_uid(k)
         k.core.delete_namespaced_service("d-ingestor", ns)
-        wait_for(recreated, "Service recreated", 30)
+        wait_for(lambda: service_uid(k) not in (None, old_uid), "Service recreated", 30)
         wait_for(
             lambda: sum("Service d-ingestor" in m for m in k.events("DriftCorrected")) >= 1,
             "a DriftCorrected Event for the Service",
