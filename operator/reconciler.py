@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -135,6 +136,9 @@ class Reconciler:
         # keys a watch event showed changed or deleted behind the operator's back
         self._owned: dict[tuple[str, str, str], JSON] = {}
         self._suspect: set[tuple[str, str, str]] = set()
+        # resourceVersions the operator's own writes produced, per owned object (the last few): a
+        # watch event of one of them is never drift, however late it arrives
+        self._ours: dict[tuple[str, str, str], deque[str]] = {}
 
     # --- inputs from Kopf -------------------------------------------------------------------
 
@@ -154,6 +158,7 @@ class Reconciler:
         for key in [k for k in self._owned if k[1] == namespace and k[2].startswith(f"{name}-")]:
             del self._owned[key]
             self._suspect.discard(key)
+            self._ours.pop(key, None)
         self._debounced(("rules", namespace, ""))
         metrics.PIPELINES.set(len(self.store.pipelines))
 
@@ -207,7 +212,7 @@ class Reconciler:
         key = (str(body.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
         desired = self._owned.get(key)
         pipeline = (meta.get("labels") or {}).get("alertpipe.io/pipeline")
-        if desired is None or not pipeline:
+        if desired is None or not pipeline or meta.get("resourceVersion") in self._ours.get(key, ()):
             return
         ref = (desired["metadata"].get("ownerReferences") or [{}])[0]
         stored = self.store.pipelines.get((key[1], pipeline))
@@ -220,6 +225,11 @@ class Reconciler:
             self._applied.pop(key, None)
             self._suspect.add(key)
             self.queue.schedule(("pipeline", key[1], pipeline), 0.0)
+
+    def _wrote(self, key: tuple[str, str, str], response: Mapping[str, Any]) -> None:
+        rv = (response.get("metadata") or {}).get("resourceVersion")
+        if rv:
+            self._ours.setdefault(key, deque(maxlen=8)).append(str(rv))
 
     def _restored(self, key: tuple[str, str, str], pipeline: Mapping[str, Any] | None) -> None:
         """After a write: an Event when the write undid a change made outside the operator."""
@@ -565,12 +575,13 @@ class Reconciler:
         if written is not None:
             # It exists (we wrote it): one merge patch, no read, no resourceVersion needed.
             try:
-                await self.kube.merge_patch(
+                out = await self.kube.merge_patch(
                     "ConfigMap",
                     meta["namespace"],
                     meta["name"],
                     {"metadata": {"annotations": meta["annotations"]}, "data": cm["data"]},
                 )
+                self._wrote(key, out)
                 self._applied[key] = (text, time.monotonic())
                 self.event_soon(body, "Normal", "ConfigUpdated", summary)
                 self._restored(key, body)
@@ -580,7 +591,7 @@ class Reconciler:
                     raise
         live = None
         try:
-            await self.kube.create(cm)
+            self._wrote(key, await self.kube.create(cm))
             self.event_soon(body, "Normal", "ConfigCreated", summary)
             self._restored(key, body)
         except KubeError as exc:
@@ -589,7 +600,7 @@ class Reconciler:
             live = await self.kube.get("ConfigMap", meta["namespace"], meta["name"])
         if live is not None and ((live.get("data") or {}).get(CONFIG_KEY) != text or drifted(cm, live)):
             cm = {**cm, "metadata": {**meta, "resourceVersion": live["metadata"]["resourceVersion"]}}
-            await self.kube.replace(cm)
+            self._wrote(key, await self.kube.replace(cm))
             self.event_soon(body, "Normal", "ConfigUpdated", summary)
             self._restored(key, body)
         self._suspect.discard(key)
@@ -623,6 +634,7 @@ class Reconciler:
         if live is None:
             try:
                 created = await self.kube.create(obj)
+                self._wrote(key, created)
                 self._applied[key] = (want_hash, time.monotonic())
                 self._restored(key, pipeline)
                 return created
@@ -652,6 +664,7 @@ class Reconciler:
             body["spec"] = spec
         logger.info("updating %s %s/%s", kind, ns, name)
         replaced = await self.kube.replace(body)
+        self._wrote(key, replaced)
         self._applied[key] = (want_hash, time.monotonic())
         self._restored(key, pipeline)
         return replaced
