@@ -286,6 +286,11 @@ class Topics(Model):
         None,
         description="Deliveries waiting for a later attempt (deliverer); unset: retries wait in memory.",
     )
+    repartition: str | None = Field(
+        None,
+        description="Events of rules whose groups span devices, keyed by (rule, group key) (evaluator);"
+        " unset: such rules are evaluated per events partition.",
+    )
 
 
 class KafkaSettings(Model):

@@ -86,6 +86,18 @@ class EvaluatorMetrics:
         self.rules = Gauge("alertpipe_evaluator_rules", "Rules loaded (enabled).", registry=r)
         self.loop_seconds: dict[str, float] = dict.fromkeys(LOOP_PHASES, 0.0)
         r.register(_LoopSeconds(self.loop_seconds))
+        # the repartition stage (rules whose groups span devices)
+        self.forwarded = Counter("alertpipe_evaluator_repartition_forwarded_total",
+                                 "Events forwarded to the repartition topic (one per event and rule).", t,
+                                 registry=r).labels(tenant)
+        self.group_events = Counter("alertpipe_evaluator_repartition_events_total",
+                                    "Forwarded events read by the group stage, by result (accepted,"
+                                    " duplicate, late, stale).", ("tenant", "result"), registry=r)
+        self.group_watermark_delay = Gauge("alertpipe_evaluator_group_watermark_delay_seconds",
+                                           "Wall clock minus the group stage's watermark.", ("partition",),
+                                           registry=r)
+        self.group_assigned = Gauge("alertpipe_evaluator_group_assigned_partitions",
+                                    "Repartition partitions this process owns.", registry=r)
         self._revision: str | None = None
 
     def set_revision(self, revision: str) -> None:

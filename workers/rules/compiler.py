@@ -59,6 +59,12 @@ class CompiledRule:
     def panes(self) -> int:
         return self.window_ms // self.every_ms if self.every_ms else 0
 
+    @property
+    def spans_devices(self) -> bool:
+        """Its groups can hold events of several devices (``by`` lacks deviceId): it needs the
+        repartition stage to see the whole stream (docs/evaluator.md)."""
+        return ("deviceId",) not in self.by
+
 
 def _ms(text: str) -> int:
     return round(parse_duration(text) * 1000)

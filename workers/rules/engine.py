@@ -62,12 +62,14 @@ class EngineSettings:
     revision: str = ""
     # reorder state of a silent device is dropped after between half of this and this (event time)
     device_ttl_ms: int = 86_400_000
+    # rules whose groups span devices are forwarded (``take_forwarded``), not evaluated here
+    repartition: bool = False
 
 
 class _Ctx:
     """What rule states need from their partition: settings, output, timers, clock."""
 
-    __slots__ = ("settings", "out", "heap", "counter", "clock", "fired", "resolved")
+    __slots__ = ("settings", "out", "heap", "counter", "clock", "fired", "resolved", "forwarded")
 
     def __init__(self, settings: EngineSettings, clock: Callable[[], float]) -> None:
         self.settings = settings
@@ -77,6 +79,8 @@ class _Ctx:
         self.clock = clock
         self.fired: dict[str, int] = {}
         self.resolved: dict[str, int] = {}
+        # (rule, group key, ts, ingest, event) for the repartition stage (alertpipe.workers.rules.groups)
+        self.forwarded: list[tuple[CompiledRule, Any, int, int | None, dict[str, Any]]] = []
 
     def schedule(self, due: int, rs: RuleState) -> None:
         self.counter += 1
@@ -520,6 +524,31 @@ class AbsenceState(RuleState):
                 self._schedule(key, g[2])
 
 
+class ForwardState(RuleState):
+    """A rule whose groups span devices, in a per-partition engine: it keeps no state here and
+    forwards each selected event with its group key to the repartition stage."""
+
+    __slots__ = ()
+    kind = "forward"
+
+    def on_event(self, d: dict[str, Any], ts: int, ingest: int | None) -> None:
+        key = self.key(d)
+        if key is not None:
+            self.ctx.forwarded.append((self.rule, key, ts, ingest, d))
+
+    def on_timer(self, due: int) -> None:
+        return None
+
+    def firing(self) -> Iterable[tuple[Any, int]]:
+        return ()
+
+    def load(self, rows: list[Any], wm: int) -> None:
+        return None  # state of a per-partition evaluation before the repartition stage: retired
+
+    def reschedule(self, wm: int) -> None:
+        return None
+
+
 _STATES: dict[str, type[RuleState]] = {
     "threshold": ThresholdState, "aggregate": AggregateState, "absence": AbsenceState,
 }
@@ -555,13 +584,15 @@ class Partition:
         """Swap the rule set: unchanged rules (same fingerprint) keep their state."""
         old = self.states
         new: dict[str, RuleState] = {}
+        forward = self.engine.settings.repartition
         for name, rule in rules.items():
+            cls = ForwardState if forward and rule.spans_devices else _STATES[rule.kind]
             st = old.get(name)
-            if st is not None and st.rule.fingerprint == rule.fingerprint:
+            if st is not None and st.rule.fingerprint == rule.fingerprint and st.__class__ is cls:
                 st.rule = rule
                 new[name] = st
             else:
-                new[name] = _STATES[rule.kind](rule, self.ctx)
+                new[name] = cls(rule, self.ctx)
         at = self.wm if self.wm > _NEG else 0
         for name, st in old.items():
             if new.get(name) is not st:
@@ -745,6 +776,11 @@ class Partition:
         self.ctx.out = []
         return out
 
+    def take_forwarded(self) -> list[tuple[CompiledRule, Any, int, int | None, dict[str, Any]]]:
+        out = self.ctx.forwarded
+        self.ctx.forwarded = []
+        return out
+
     def take_gaps(self) -> list[dict[str, Any]]:
         out = self.gaps_out
         self.gaps_out = []
@@ -813,7 +849,7 @@ class Partition:
                 st.load(saved["groups"], self.wm)
         for name, saved in body["rules"].items():
             current = self.states.get(name)
-            if current is None or saved["fp"] != current.rule.fingerprint:
+            if current is None or saved["fp"] != current.rule.fingerprint or current.kind == "forward":
                 self._retire_saved(name, saved.get("firing", []))
         self.counts.update(body.get("counts", {}))
         skip = ("v", "maxTs", "wm", "devices", "oldDevices", "rules", "counts", "rotateAt")

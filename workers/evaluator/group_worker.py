@@ -1,0 +1,323 @@
+"""Stage 2 of the evaluator: rules whose groups span devices, per repartition partition.
+
+Runs inside the evaluator process, on the evaluator's loop, with a second consumer (group
+``<evaluator group>-groups``) on the repartition topic and the evaluator's producer, Redis client
+and metrics. It also holds stage 1's side of the topic: ``forward`` (event records, keyed by
+rule and group key) and ``send_watermarks`` (each events partition's watermark to every
+repartition partition).
+
+Checkpoints follow stage 1's order: outputs acknowledged → snapshots in Redis
+(``prefix:evaluator:ckpt:<repartition topic>:<partition>``) → offsets committed; on assignment
+restore and seek. Stage 1 commits its events offsets only after the forwarded records are
+acknowledged, so a crash replays forwarded records, and ``GroupStage`` skips the copies.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import orjson
+import redis
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Producer, TopicPartition
+
+from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
+from alertpipe.workers.evaluator.redis_state import RedisState
+from alertpipe.workers.evaluator.repartition import (
+    ForwardedEvent,
+    RecordError,
+    WatermarkSender,
+    decode_record,
+    encode_event,
+    encode_watermark,
+    record_key,
+    route,
+    stage1_watermark,
+)
+from alertpipe.workers.rules import CompiledRule
+from alertpipe.workers.rules.engine import EngineSettings, Partition
+from alertpipe.workers.rules.groups import ACCEPTED, DUPLICATE, LATE, GroupStage, group_text
+
+__all__ = ["GroupWorker"]
+
+logger = logging.getLogger(__name__)
+
+_PARTITION_EOF = getattr(KafkaError, "_PARTITION_EOF", -191)
+DeliveryCallback = Callable[[Any, Any], None]
+
+
+def _partition_count(client: Any, topic: str) -> int:
+    md = client.list_topics(topic, timeout=10)
+    t = md.topics.get(topic)
+    if t is None or t.error is not None or not t.partitions:
+        raise ValueError(f"kafka.topics.repartition: topic {topic!r} does not exist or has no partitions"
+                         f" ({t.error if t is not None else 'unknown topic'}); the operator creates it")
+    return len(t.partitions)
+
+
+class GroupWorker:
+    def __init__(
+        self,
+        *,
+        topic: str,
+        events_topic: str,
+        late_topic: str,
+        alerts_topic: str,
+        consumer_options: dict[str, Any],
+        producer: Producer,
+        redis_client: redis.Redis,
+        key_prefix: str,
+        settings: EngineSettings,
+        rules: Iterable[CompiledRule],
+        metrics: EvaluatorMetrics,
+        batch_size: int,
+        checkpoint_interval: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.topic = topic
+        self.events_topic = events_topic
+        self.late_topic = late_topic
+        self.alerts_topic = alerts_topic
+        self.producer = producer
+        self.settings = settings
+        self.rules = [r for r in rules if r.spans_devices]
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.checkpoint_interval = checkpoint_interval
+        self.clock = clock
+        self.state = RedisState(redis_client, key_prefix, topic)
+        self.consumer = Consumer(consumer_options)
+        self.partitions = _partition_count(producer, topic)
+        self.upstreams = _partition_count(self.consumer, events_topic)
+        self.stages: dict[int, GroupStage] = {}
+        self.positions: dict[int, int] = {}
+        self.dirty: set[int] = set()
+        self.paused = False
+        self.errors: list[str] = []
+        self.sender = WatermarkSender()
+        self._last_checkpoint = clock()
+        self._last_metadata = clock()
+
+    # --- stage 1 side --------------------------------------------------------------------------
+
+    def forward(self, upstream: int,
+                items: list[tuple[CompiledRule, Any, int, int | None, dict[str, Any]]],
+                on_delivery: DeliveryCallback) -> None:
+        """Event records of one events partition (before its next watermark record)."""
+        produce = self.producer.produce
+        n = self.partitions
+        for rule, key, ts, ingest, d in items:
+            k = record_key(rule.name, group_text(rule, key))
+            produce(self.topic, encode_event(upstream, rule.name, rule.fingerprint, ts, ingest, d), k,
+                    partition=route(k, n), on_delivery=on_delivery)
+        self.metrics.forwarded.inc(len(items))
+
+    def send_watermarks(self, parts: Mapping[int, Partition], lag: Callable[[int], int | None],
+                        idle_for_ms: Callable[[int], float], idle_ms: int, now: float,
+                        on_delivery: DeliveryCallback) -> None:
+        """Each events partition's watermark to every repartition partition, when it changed (or as
+        a heartbeat). Called after the partitions' outputs were produced, so a watermark record
+        always follows the event records it covers."""
+        for p, part in parts.items():
+            send, wm = stage1_watermark(part.wm, part.max_ts > 0, lag(p), idle_for_ms(p), idle_ms)
+            if send and self.sender.due(p, wm, now):
+                raw = encode_watermark(p, wm)
+                for r in range(self.partitions):
+                    self.producer.produce(self.topic, raw, None, partition=r, on_delivery=on_delivery)
+
+    def forget_upstream(self, p: int) -> None:
+        self.sender.forget(p)
+
+    # --- stage 2: rebalance --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_lost)
+
+    def _stage(self, r: int) -> GroupStage:
+        return GroupStage(self.settings, self.rules, upstreams=self.upstreams, partition=r, clock=self.clock)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            r = tp.partition
+            stage = self.stages[r] = self._stage(r)
+            blob = self.state.load(r)
+            if blob is not None:
+                meta = stage.restore(blob)
+                tp.offset = int(meta["offset"])
+                self.positions[r] = tp.offset
+                stage.set_upstreams(self.upstreams)
+                if stage.ctx.out:
+                    self._emit(stage)
+                    self.dirty.add(r)
+                logger.info("group partition %d: restored checkpoint, seeking to offset %d", r, tp.offset)
+            else:
+                tp.offset = OFFSET_INVALID
+        consumer.assign(partitions)
+        self.metrics.group_assigned.set(len(self.stages))
+        if self.paused:
+            consumer.pause(partitions)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        rs = [tp.partition for tp in partitions]
+        try:
+            self.checkpoint(rs)
+        finally:
+            self._forget(rs)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        rs = [tp.partition for tp in partitions]
+        logger.warning("group partitions %s lost without revocation: dropping state (the new owner"
+                       " restores)", rs)
+        self._forget(rs)
+
+    def _forget(self, rs: list[int]) -> None:
+        for r in rs:
+            self.stages.pop(r, None)
+            self.positions.pop(r, None)
+            self.dirty.discard(r)
+            try:
+                self.metrics.group_watermark_delay.remove(str(r))
+            except KeyError:
+                pass
+        self.metrics.group_assigned.set(len(self.stages))
+
+    # --- stage 2: the batch ----------------------------------------------------------------------
+
+    def step(self, now: float) -> None:
+        """Read what is there (no wait: the evaluator's loop waits on the events topic), checkpoint
+        when due."""
+        msgs = self.consumer.consume(self.batch_size, 0)
+        if msgs:
+            self.process(msgs)
+        if self.dirty and now - self._last_checkpoint >= self.checkpoint_interval:
+            self.checkpoint(sorted(self.dirty))
+
+    def process(self, msgs: list[Any]) -> None:
+        stages = self.stages
+        touched: set[int] = set()
+        counts = {ACCEPTED: 0, DUPLICATE: 0, LATE: 0, 3: 0}
+        for msg in msgs:
+            err = msg.error()
+            if err is not None:
+                if err.code() != _PARTITION_EOF:
+                    logger.warning("repartition consume error: %s", err)
+                continue
+            r = msg.partition()
+            stage = stages.get(r)
+            if stage is None:
+                continue
+            self.positions[r] = msg.offset() + 1
+            touched.add(r)
+            try:
+                rec = decode_record(msg.value())
+            except RecordError as exc:
+                logger.warning("repartition %d@%d skipped: %s", r, msg.offset(), exc)
+                continue
+            if isinstance(rec, ForwardedEvent):
+                verdict = stage.offer(rec.rule, rec.fingerprint, rec.event, rec.ts, rec.ingest)
+                counts[verdict] += 1
+                if verdict == LATE:
+                    self._late(msg, rec)
+            else:
+                stage.watermark(rec.upstream, rec.wm)
+        self.dirty |= touched
+        m = self.metrics.group_events
+        for verdict, name in ((ACCEPTED, "accepted"), (DUPLICATE, "duplicate"), (LATE, "late"), (3, "stale")):
+            if counts[verdict]:
+                m.labels(self.settings.tenant, name).inc(counts[verdict])
+        for r in touched:
+            self._emit(stages[r])
+
+    def _late(self, msg: Any, rec: ForwardedEvent) -> None:
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("alertpipe-kind", b"late"), ("alertpipe-stage", b"groups"),
+            ("alertpipe-rule", rec.rule.encode()),
+            ("alertpipe-source-topic", msg.topic().encode()),
+            ("alertpipe-source-partition", str(msg.partition()).encode()),
+            ("alertpipe-source-offset", str(msg.offset()).encode()),
+        ]
+        self.producer.produce(self.late_topic, orjson.dumps(rec.event), rec.event["deviceId"].encode(),
+                              headers=headers, on_delivery=self._on_delivery)
+
+    def _emit(self, stage: GroupStage) -> None:
+        alerts = stage.take_alerts()
+        if not alerts:
+            return
+        now_ms = int(self.clock() * 1000)
+        m = self.metrics
+        for a in alerts:
+            self.producer.produce(self.alerts_topic, orjson.dumps(a), a["id"].encode(),
+                                  on_delivery=self._on_delivery)
+            m.alerts.labels(self.settings.tenant, a["rule"], a["status"]).inc()
+            m.event_to_alert.labels("event_time").observe(max(0.0, (now_ms - a["eventTimeMs"]) / 1000))
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.errors.append(str(err))
+
+    # --- checkpoints, rules, pause -----------------------------------------------------------------
+
+    def checkpoint(self, partitions: list[int]) -> None:
+        """Outputs acknowledged → snapshots in Redis → offsets committed."""
+        rs = [r for r in partitions if r in self.dirty and r in self.positions and r in self.stages]
+        self._last_checkpoint = self.clock()
+        if not rs:
+            return
+        left = self.producer.flush(30)
+        if left or self.errors:
+            errs = self.errors[:3]
+            self.errors.clear()
+            raise RuntimeError(f"{left} group output(s) not acknowledged ({'; '.join(errs) or 'timeout'});"
+                               " not checkpointing")
+        blobs = [(r, self.stages[r].snapshot(offset=self.positions[r])) for r in rs]
+        self.state.save(blobs)
+        try:
+            self.consumer.commit(offsets=[TopicPartition(self.topic, r, self.positions[r]) for r in rs],
+                                 asynchronous=False)
+        except Exception as exc:  # noqa: BLE001 - the Redis checkpoint is the source of truth
+            logger.warning("repartition offset commit failed (the checkpoint in Redis stands): %s", exc)
+        self.dirty.difference_update(rs)
+
+    def set_rules(self, rules: Iterable[CompiledRule], settings: EngineSettings) -> None:
+        self.settings = settings
+        self.rules = [r for r in rules if r.spans_devices]
+        for r, stage in self.stages.items():
+            stage.set_rules(self.rules, settings)
+            self._emit(stage)
+            self.dirty.add(r)
+
+    def set_paused(self, pause: bool) -> None:
+        assignment = self.consumer.assignment()
+        if pause:
+            self.checkpoint(sorted(self.stages))
+            if assignment:
+                self.consumer.pause(assignment)
+        elif assignment:
+            self.consumer.resume(assignment)
+        self.paused = pause
+
+    def housekeeping(self, now: float) -> None:
+        if now - self._last_metadata >= 60:
+            self._last_metadata = now
+            try:
+                self.upstreams = max(self.upstreams, _partition_count(self.consumer, self.events_topic))
+            except Exception as exc:  # noqa: BLE001 - metadata refresh; the old count stands
+                logger.warning("events topic metadata: %s", exc)
+        for r, stage in self.stages.items():
+            stage.set_upstreams(self.upstreams)
+            self._emit(stage)
+            if stage.wm > 0:
+                self.metrics.group_watermark_delay.labels(str(r)).set(max(0.0, now - stage.wm / 1000))
+
+    def group_count(self) -> int:
+        return sum(s.group_count() for s in self.stages.values())
+
+    def close(self) -> None:
+        try:
+            self.checkpoint(sorted(self.stages))
+        except Exception:  # noqa: BLE001 - shutting down: the next owner replays from the last checkpoint
+            logger.exception("final group checkpoint failed; the next owner replays from the previous one")
+        self.consumer.close()
