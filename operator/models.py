@@ -85,7 +85,7 @@ class TopicSpec(Model):
 
 
 class PipelineTopics(Model):
-    """The six topics of a pipeline."""
+    """The seven topics of a pipeline."""
 
     events: TopicSpec = Field(default_factory=TopicSpec, description="Input events (ingestor writes).")
     alerts: TopicSpec = Field(default_factory=TopicSpec, description="Alerts (evaluator writes).")
@@ -102,6 +102,11 @@ class PipelineTopics(Model):
     retry: TopicSpec = Field(
         default_factory=TopicSpec,
         description="Deliveries parked for a later attempt; keep retention above every channel's maxAge.",
+    )
+    repartition: TopicSpec = Field(
+        default_factory=TopicSpec,
+        description="Events of rules whose group key spans devices (by without deviceId), keyed by rule"
+        " and group key; its partitions are the parallelism of those rules.",
     )
 
 

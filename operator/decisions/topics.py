@@ -22,6 +22,7 @@ PURPOSES: dict[str, str] = {
     "deadLetter": "dead_letter",
     "audit": "audit",
     "retry": "retry",
+    "repartition": "repartition",
 }
 
 

@@ -63,12 +63,24 @@ def test_topic_plan_creates_adopts_grows_and_never_shrinks() -> None:
         "ns.p.late": TopicSeen("ns.p.late", 1, 1000),  # retention differs
     }
     plan = plan_topics(want, seen)
-    assert [w.name for w in plan.create] == ["ns.p.deadLetter", "ns.p.audit", "ns.p.retry"]
+    assert [w.name for w in plan.create] == [
+        "ns.p.deadLetter", "ns.p.audit", "ns.p.retry", "ns.p.repartition"]
     assert plan.grow == [("ns.p.events", 2, 4)]
     assert plan.refused_shrinks == [("ns.p.alerts", 12, 6)]
     assert plan.retention == [("ns.p.late", 7 * 86_400_000)]
     assert set(plan.adopt) == {"ns.p.events", "ns.p.alerts", "ns.p.late"}
     assert plan.changes
+
+
+def test_topic_plan_adds_the_repartition_topic_to_an_existing_pipeline() -> None:
+    """A pipeline created before the repartition stage: only that topic is new (6 partitions, 7d)."""
+    want = desired_topics("ns", "p", pipeline_spec().kafka)
+    seen = {w.name: TopicSeen(w.name, w.partitions, w.retention_ms)
+            for w in want if w.purpose != "repartition"}
+    plan = plan_topics(want, seen)
+    assert [(w.purpose, w.name, w.partitions, w.retention_ms) for w in plan.create] == [
+        ("repartition", "ns.p.repartition", 6, 7 * 86_400_000)]
+    assert not plan.grow and not plan.retention and plan.changes
 
 
 def test_topic_plan_is_empty_when_everything_matches() -> None:
@@ -191,6 +203,7 @@ def test_compile_is_deterministic_and_revision_tracks_content() -> None:
     assert a.revision == b.revision and [r.name for r in a.rules] == ["a", "b"]
     assert a.kafka.topics.events == "ns.p.events" and a.redis.key_prefix == "ns:p:"
     assert a.kafka.topics.retry == "ns.p.retry"  # the deliverer parks failing deliveries there
+    assert a.kafka.topics.repartition == "ns.p.repartition"  # the evaluator's group stage reads it
     c = compile_config("ns", "p", spec, [RuleEntry(name="a", spec=_rule("value > 3"))], NOW)
     assert c.revision != a.revision
     assert PipelineConfig.from_json(a.to_json()) == a  # what the workers read back
