@@ -314,7 +314,7 @@ _QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 
 
 class AggregateState(RuleState):
-    __slots__ = ("every", "window", "fn", "field", "q")
+    __slots__ = ("every", "window", "fn", "field", "q", "n_panes", "empty_fires")
     kind = "aggregate"
 
     def __init__(self, rule: CompiledRule, ctx: _Ctx) -> None:
@@ -324,6 +324,11 @@ class AggregateState(RuleState):
         self.fn = rule.fn or "count"
         self.field = rule.field[0] if rule.field and len(rule.field) == 1 else None
         self.q = _QUANTILES.get(self.fn)
+        self.n_panes = self.window // self.every
+        # does the condition hold on an empty window? (`count < 5` does): then an emptied group
+        # must be evaluated like any other, else it can simply go
+        empty = 0 if self.fn == "count" else MISSING
+        self.empty_fires = self.cond is not None and bool(self.cond(empty))
 
     def on_event(self, d: dict[str, Any], ts: int, ingest: int | None) -> None:
         key = self.key(d)
@@ -339,22 +344,24 @@ class AggregateState(RuleState):
                 return
         else:
             v = 1
-        pane = ts // self.every
+        every = self.every
+        pane = ts // every
         g = self.groups.get(key)
-        acc = None
-        if g is None:
-            due = (pane + 1) * self.every
-            g = self.groups[key] = [due, None, None]
+        if g is None:  # a new group: its first pane holds this one value
+            due = (pane + 1) * every
+            self.groups[key] = [due, None, None,
+                                [pane, 1, 0.0 + v, v, v] if self.q is None else [pane, 1, 0.0 + v, v, v, [v]]]
             self._schedule(key, due)
-        else:
-            for i in range(3, len(g)):
-                if g[i][0] == pane:
-                    acc = g[i]
-                    break
+            return
+        acc = None
+        for i in range(3, len(g)):
+            if g[i][0] == pane:
+                acc = g[i]
+                break
         if acc is None:
             acc = [pane, 0, 0.0, v, v] if self.q is None else [pane, 0, 0.0, v, v, []]
             g.append(acc)
-            due = (pane + 1) * self.every
+            due = (pane + 1) * every
             if due < g[0]:
                 g[0] = due
                 self._schedule(key, due)
@@ -392,11 +399,52 @@ class AggregateState(RuleState):
         idx = max(0, math.ceil(q * len(vals)) - 1)
         return vals[idx], n
 
+    def _value1(self, acc: list[Any]) -> Any:
+        """``value([acc])`` of one pane (count > 0), without the generic walk over panes."""
+        fn = self.fn
+        if fn == "count":
+            return acc[1]
+        if fn == "sum":
+            return acc[2]
+        if fn == "avg":
+            return acc[2] / acc[1]
+        if fn == "min":
+            return acc[3]
+        if fn == "max":
+            return acc[4]
+        vals = sorted(acc[5])
+        return vals[max(0, math.ceil((self.q or 0.5) * len(vals)) - 1)]
+
     def on_timer(self, due: int) -> None:
+        groups = self.groups
+        every = self.every
+        first = (due - self.window) // every  # the window ending at `due` holds panes first..last-1
+        last = due // every
+        cond = self.cond
+        keep_empty = self.empty_fires
         for key in self._due(due):
-            g = self.groups.get(key)
-            if g is not None and g[0] == due:
-                self._evaluate(key, g, due)
+            g = groups.get(key)
+            if g is None or g[0] != due:
+                continue
+            if len(g) == 4 and g[1] is None and g[2] is None:
+                # Fast path of the sparse case: one pane, neither pending nor firing. The result is
+                # what _evaluate gives; only a condition that holds takes the general path.
+                pane = g[3][0]
+                if pane < first:  # its pane has left: an empty window
+                    if not keep_empty:
+                        del groups[key]
+                        continue
+                elif pane < last and (cond is None or not cond(self._value1(g[3]))):
+                    if pane == first:  # no later window holds it
+                        del groups[key]
+                        continue
+                    nxt = (pane + 1) * every
+                    if nxt <= due:
+                        nxt = (pane + self.n_panes + 1) * every
+                    g[0] = nxt
+                    self._schedule(key, nxt)
+                    continue
+            self._evaluate(key, g, due)
 
     def _evaluate(self, key: Any, g: list[Any], end: int) -> None:
         every, window = self.every, self.window
@@ -666,7 +714,12 @@ class Partition:
                 self._rotate(ts)
             wm = ts - self.lateness
             if wm > self.wm:
-                self.advance_to(wm)
+                held = self.held
+                heap = self.ctx.heap
+                if (held and held[0][0] <= wm) or (heap and heap[0][0] <= wm):
+                    self.advance_to(wm)
+                else:
+                    self.wm = wm  # nothing due: advance_to would only set it
         return ACCEPTED
 
     def _retire_saved(self, rule: str, firing: list[Any]) -> None:
