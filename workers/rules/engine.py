@@ -334,6 +334,7 @@ class AggregateState(RuleState):
         key = self.key(d)
         if key is None:
             return
+        v: Any
         if self.fn != "count":
             f = self.field
             v = d.get(f) if f is not None else _get_path(d, self.rule.field or ())
