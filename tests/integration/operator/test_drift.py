@@ -29,7 +29,7 @@ def service_uid(k: Cluster) -> str | None:
 
 def role_rules(rbac: client.RbacAuthorizationV1Api, ns: str) -> list[client.V1PolicyRule] | None:
     try:
-        return list(rbac.read_namespaced_role("d-worker", ns).rules)
+        return list(rbac.read_namespaced_role("d-worker", ns).rules or [])
     except client.ApiException as exc:
         if exc.status == 404:
             return None
