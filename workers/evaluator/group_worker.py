@@ -28,17 +28,16 @@ from alertpipe.workers.evaluator.redis_state import RedisState
 from alertpipe.workers.evaluator.repartition import (
     ForwardedEvent,
     RecordError,
+    Router,
     WatermarkSender,
     decode_record,
     encode_event,
     encode_watermark,
-    record_key,
-    route,
     stage1_watermark,
 )
 from alertpipe.workers.rules import CompiledRule
 from alertpipe.workers.rules.engine import EngineSettings, Partition
-from alertpipe.workers.rules.groups import ACCEPTED, DUPLICATE, LATE, GroupStage, group_text
+from alertpipe.workers.rules.groups import ACCEPTED, DUPLICATE, LATE, GroupStage
 
 __all__ = ["GroupWorker"]
 
@@ -89,8 +88,10 @@ class GroupWorker:
         self.clock = clock
         self.state = RedisState(redis_client, key_prefix, topic)
         self.consumer = Consumer(consumer_options)
-        self.partitions = _partition_count(producer, topic)
+        # metadata through the consumer: it never auto-creates a missing topic (a producer may)
+        self.partitions = _partition_count(self.consumer, topic)
         self.upstreams = _partition_count(self.consumer, events_topic)
+        self.router = Router(self.partitions)
         self.stages: dict[int, GroupStage] = {}
         self.positions: dict[int, int] = {}
         self.dirty: set[int] = set()
@@ -107,11 +108,11 @@ class GroupWorker:
                 on_delivery: DeliveryCallback) -> None:
         """Event records of one events partition (before its next watermark record)."""
         produce = self.producer.produce
-        n = self.partitions
+        router = self.router
         for rule, key, ts, ingest, d in items:
-            k = record_key(rule.name, group_text(rule, key))
+            partition, k = router(rule, key)
             produce(self.topic, encode_event(upstream, rule.name, rule.fingerprint, ts, ingest, d), k,
-                    partition=route(k, n), on_delivery=on_delivery)
+                    partition=partition, on_delivery=on_delivery)
         self.metrics.forwarded.inc(len(items))
 
     def send_watermarks(self, parts: Mapping[int, Partition], lag: Callable[[int], int | None],

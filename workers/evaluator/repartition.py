@@ -21,11 +21,15 @@ from typing import Any
 
 import orjson
 
+from alertpipe.workers.rules import CompiledRule
+from alertpipe.workers.rules.groups import group_text
+
 __all__ = [
     "EVENT",
     "WATERMARK",
     "ForwardedEvent",
     "RecordError",
+    "Router",
     "WatermarkRecord",
     "WatermarkSender",
     "decode_record",
@@ -72,6 +76,26 @@ def route(key: bytes, partitions: int) -> int:
     return h % partitions
 
 
+class Router:
+    """(partition, key) of a rule's group in a topic of ``partitions`` partitions, remembered per
+    (rule, group key) — rendering and hashing the key cost more than the rest of a forward."""
+
+    def __init__(self, partitions: int, max_entries: int = 200_000) -> None:
+        self.partitions = partitions
+        self.max_entries = max_entries
+        self._cache: dict[tuple[str, str, Any], tuple[int, bytes]] = {}
+
+    def __call__(self, rule: CompiledRule, key: Any) -> tuple[int, bytes]:
+        ck = (rule.name, rule.fingerprint, key)
+        hit = self._cache.get(ck)
+        if hit is None:
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()
+            k = record_key(rule.name, group_text(rule, key))
+            hit = self._cache[ck] = (route(k, self.partitions), k)
+        return hit
+
+
 def encode_event(upstream: int, rule: str, fingerprint: str, ts: int, ingest: int | None,
                  event: dict[str, Any]) -> bytes:
     return orjson.dumps([EVENT, upstream, rule, fingerprint, ts, ingest, event])
@@ -86,17 +110,17 @@ def decode_record(raw: bytes | None) -> ForwardedEvent | WatermarkRecord:
         rec = orjson.loads(raw or b"")
     except orjson.JSONDecodeError as exc:
         raise RecordError(f"not JSON: {exc}") from None
-    if not isinstance(rec, list) or not rec or not isinstance(rec[0], int):
+    if rec.__class__ is not list or not rec or rec[0].__class__ is not int:
         raise RecordError("not a repartition record (expected a JSON array whose first element is its kind)")
     if rec[0] == EVENT and len(rec) == 7:
         _, up, rule, fp, ts, ingest, ev = rec
-        if (isinstance(up, int) and isinstance(rule, str) and isinstance(fp, str) and isinstance(ts, int)
-                and (ingest is None or isinstance(ingest, int)) and isinstance(ev, dict)
-                and isinstance(ev.get("deviceId"), str) and isinstance(ev.get("seq"), int)):
+        if (up.__class__ is int and rule.__class__ is str and fp.__class__ is str and ts.__class__ is int
+                and (ingest is None or ingest.__class__ is int) and ev.__class__ is dict
+                and ev.get("deviceId").__class__ is str and ev.get("seq").__class__ is int):
             return ForwardedEvent(up, rule, fp, ts, ingest, ev)
     elif rec[0] == WATERMARK and len(rec) == 3:
         _, up, wm = rec
-        if isinstance(up, int) and (wm is None or isinstance(wm, int)):
+        if up.__class__ is int and (wm is None or wm.__class__ is int):
             return WatermarkRecord(up, wm)
     raise RecordError(f"malformed repartition record of kind {rec[0]!r}")
 

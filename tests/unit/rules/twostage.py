@@ -13,16 +13,15 @@ from typing import Any
 
 from alertpipe.workers.evaluator.repartition import (
     ForwardedEvent,
+    Router,
     WatermarkRecord,
     decode_record,
     encode_event,
     encode_watermark,
-    record_key,
-    route,
 )
 from alertpipe.workers.rules import CompiledRule
 from alertpipe.workers.rules.engine import Engine, EngineSettings, Partition
-from alertpipe.workers.rules.groups import GroupStage, group_text
+from alertpipe.workers.rules.groups import GroupStage
 
 END = 2**60  # a watermark past everything: close every window
 
@@ -45,6 +44,7 @@ class TwoStage:
         self.stage2 = {r: GroupStage(s, self.rules, upstreams=self.upstreams, partition=r, clock=lambda: 0.0)
                        for r in range(self.partitions)}
         self.alerts1: list[dict[str, Any]] = []  # per-device rules, stage 1
+        self.router = Router(self.partitions)
 
     def part(self, u: int) -> Partition:
         return self.engine.partition(u)
@@ -53,9 +53,9 @@ class TwoStage:
         """What the worker does after a batch of partition u: forward, then the watermark."""
         self.alerts1 += part.take_alerts()
         for rule, key, ts, ingest, d in part.take_forwarded():
-            k = record_key(rule.name, group_text(rule, key))
+            r, _k = self.router(rule, key)
             raw = encode_event(u, rule.name, rule.fingerprint, ts, ingest, d)
-            self.channels.setdefault((u, route(k, self.partitions)), []).append(raw)
+            self.channels.setdefault((u, r), []).append(raw)
         if part.max_ts > 0:
             for r in range(self.partitions):
                 self.channels.setdefault((u, r), []).append(encode_watermark(u, part.wm))
