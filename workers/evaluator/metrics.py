@@ -71,7 +71,11 @@ class EvaluatorMetrics:
         self.checkpoint_seconds = Histogram("alertpipe_evaluator_checkpoint_seconds",
                                             "Flush + snapshot to Redis + offset commit.", registry=r)
         self.checkpoint_bytes = Gauge("alertpipe_evaluator_checkpoint_bytes",
-                                      "Size of the last snapshot of a partition.", ("partition",), registry=r)
+                                      "Size of the last checkpoint (full or delta) of a partition.",
+                                      ("partition",), registry=r)
+        self.checkpoints = Counter("alertpipe_evaluator_checkpoints_total",
+                                   "Partition checkpoints written, by kind (full, delta).", ("kind",),
+                                   registry=r)
         self.revision = Gauge("alertpipe_evaluator_config_revision_info",
                               "The loaded PipelineConfig revision (value 1).", ("revision",), registry=r)
         self.lag = Gauge("alertpipe_evaluator_consumer_lag_messages",

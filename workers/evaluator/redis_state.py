@@ -4,6 +4,10 @@ Dedup is one EVALSHA per consumed batch (not one round trip per event). Each key
 the event was first seen (``partition:offset``): a copy at another offset is a duplicate, while the
 same record read again after a crash (the checkpoint is older than the dedup key) is evaluated
 again — otherwise a restart would skip events whose effect was lost with the process.
+
+A partition's checkpoint is a full snapshot (``...:ckpt:<topic>:<partition>``) plus the list of
+deltas written after it (``...:delta``); a full one replaces both, a delta is appended, each in
+the transaction that also adds the gap records.
 """
 
 from __future__ import annotations
@@ -72,6 +76,9 @@ class RedisState:
     def checkpoint_key(self, partition: int) -> str:
         return f"{self.prefix}:evaluator:ckpt:{self.topic}:{partition}"
 
+    def delta_key(self, partition: int) -> str:
+        return f"{self.checkpoint_key(partition)}:delta"
+
     @property
     def gaps_key(self) -> str:
         return f"{self.prefix}:evaluator:gaps"
@@ -97,11 +104,32 @@ class RedisState:
         blob: Any = self.r.get(self.checkpoint_key(partition))
         return bytes(blob) if blob is not None else None
 
-    def save(self, blobs: Iterable[tuple[int, bytes]], gaps: Sequence[dict[str, Any]] = ()) -> None:
-        """Write snapshots (and gap records) in one round trip."""
+    def load_chain(self, partition: int) -> tuple[bytes, list[bytes]] | None:
+        """The full snapshot and the deltas after it (one transaction: never half of a write)."""
         pipe = self.r.pipeline(transaction=True)
-        for partition, blob in blobs:
-            pipe.set(self.checkpoint_key(partition), blob)
+        pipe.get(self.checkpoint_key(partition))
+        pipe.lrange(self.delta_key(partition), 0, -1)
+        blob, deltas = pipe.execute()
+        if blob is None:
+            return None
+        return bytes(blob), [bytes(d) for d in deltas]
+
+    def save(self, blobs: Iterable[tuple[int, bytes]], gaps: Sequence[dict[str, Any]] = ()) -> None:
+        """Write full snapshots (and gap records) in one round trip."""
+        self.save_chain(((p, True, blob) for p, blob in blobs), gaps)
+
+    def save_chain(
+        self, blobs: Iterable[tuple[int, bool, bytes]], gaps: Sequence[dict[str, Any]] = ()
+    ) -> None:
+        """Write (partition, full, blob) checkpoints — a full one replaces the partition's chain, a
+        delta is appended to it — and gap records, in one transaction."""
+        pipe = self.r.pipeline(transaction=True)
+        for partition, full, blob in blobs:
+            if full:
+                pipe.set(self.checkpoint_key(partition), blob)
+                pipe.delete(self.delta_key(partition))
+            else:
+                pipe.rpush(self.delta_key(partition), blob)
         for g in gaps:
             pipe.xadd(self.gaps_key, {"gap": orjson.dumps(g)}, maxlen=100_000, approximate=True)
         pipe.execute()

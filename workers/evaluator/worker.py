@@ -216,9 +216,9 @@ class Evaluator:
         for tp in partitions:
             p = tp.partition
             part = self.engine.partition(p)
-            blob = self.state.load(p)
-            if blob is not None:
-                meta = part.restore(blob)
+            chain = self.state.load_chain(p)
+            if chain is not None:
+                meta = part.restore(*chain)
                 tp.offset = int(meta["offset"])
                 self.positions[p] = tp.offset
                 if part.ctx.out:  # rules changed while no process ran: their episodes resolve
@@ -511,11 +511,15 @@ class Evaluator:
         blobs = []
         gaps: list[dict[str, Any]] = []
         for p in ps:
-            blob = self.engine.partitions[p].snapshot(offset=self.positions[p])
-            blobs.append((p, blob))
+            # a delta of what changed since the last checkpoint, or a full snapshot (engine.checkpoint)
+            full, blob = parts[p].checkpoint(offset=self.positions[p])
+            blobs.append((p, full, blob))
             self.metrics.checkpoint_bytes.labels(str(p)).set(len(blob))
+            self.metrics.checkpoints.labels("full" if full else "delta").inc()
             gaps.extend(self.pending_gaps.pop(p, []))
-        self.state.save(blobs, gaps)
+        self.state.save_chain(blobs, gaps)
+        for p in ps:
+            parts[p].saved()
         offsets = [TopicPartition(self.topics.events, p, self.positions[p]) for p in ps]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)

@@ -3,7 +3,10 @@
 One ``Partition`` holds everything for one Kafka partition: the watermark, a reorder buffer per
 device, and per rule its groups (threshold ``for`` timers, window panes, absence timers) and firing
 set. Its whole state is one orjson snapshot, so the worker can checkpoint it with the offset it
-covers and a restore + replay reproduces exactly the same transitions and alert ids.
+covers and a restore + replay reproduces exactly the same transitions and alert ids. Checkpoints
+are incremental (``checkpoint``): a full snapshot, then deltas holding only the devices and groups
+touched since the previous checkpoint, until the deltas add up to the snapshot's size; restore
+takes the snapshot plus its deltas.
 
 Semantics (docs/rules.md has the user's version):
 
@@ -145,7 +148,7 @@ def _hashable(v: Any) -> Any:
 class RuleState:
     """Per-partition state of one rule; subclasses per kind."""
 
-    __slots__ = ("rule", "ctx", "groups", "key", "flt", "cond", "name", "due_groups")
+    __slots__ = ("rule", "ctx", "groups", "key", "flt", "cond", "name", "due_groups", "dirty")
 
     kind = ""
 
@@ -158,6 +161,7 @@ class RuleState:
         self.cond = rule.condition.fn if rule.condition is not None else None
         self.name = rule.name
         self.due_groups: dict[int, set[Any]] = {}
+        self.dirty: set[Any] = set()  # group keys touched since the last checkpoint (their delta)
 
     def _schedule(self, key: Any, due: int) -> None:
         s = self.due_groups.get(due)
@@ -168,7 +172,10 @@ class RuleState:
 
     def _due(self, due: int) -> list[Any]:
         keys = self.due_groups.pop(due, None)
-        return list(keys) if keys else []
+        if not keys:
+            return []
+        self.dirty.update(keys)
+        return list(keys)
 
     # --- hot path ---
     def on_event(self, d: dict[str, Any], ts: int, ingest: int | None) -> None:
@@ -240,6 +247,13 @@ class RuleState:
     def dump(self) -> list[Any]:
         return [[k, v] for k, v in self.groups.items()]
 
+    def dump_dirty(self) -> list[Any]:
+        """The touched groups as [key, group | None (gone)]; forgets them."""
+        groups = self.groups
+        out = [[k, groups.get(k)] for k in self.dirty]
+        self.dirty = set()
+        return out
+
     def load(self, rows: list[Any], wm: int) -> None:
         for k, v in rows:
             self.groups[tuple(k) if isinstance(k, list) else k] = v
@@ -261,6 +275,7 @@ class ThresholdState(RuleState):
         g = self.groups.get(key)
         cond = self.cond
         if cond is not None and cond(d):
+            self.dirty.add(key)
             if g is None:
                 for_ms = self.rule.for_ms
                 if for_ms == 0:
@@ -272,6 +287,7 @@ class ThresholdState(RuleState):
             elif g[1] is None and ts >= g[0] + self.rule.for_ms:
                 self._fire_pending(key, g)
         elif g is not None:
+            self.dirty.add(key)
             if g[1] is None and ts >= g[0] + self.rule.for_ms:
                 self._fire_pending(key, g)
             if g[1] is not None:
@@ -345,6 +361,7 @@ class AggregateState(RuleState):
                 return
         else:
             v = 1
+        self.dirty.add(key)
         every = self.every
         pane = ts // every
         g = self.groups.get(key)
@@ -522,6 +539,7 @@ class AbsenceState(RuleState):
         key = self.key(d)
         if key is None:
             return
+        self.dirty.add(key)
         g = self.groups.get(key)
         if g is None:
             due = ts + self.for_ms
@@ -626,6 +644,11 @@ class Partition:
         self.wildcard: tuple[RuleState, ...] = ()
         self.gaps_out: list[dict[str, Any]] = []
         self.counts = {"accepted": 0, "duplicate": 0, "late": 0, "gaps": 0, "gap_seqs": 0, "released": 0}
+        # incremental checkpoints: what changed since the last one, and when a full one is due
+        self.dirty_devices: set[str] = set()
+        self.full_due = True  # no full snapshot yet, the rules changed, devices rotated, or unsaved
+        self.base_bytes = 0  # size of the last full snapshot
+        self.delta_bytes = 0  # sizes of the deltas written since
         self.set_rules(engine.rules)
 
     # --- rules ---
@@ -646,6 +669,8 @@ class Partition:
         for name, st in old.items():
             if new.get(name) is not st:
                 st.retire(at)
+        if set(new) != set(old) or any(new[n] is not old[n] for n in old if n in new):
+            self.full_due = True  # a delta carries groups of the snapshot's rules only
         self.states = new
         by_type: dict[str, list[RuleState]] = {}
         wildcard: list[RuleState] = []
@@ -664,6 +689,7 @@ class Partition:
         if ts < self.wm:
             self.counts["late"] += 1
             return LATE
+        self.dirty_devices.add(device)
         devices = self.devices
         dev = devices.get(device)
         if dev is None and self.old_devices:
@@ -741,6 +767,7 @@ class Partition:
     def _rotate(self, ts: int) -> None:
         half = max(1, self.engine.settings.device_ttl_ms // 2)
         if self.rotate_at != _NEG:
+            self.full_due = True  # every device moves: a delta would hold them all
             keep = {k: v for k, v in self.old_devices.items() if v.__class__ is list and v[1]}
             self.old_devices = self.devices
             self.old_devices.update(keep)  # never forget events still waiting in a reorder buffer
@@ -793,6 +820,7 @@ class Partition:
                 st.on_timer(due)
 
     def _force_release(self, device: str, dev: list[Any], upto: int) -> None:
+        self.dirty_devices.add(device)
         pending = dev[1]
         for seq in sorted(s for s in pending if s <= upto):
             ts, ingest, d = pending.pop(seq)
@@ -853,6 +881,57 @@ class Partition:
         return sum(len(st.groups) for st in self.states.values())
 
     # --- snapshot ---
+    def checkpoint(self, **extra: Any) -> tuple[bool, bytes]:
+        """(full, blob): a full ``snapshot``, or a delta of what changed since the last checkpoint.
+
+        A full one when none was taken yet, after a rule-set change or a device rotation, when the
+        previous checkpoint was not confirmed with ``saved`` (it may not have been written), or when
+        the deltas since the last full one would outgrow it (restore reads at most about twice the
+        state). ``restore(full, deltas)`` gives this partition's state back.
+        """
+        if not self.full_due:
+            blob = self._delta(extra)
+            if self.delta_bytes + len(blob) <= max(self.base_bytes, _MIN_DELTA_BUDGET):
+                self.delta_bytes += len(blob)
+                self.full_due = True  # until saved() confirms it
+                return False, blob
+        blob = self.snapshot(**extra)
+        self.dirty_devices = set()
+        for st in self.states.values():
+            st.dirty = set()
+        self.base_bytes = len(blob)
+        self.delta_bytes = 0
+        self.full_due = True
+        return True, blob
+
+    def saved(self) -> None:
+        """The last ``checkpoint`` blob is written: the next one may be a delta on top of it."""
+        self.full_due = False
+
+    def _delta(self, extra: dict[str, Any]) -> bytes:
+        devices, old = self.devices, self.old_devices
+        rows = []
+        for dev in self.dirty_devices:
+            st = devices.get(dev)
+            gen = 0
+            if st is None:
+                st, gen = old.get(dev), 1
+            rows.append([-1, dev] if st is None else [gen, *_dump_device(dev, st)])
+        self.dirty_devices = set()
+        body = {
+            "v": SNAPSHOT_VERSION,
+            "delta": True,
+            "maxTs": self.max_ts,
+            "wm": self.wm,
+            "rotateAt": self.rotate_at,
+            "devices": rows,
+            "rules": {n: {"groups": st.dump_dirty(), "firing": st.firing_summary()}
+                      for n, st in self.states.items()},
+            "counts": self.counts,
+            **extra,
+        }
+        return orjson.dumps(body)
+
     def snapshot(self, **extra: Any) -> bytes:
         body = {
             "v": SNAPSHOT_VERSION,
@@ -882,11 +961,22 @@ class Partition:
             out[dev] = nxt if pend is None and gaps is None and nxt >= 0 else [nxt, pend, gaps]
         return out
 
-    def restore(self, blob: bytes) -> dict[str, Any]:
-        """Load a snapshot taken by ``snapshot``; rules whose fingerprint changed start fresh."""
+    def restore(self, blob: bytes, deltas: Sequence[bytes] = ()) -> dict[str, Any]:
+        """Load a snapshot (``snapshot`` or a full ``checkpoint``) and the deltas written after it;
+        rules whose fingerprint changed start fresh."""
         body = orjson.loads(blob)
         if body.get("v") != SNAPSHOT_VERSION:
             raise ValueError(f"snapshot version {body.get('v')!r} is not {SNAPSHOT_VERSION}")
+        if deltas:
+            body = _merge_deltas(body, [orjson.loads(d) for d in deltas])
+        self.base_bytes = len(blob)
+        self.delta_bytes = sum(len(d) for d in deltas)
+        self.dirty_devices = set()
+        for st in self.states.values():
+            st.dirty = set()
+        # what is in Redis is this state, unless rules changed meanwhile: then start a new chain
+        saved_fps = {n: r["fp"] for n, r in body["rules"].items()}
+        self.full_due = saved_fps != {n: st.rule.fingerprint for n, st in self.states.items()}
         self.max_ts = body["maxTs"]
         self.wm = body["wm"]
         self.rotate_at = body.get("rotateAt", _NEG)
@@ -910,12 +1000,55 @@ class Partition:
         return {k: v for k, v in body.items() if k not in skip}
 
 
+_MIN_DELTA_BUDGET = 1 << 20  # deltas may add up to this much even when the full snapshot is smaller
+
+
+def _dump_device(dev: str, s: Any) -> list[Any]:
+    if s.__class__ is int:
+        return [dev, s, None, None]
+    return [dev, s[0], [[q, t, i, d] for q, (t, i, d) in s[1].items()] if s[1] else None, s[2]]
+
+
 def _dump_devices(devices: dict[str, Any]) -> list[Any]:
-    return [
-        [dev, s, None, None] if s.__class__ is int else
-        [dev, s[0], [[q, t, i, d] for q, (t, i, d) in s[1].items()] if s[1] else None, s[2]]
-        for dev, s in devices.items()
+    return [_dump_device(dev, s) for dev, s in devices.items()]
+
+
+def _group_key(k: Any) -> Any:
+    return tuple(k) if k.__class__ is list else k
+
+
+def _merge_deltas(body: dict[str, Any], deltas: list[dict[str, Any]]) -> dict[str, Any]:
+    """A snapshot body with its deltas applied in order (the body of the state they describe)."""
+    gens: list[dict[str, list[Any]]] = [
+        {row[0]: row for row in body["devices"]},
+        {row[0]: row for row in body.get("oldDevices", [])},
     ]
+    groups = {n: {_group_key(k): v for k, v in r["groups"]} for n, r in body["rules"].items()}
+    for delta in deltas:
+        for row in delta["devices"]:
+            gen, dev = row[0], row[1]  # [generation (-1: forgotten), device, next seq, pending, gaps]
+            gens[0].pop(dev, None)
+            gens[1].pop(dev, None)
+            if gen >= 0:
+                gens[gen][dev] = row[1:]
+        for name, r in delta["rules"].items():
+            g = groups.get(name)
+            if g is None:
+                continue  # the rule set of a delta chain is its snapshot's
+            for k, v in r["groups"]:
+                if v is None:
+                    g.pop(_group_key(k), None)
+                else:
+                    g[_group_key(k)] = v
+            body["rules"][name]["firing"] = r["firing"]
+        for field in ("maxTs", "wm", "rotateAt", "counts"):
+            body[field] = delta[field]
+        body.update({k: v for k, v in delta.items() if k not in ("delta", "devices", "rules")})
+    body["devices"] = list(gens[0].values())
+    body["oldDevices"] = list(gens[1].values())
+    for name, g in groups.items():
+        body["rules"][name]["groups"] = [[k, v] for k, v in g.items()]
+    return body
 
 
 class Engine:
