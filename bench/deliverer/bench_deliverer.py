@@ -38,6 +38,7 @@ from alertpipe.workers.config import PipelineConfig
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SECRET = "bench-signing-secret"  # noqa: S105 - a throwaway value for a local sink
+DELIVERER_ARGS: list[str] = []  # extra `alertpipe deliverer` arguments (--http-client)
 
 
 def free_port() -> int:
@@ -94,6 +95,7 @@ class Case:
                         "late": f"{t}.late",
                         "deadLetter": f"{t}.dlq",
                         "audit": f"{t}.audit",
+                        "retry": f"{t}.retry",
                     },
                 },
                 "redis": {"url": redis_url, "keyPrefix": t},
@@ -107,6 +109,7 @@ class Case:
             NewTopic(topics.alerts, partitions, 1),
             NewTopic(topics.dead_letter, 1, 1),
             NewTopic(topics.audit, 3, 1),
+            NewTopic(f"{t}.retry", 3, 1),
         ]
         for f in admin.create_topics(new).values():
             f.result(30)
@@ -143,9 +146,11 @@ class Case:
         self.producer.flush(60)
 
     def start(self, log: Path) -> None:
-        prof = os.environ.get("BENCH_PROFILE")
+        prof = os.environ.get("BENCH_PROFILE")  # pyinstrument text report (wall time)
+        cprof = os.environ.get("BENCH_CPROFILE")  # cProfile stats file (CPU of the event loop thread)
         pre = ["-m", "pyinstrument", "-r", "text", "-o", prof] if prof else []
-        self.signal = signal.SIGINT if prof else signal.SIGTERM
+        pre = ["-m", "cProfile", "-o", cprof] if cprof else pre
+        self.signal = signal.SIGINT if prof or cprof else signal.SIGTERM
         argv = [
             sys.executable,
             *pre,
@@ -159,6 +164,7 @@ class Case:
             str(self.dir / "secrets"),
             "--metrics-port",
             "0",
+            *DELIVERER_ARGS,
         ]
         self.proc = subprocess.Popen(
             argv,
@@ -169,8 +175,7 @@ class Case:
 
     def cpu_seconds(self) -> float:
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -180,6 +185,12 @@ class Case:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def channel(name: str, url: str, **kw: Any) -> dict[str, Any]:
@@ -193,9 +204,13 @@ def channel(name: str, url: str, **kw: Any) -> dict[str, Any]:
     }
 
 
-def wait_keys(sink: str, paths: list[str], expected: int, timeout: float) -> dict[str, Any]:
+def wait_keys(
+    sink: str, paths: list[str], expected: int, timeout: float, case: Case | None = None
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
+        if case is not None and case.proc is not None and case.proc.poll() is not None:
+            raise RuntimeError(f"the deliverer exited with {case.proc.returncode}: see its log")
         st = get(sink + "/stats")
         got = sum(st.get(p, {}).get("keys", 0) for p in paths)
         if got >= expected:
@@ -218,16 +233,20 @@ def pct(values: list[float], q: float) -> float:
 
 
 def throughput_and_latency(
-    bootstrap: str, redis_url: str, sink: str, work: Path, n: int, rate: int, seconds: int
+    bootstrap: str, redis_url: str, sink: str, work: Path, n: int, rate: int, seconds: int, sink_pid: int
 ) -> dict[str, Any]:
     post(sink + "/reset")
     case = Case(bootstrap, redis_url, [channel("sink", sink + "/hook/sink", concurrency=128)], work)
     case.produce([case.alert(i, "sink") for i in range(n)])
+    load0 = os.getloadavg()[0]
+    sink_cpu0 = cpu_seconds(sink_pid)
     case.start(work / "deliverer-throughput.log")
     try:
         cpu0 = case.cpu_seconds()
-        st = wait_keys(sink, ["/hook/sink"], n, 600)
+        st = wait_keys(sink, ["/hook/sink"], n, 600, case)
         cpu = case.cpu_seconds() - cpu0
+        sink_cpu = cpu_seconds(sink_pid) - sink_cpu0
+        load1 = os.getloadavg()[0]
         per_s, keys, took = drain_rate(st, ["/hook/sink"])
         requests = st["/hook/sink"]["requests"]
         # steady load below capacity: latency produced -> 2xx
@@ -239,7 +258,7 @@ def throughput_and_latency(
             case.produce([case.alert(i + k, "sink") for k in range(rate // 10)])
             i += rate // 10
             time.sleep(max(0.0, 0.1 - (time.monotonic() - t0)))
-        st2 = wait_keys(sink, ["/hook/sink"], i - n, 120)
+        st2 = wait_keys(sink, ["/hook/sink"], i - n, 120, case)
         lat = get(sink + "/stats?latencies=1")["/hook/sink"]["latencies"]
     finally:
         case.stop()
@@ -251,6 +270,8 @@ def throughput_and_latency(
         "duplicates": requests - keys,
         "deliverer_cpu_seconds": round(cpu, 2),
         "cpu_ms_per_webhook": round(1000 * cpu / keys, 3),
+        "sink_cpu_ms_per_webhook": round(1000 * sink_cpu / keys, 3),
+        "load_avg_1m_before_after": [round(load0, 2), round(load1, 2)],
         "steady_rate_per_s": rate,
         "steady_seconds": seconds,
         "steady_delivered": st2["/hook/sink"]["keys"],
@@ -276,7 +297,7 @@ def isolation(bootstrap: str, redis_url: str, sink: str, work: Path, n: int, rou
             case.start(work / f"deliverer-{label}.log")
             try:
                 expected = sum(1 for i in range(n) if i % 4)
-                st = wait_keys(sink, healthy_paths, expected, 600)
+                st = wait_keys(sink, healthy_paths, expected, 600, case)
                 cpu = case.cpu_seconds()
             finally:
                 case.stop()
@@ -386,7 +407,9 @@ def main() -> None:
     ap.add_argument("--isolation-alerts", type=int, default=8_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-isolation", action="store_true")
+    ap.add_argument("--http-client", choices=("lean", "aiohttp"), default="lean")
     args = ap.parse_args()
+    DELIVERER_ARGS.extend(["--http-client", args.http_client])
     bootstrap, redis_url, stack = endpoints()
     port = free_port()
     sink_proc = subprocess.Popen(
@@ -406,13 +429,15 @@ def main() -> None:
                 time.sleep(0.1)
         res = {
             "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
+            "http_client": args.http_client,
             "aiohttp_bare_client": aiohttp_baseline(sink),
             "throughput": throughput_and_latency(
-                bootstrap, redis_url, sink, work, args.alerts, args.rate, args.seconds
+                bootstrap, redis_url, sink, work, args.alerts, args.rate, args.seconds, sink_proc.pid
             ),
         }
         if args.skip_isolation:
-            print(json.dumps({k: v for k, v in res["throughput"].items() if k != "latencies_ms"}, indent=1))
+            t = {k: v for k, v in res["throughput"].items() if k != "latencies_ms"}
+            print(json.dumps({"aiohttp_bare_client": res["aiohttp_bare_client"], **t}, indent=1))
             return
         res["isolation"] = isolation(bootstrap, redis_url, sink, work, args.isolation_alerts, args.rounds)
     finally:

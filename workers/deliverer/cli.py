@@ -53,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--breaker-cooldown", type=float, default=5.0, help="seconds before a half-open probe"
     )
+    parser.add_argument(
+        "--http-client",
+        choices=("lean", "aiohttp"),
+        default="lean",
+        help="client for plain-http webhooks: lean (keep-alive HTTP/1.1, half the CPU) or aiohttp;"
+        " https, Slack and PagerDuty always use aiohttp",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         max_inflight=args.max_inflight,
         breaker_threshold=args.breaker_threshold,
         breaker_cooldown=args.breaker_cooldown,
+        http_client=args.http_client,
     )
 
     def secret(ref: SecretKeyRef) -> str:

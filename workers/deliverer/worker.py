@@ -76,9 +76,9 @@ class DelivererSettings:
     batch_size: int = 500
     local_attempts: int = 3  # failed attempts in a row kept in memory before a delivery is parked
     local_max_delay: float = 1.0  # a longer backoff (or Retry-After) parks the delivery instead
-    max_retry_waiting: int = (
-        20_000  # parked deliveries read back and not yet due before the retry topic pauses
-    )
+    # parked deliveries read back and not yet due before the retry topic pauses
+    max_retry_waiting: int = 20_000
+    http_client: str = "lean"  # plain-http webhooks: "lean" (http1.py) or "aiohttp"
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
 
 
@@ -171,7 +171,9 @@ class Deliverer:
         self._secret_cache: dict[tuple[str, str], tuple[str, float]] = {}
         self._config: PipelineConfig | None = None
         self._channels: dict[str, _Channel] = {}
-        self._senders = Senders(self._secret, self._allow_private)
+        self._senders = Senders(
+            self._secret, self._allow_private, lean_http=self.settings.http_client == "lean"
+        )
         self._sender: Sender = sender or self._senders
         self._trackers: dict[tuple[str, int], PartitionTracker] = {}
         self._lock = threading.Lock()
