@@ -17,7 +17,7 @@ from alertpipe.workers.config import PipelineConfig
 from alertpipe.workers.config.choose import add_config_argument
 from alertpipe.workers.deliverer.dlq_cli import load_config
 from alertpipe.workers.deliverer.reading import parse_time, read_topic
-from alertpipe.workers.deliverer.records import AuditEntry
+from alertpipe.workers.deliverer.records import AuditEntry, expand_received
 from alertpipe.workers.errors import AlertpipeError
 from alertpipe.workers.secrets import add_secrets_argument
 
@@ -37,8 +37,7 @@ def history(
             out.append(AuditEntry.from_json(msg.value()))
         except (ValueError, TypeError):
             continue
-    out.sort(key=lambda e: e.at_ms)
-    return out
+    return expand_received(out)
 
 
 def _fmt(ms: int) -> str:

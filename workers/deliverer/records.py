@@ -12,6 +12,7 @@ not-before time in ``alertpipe-retry-*`` headers, so the body embedded in a webh
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -27,7 +28,9 @@ __all__ = [
     "DeadLetter",
     "Parked",
     "dead_letter_from_json",
+    "expand_received",
     "is_delivery_dead_letter",
+    "received_reason",
 ]
 
 DLQ_KIND_HEADER = "alertpipe-dlq-kind"
@@ -36,7 +39,7 @@ DLQ_KIND_DELIVERY = "delivery"
 REPLAY_HEADER = "alertpipe-replayed-at-ms"
 
 Decision = Literal[
-    "received",  # the alert was read from the alerts topic
+    "received",  # the alert was read from the alerts topic (a row of its own only without channels)
     "delivered",  # a 2xx (or SMTP 250)
     "retry",  # an attempt failed; another one follows after a backoff
     "dead_lettered",  # gave up; written to the dead-letter topic
@@ -68,6 +71,10 @@ class AuditEntry:
     pipeline: str = ""
     tenant: str = ""
     revision: str = ""
+    # when the delivery's alert was read from the alerts topic (folded in: no separate record)
+    received_ms: int | None = None
+    fired_ms: int | None = None  # the alert's event time
+    replayed: bool = False  # read back from `alertpipe dlq replay`
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)  # orjson serialises (slots) dataclasses natively, fast
@@ -202,3 +209,38 @@ class Parked:
             last_status=int(status) if status and status.isdigit() else None,
             last_response=h.get("last-response", ""),
         )
+
+
+def received_reason(event_time_ms: int, replayed: bool) -> str:
+    when = datetime.fromtimestamp(event_time_ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+    return f"fired at {when.replace('+00:00', 'Z')} (event time)" + (
+        "; replayed from the dead-letter topic" if replayed else ""
+    )
+
+
+def expand_received(entries: list[AuditEntry]) -> list[AuditEntry]:
+    """The decision log with a ``received`` row for every read of an alert, in time order.
+
+    Delivery records carry when their alert was read (``received_ms``); one row per distinct read
+    (all channels of one read share it) is put back in front of them.
+    """
+    rows: dict[tuple[str, str, int], AuditEntry] = {}
+    for e in entries:
+        if e.received_ms is None or e.decision == "received":
+            continue
+        k = (e.alert_id, e.status, e.received_ms)
+        if k not in rows:
+            rows[k] = AuditEntry(
+                e.alert_id,
+                "received",
+                e.received_ms,
+                status=e.status,
+                reason=received_reason(e.fired_ms or 0, e.replayed),
+                rule=e.rule,
+                pipeline=e.pipeline,
+                tenant=e.tenant,
+                revision=e.revision,
+            )
+    out = [*rows.values(), *entries]
+    out.sort(key=lambda e: e.at_ms)  # stable: a received row stays before records of the same ms
+    return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import heapq
 import itertools
@@ -54,7 +55,14 @@ from alertpipe.workers.deliverer.policy import (
     backoff_delay,
     decide_retry,
 )
-from alertpipe.workers.deliverer.records import REPLAY_HEADER, AuditEntry, DeadLetter, Decision, Parked
+from alertpipe.workers.deliverer.records import (
+    REPLAY_HEADER,
+    AuditEntry,
+    DeadLetter,
+    Decision,
+    Parked,
+    received_reason,
+)
 from alertpipe.workers.deliverer.senders import Sender, Senders, SetupError
 from alertpipe.workers.errors import DeliveryError
 
@@ -502,24 +510,30 @@ class Deliverer:
         replay_ms = _header(msg.headers(), REPLAY_HEADER)
         replay = replay_ms is not None
         origin = int(replay_ms) / 1000 if replay_ms and replay_ms.isdigit() else produced
-        self._audit(
-            AuditEntry(
-                alert.id,
-                "received",
-                int(now * 1000),
-                status=alert.status,
-                reason=(f"fired at {_iso(alert.event_time_ms)} (event time)")
-                + ("; replayed from the dead-letter topic" if replay else "")
-                + ("" if channels else "; the alert names no channel"),
-                rule=alert.rule,
-                pipeline=alert.pipeline,
-                tenant=alert.tenant,
-                revision=cfg.revision,
+        if not channels:  # nothing else will say that it was read
+            self._audit(
+                AuditEntry(
+                    alert.id,
+                    "received",
+                    int(now * 1000),
+                    status=alert.status,
+                    reason=received_reason(alert.event_time_ms, replay) + "; the alert names no channel",
+                    rule=alert.rule,
+                    pipeline=alert.pipeline,
+                    tenant=alert.tenant,
+                    revision=cfg.revision,
+                )
             )
-        )
+            return
         ctx = _Ctx(value, replay, origin, produced)
-        for ch in channels:
-            self._spawn(self._deliver_chain(alert, ch, ctx), tp, offset)
+        # One decision-log record per delivery, not one more per alert: the tasks' records carry
+        # when the alert was read (``received_ms``); `alertpipe explain` shows it as its own row.
+        token = _RECEIVED.set((int(now * 1000), alert.event_time_ms, replay))
+        try:
+            for ch in channels:
+                self._spawn(self._deliver_chain(alert, ch, ctx), tp, offset)
+        finally:
+            _RECEIVED.reset(token)
 
     def _dispatch_parked(self, msg: Any, tr: PartitionTracker, value: bytes) -> None:
         tp = (msg.topic(), msg.partition())
@@ -589,6 +603,9 @@ class Deliverer:
 
     def _log(self, alert: Alert, decision: Decision, channel: str, **kw: Any) -> None:
         cfg = self.config
+        got = _RECEIVED.get()
+        if got is not None:
+            kw["received_ms"], kw["fired_ms"], kw["replayed"] = got
         self._audit(
             AuditEntry(
                 alert.id,
@@ -982,6 +999,12 @@ class Deliverer:
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
+
+# (read at ms, event time ms, replayed) of the alert a delivery task was started for; tasks copy the
+# context when created, so a task started from the retry topic sees None
+_RECEIVED: contextvars.ContextVar[tuple[int, int, bool] | None] = contextvars.ContextVar(
+    "received", default=None
+)
 
 _children: dict[tuple[int, tuple[str, ...]], Any] = {}
 

@@ -24,7 +24,13 @@ from confluent_kafka.cimpl import NewTopic
 from alertpipe.workers.alerts import Alert, alert_id
 from alertpipe.workers.config import PipelineConfig, SecretKeyRef, StaticConfigSource
 from alertpipe.workers.deliverer.reading import read_topic
-from alertpipe.workers.deliverer.records import AuditEntry, DeadLetter, Parked, dead_letter_from_json
+from alertpipe.workers.deliverer.records import (
+    AuditEntry,
+    DeadLetter,
+    Parked,
+    dead_letter_from_json,
+    expand_received,
+)
 from alertpipe.workers.deliverer.worker import Deliverer, DelivererSettings
 from alertpipe.workers.secrets import SecretResolver
 from tests.receivers import HttpReceiver, SmtpReceiver, start_http_receiver, start_smtp_receiver
@@ -110,7 +116,8 @@ class Pipeline:
 
     def audit(self) -> list[AuditEntry]:
         opts = {"bootstrap.servers": self.bootstrap}
-        return [AuditEntry.from_json(m.value()) for m in read_topic(opts, self.config.kafka.topics.audit)]
+        raw = [AuditEntry.from_json(m.value()) for m in read_topic(opts, self.config.kafka.topics.audit)]
+        return expand_received(raw)  # as `alertpipe explain` shows them
 
     def committed(self, group: str) -> int:
         """Sum of committed offsets of the alerts topic for ``group`` (-1001 → 0)."""

@@ -66,3 +66,31 @@ def test_a_malformed_number_is_named() -> None:
     ]
     with pytest.raises(ValueError, match="alertpipe-retry-attempts is not an integer"):
         Parked.from_headers(headers)  # type: ignore[arg-type]
+
+
+def test_received_rows_are_put_back_once_per_read() -> None:
+    from alertpipe.workers.deliverer.records import AuditEntry, Decision, expand_received
+
+    def rec(decision: Decision, at: int, channel: str, received: int | None) -> AuditEntry:
+        return AuditEntry(
+            "a1", decision, at, status="firing", channel=channel, received_ms=received, fired_ms=0
+        )
+
+    log = [
+        rec("delivered", 105, "x", 100),
+        rec("retry", 103, "y", 100),
+        rec("delivered", 110, "y", 100),
+        rec("skipped_delivered", 205, "x", 200),  # read a second time (a redelivery)
+        rec("delivered", 300, "y", None),  # from the retry topic: no read of its own
+    ]
+    out = expand_received(log)
+    assert [(e.decision, e.at_ms, e.channel) for e in out] == [
+        ("received", 100, ""),
+        ("retry", 103, "y"),
+        ("delivered", 105, "x"),
+        ("delivered", 110, "y"),
+        ("received", 200, ""),
+        ("skipped_delivered", 205, "x"),
+        ("delivered", 300, "y"),
+    ]
+    assert out[0].reason == "fired at 1970-01-01T00:00:00.000Z (event time)"
