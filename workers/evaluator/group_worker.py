@@ -47,13 +47,20 @@ _PARTITION_EOF = getattr(KafkaError, "_PARTITION_EOF", -191)
 DeliveryCallback = Callable[[Any, Any], None]
 
 
-def _partition_count(client: Any, topic: str) -> int:
-    md = client.list_topics(topic, timeout=10)
-    t = md.topics.get(topic)
-    if t is None or t.error is not None or not t.partitions:
-        raise ValueError(f"kafka.topics.repartition: topic {topic!r} does not exist or has no partitions"
-                         f" ({t.error if t is not None else 'unknown topic'}); the operator creates it")
-    return len(t.partitions)
+def _partition_count(client: Any, topic: str, wait: float = 0.0) -> int:
+    """Partitions of a topic; waits up to ``wait`` seconds for it to appear (the operator creates
+    topics while the workers start)."""
+    deadline = time.monotonic() + wait
+    while True:
+        md = client.list_topics(topic, timeout=10)
+        t = md.topics.get(topic)
+        if t is not None and t.error is None and t.partitions:
+            return len(t.partitions)
+        if time.monotonic() >= deadline:
+            raise ValueError(f"topic {topic!r} does not exist or has no partitions"
+                             f" ({t.error if t is not None else 'unknown topic'}); the operator creates it"
+                             " (kafka.topics.repartition / kafka.topics.events)")
+        time.sleep(1.0)
 
 
 class GroupWorker:
@@ -89,8 +96,8 @@ class GroupWorker:
         self.state = RedisState(redis_client, key_prefix, topic)
         self.consumer = Consumer(consumer_options)
         # metadata through the consumer: it never auto-creates a missing topic (a producer may)
-        self.partitions = _partition_count(self.consumer, topic)
-        self.upstreams = _partition_count(self.consumer, events_topic)
+        self.partitions = _partition_count(self.consumer, topic, wait=120)
+        self.upstreams = _partition_count(self.consumer, events_topic, wait=120)
         self.router = Router(self.partitions)
         self.stages: dict[int, GroupStage] = {}
         self.positions: dict[int, int] = {}

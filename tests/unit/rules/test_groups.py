@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alertpipe.workers.rules.engine import _NEG, EngineSettings
@@ -190,6 +190,7 @@ def test_a_changed_rule_resolves_its_group_episodes() -> None:
     assert resolved["status"] == "resolved" and resolved["values"]["reason"] == "rule changed or removed"
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 7), st.integers(0, 3000), st.integers(0, 100)), min_size=1,
                 max_size=80),
        st.integers(1, 5), st.integers(1, 4), st.integers(1, 9), st.integers(0, 1000))
@@ -220,3 +221,27 @@ def test_property_any_partitioning_batching_and_interleaving_gives_the_same_aler
     assert comparable([a for a in got if a["rule"] in order_free]) == comparable(
         [a for a in whole_stream(RULES, events) if a["rule"] in order_free])
     assert all(s.counts["late"] == 0 and s.counts["duplicate"] == 0 for s in pipe.stage2.values())
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 10_000), st.integers(0, 10_000), st.integers(1, 9), st.integers(0, 1000))
+def test_property_a_stage1_crash_anywhere_changes_nothing(a: int, b: int, batch: int, seed: int) -> None:
+    """Stage 1 checkpoints after event ``cut``, forwards up to ``crash``, dies; its successor replays
+    from the checkpoint. Stage 2 skips every copy and ends with the alerts of a run without a crash."""
+    events = site_events(n_dev=6, minutes=2, hot=(30, 60))
+    cut, crash = sorted((a % (len(events) + 1), b % (len(events) + 1)))
+    clean = TwoStage(RULES)
+    clean.feed(events, batch=batch)
+    clean.close()
+    want = clean.drain()
+    pipe = TwoStage(RULES)
+    pipe.feed(events[:cut], batch=batch)
+    snaps = {u: p.snapshot() for u, p in pipe.engine.partitions.items()}
+    pipe.feed(events[cut:crash], batch=batch)
+    pipe.engine.partitions.clear()
+    for u, blob in snaps.items():
+        pipe.part(u).restore(blob)
+    pipe.feed(events[cut:], batch=batch)
+    pipe.close()
+    assert comparable(pipe.drain(seed=seed)) == comparable(want)
+    assert all(s.counts["late"] == 0 for s in pipe.stage2.values())
