@@ -13,6 +13,7 @@ import kopf
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from alertpipe.operator.diffbase import LeanDiffBaseStorage
 from alertpipe.operator.handlers import register
 from alertpipe.operator.kube import Kube, load_client
 from alertpipe.operator.models import ROLES
@@ -219,6 +220,7 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
 
     @kopf.on.startup(registry=registry)
     async def start(**_: Any) -> None:
+        await rec.kube.warm()
         tasks.append(asyncio.create_task(rec.queue.run(), name="reconcile-queue"))
         tasks.append(asyncio.create_task(rec.resync_loop(), name="resync"))
         runners.extend(await _serve(rec, args.bind, args.health_port, args.metrics_port))
@@ -235,6 +237,7 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
     settings = kopf.OperatorSettings()
     settings.posting.enabled = False  # the reconciler posts its own, decision-level Events
     settings.persistence.finalizer = "alertpipe.io/topics"
+    settings.persistence.diffbase_storage = LeanDiffBaseStorage(["AlertPipeline"])
     settings.watching.server_timeout = 300
     # Kopf waits this long for more events of an object before handling them; our handlers only
     # feed the store and the work queue (which debounces itself), so a short window is latency won.

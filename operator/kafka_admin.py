@@ -10,7 +10,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     AlterConfigOpType,
@@ -50,12 +50,23 @@ class KafkaAdmin:
         self._client = AdminClient(conf)
 
     def observe(self, names: list[str]) -> dict[str, TopicSeen]:
-        """Partitions and retention.ms of those of ``names`` that exist."""
-        try:
-            meta = self._client.list_topics(timeout=TIMEOUT)
-        except KafkaException as exc:
-            raise KafkaAdminError(f"cannot reach Kafka at {self.bootstrap}: {_one_line(exc)}") from None
-        present = [n for n in names if n in meta.topics and meta.topics[n].error is None]
+        """Partitions and retention.ms of those of ``names`` that exist.
+
+        Asks about these topics only (DescribeTopics): listing the cluster's metadata costs CPU per
+        topic in the cluster (~100 ms with 6,000 topics), on every pipeline's create and resync.
+        """
+        partitions: dict[str, int] = {}
+        described = self._client.describe_topics(TopicCollection(names), request_timeout=TIMEOUT)
+        for name, topic in described.items():
+            try:
+                partitions[name] = len(topic.result(timeout=TIMEOUT).partitions)
+            except KafkaException as exc:
+                if exc.args and getattr(exc.args[0], "name", lambda: "")() == "UNKNOWN_TOPIC_OR_PART":
+                    continue
+                raise KafkaAdminError(
+                    f"cannot describe topic {name} at {self.bootstrap}: {_one_line(exc)}"
+                ) from None
+        present = [n for n in names if n in partitions]
         retention: dict[str, int | None] = {n: None for n in present}
         if present:
             futures = self._client.describe_configs(
@@ -69,7 +80,7 @@ class KafkaAdmin:
                 entry = entries.get("retention.ms")
                 if entry is not None and entry.value is not None:
                     retention[res.name] = int(entry.value)
-        return {n: TopicSeen(n, len(meta.topics[n].partitions), retention[n]) for n in present}
+        return {n: TopicSeen(n, partitions[n], retention[n]) for n in present}
 
     def apply(self, plan: TopicPlan) -> list[str]:
         """Carry out ``plan``; returns what was done, one line each (for Events)."""

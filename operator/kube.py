@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -72,8 +73,24 @@ def _short_reason(exc: client.ApiException) -> str:
 class Kube:
     def __init__(self, api: client.ApiClient, threads: int = 32) -> None:
         self.api = api
+        self.threads = threads
         # Its own threads: slow Kafka admin calls elsewhere never queue API calls behind them.
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="kube")
+
+    async def warm(self, connections: int = 8) -> None:
+        """Start every pool thread and open ``connections`` HTTPS connections now, not on the first
+        pipeline's create path: a thread start waits for the new thread to be scheduled (long on a
+        busy node) and a connection costs a TLS handshake."""
+        loop = asyncio.get_running_loop()
+        started = threading.Barrier(self.threads, timeout=30)
+        waits = [loop.run_in_executor(self._pool, started.wait) for _ in range(self.threads)]
+        await asyncio.gather(*waits, return_exceptions=True)
+        results = await asyncio.gather(
+            *(self.call("GET", "/version") for _ in range(connections)), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            logger.warning("warming the API connections: %s", failed[0])
 
     @staticmethod
     def path(kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:

@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 Key = Hashable  # (kind, namespace, name); kind "pipeline" or "rules" (name "")
+FIRST_KINDS = ("Deployment", "ServiceAccount")  # written before the other owned objects
 
 
 @dataclass(frozen=True)
@@ -392,24 +393,9 @@ class Reconciler:
         want = desired_topics(namespace, name, spec.kafka)
         topics_task = asyncio.create_task(self._reconcile_topics(body, status, spec, want))
 
-        # 2. rules -> config
-        entries: list[RuleEntry] = []
-        invalid: list[str] = []
-        for rule in self.store.rules_in(namespace):
-            if not matches(spec.rule_selector, rule["metadata"].get("labels") or {}):
-                continue
-            verdict = self._verdict(rule, list(spec.channels))
-            if verdict.valid and verdict.spec is not None:
-                entries.append(RuleEntry(name=rule["metadata"]["name"], spec=verdict.spec))
-            else:
-                invalid.append(f"{rule['metadata']['name']}: {verdict.message}")
-        config = compile_config(namespace, name, spec, entries, now)
-        cm = desired_config_map(owner, config)
-        summary = f"config revision {config.revision}: {len(entries)} rule(s)"
-
-        # 3. workloads, all in one round of concurrent calls. Pods need the ServiceAccount, but they
-        # come two controller hops (Deployment -> ReplicaSet -> Pod) after the Deployment, long after
-        # the account's create has returned; a ReplicaSet retries if it ever lost that race.
+        # 2. workloads. The Deployments (and the ServiceAccount their pods need) go out first, on
+        # their own: on a busy apiserver every concurrent write slows the others, and the Deployments
+        # are what starts pods. The rest (Role, RoleBinding, Service, ConfigMap) follows in one round.
         desired = desired_objects(
             owner,
             spec,
@@ -418,21 +404,41 @@ class Reconciler:
             self.settings.image_pull_policy,
             self.settings.image_pull_secrets,
         )
-        live_deployments: dict[str, JSON] = {}
+        first = [o for o in desired if o["kind"] in FIRST_KINDS]
+        rest = [o for o in desired if o["kind"] not in FIRST_KINDS]
+        first_task = asyncio.ensure_future(asyncio.gather(*(self._apply(o, body) for o in first)))
+
+        # 3. rules -> config, computed while those requests are in flight
         try:
-            applied, _ = await asyncio.gather(
-                asyncio.gather(*(self._apply(o, body) for o in desired)),
-                self._apply_config_map(body, cm, summary),
-            )
-            for obj, live in zip(desired, applied, strict=True):
+            entries: list[RuleEntry] = []
+            invalid: list[str] = []
+            for rule in self.store.rules_in(namespace):
+                if not matches(spec.rule_selector, rule["metadata"].get("labels") or {}):
+                    continue
+                verdict = self._verdict(rule, list(spec.channels))
+                if verdict.valid and verdict.spec is not None:
+                    entries.append(RuleEntry(name=rule["metadata"]["name"], spec=verdict.spec))
+                else:
+                    invalid.append(f"{rule['metadata']['name']}: {verdict.message}")
+            config = compile_config(namespace, name, spec, entries, now)
+            cm = desired_config_map(owner, config)
+            summary = f"config revision {config.revision}: {len(entries)} rule(s)"
+
+            live_deployments: dict[str, JSON] = {}
+            for obj, live in zip(first, await first_task, strict=True):
                 if obj["kind"] == "Deployment":
                     live_deployments[obj["metadata"]["name"]] = live
+            await asyncio.gather(
+                asyncio.gather(*(self._apply(o, body) for o in rest)),
+                self._apply_config_map(body, cm, summary),
+            )
             compiled = (config.revision, frozenset(e.name for e in entries))
             if self.store.compiled.get((namespace, name)) != compiled:
                 self.store.compiled[(namespace, name)] = compiled
                 # rule statuses name the live revision; debounced so many compiles make one pass
                 self._debounced(("rules", namespace, ""))
         except BaseException:
+            first_task.cancel()
             topics_task.cancel()
             raise
         for role in ROLES:
@@ -541,16 +547,20 @@ class Reconciler:
         refused = tuple(plan.refused_shrinks)
         self._topics_ok[key] = (wanted, time.monotonic(), refused)
         known = set((status.get("topics") or {}).values())
+        # one Event per reason, naming every topic: a new pipeline posts one, not five
+        by_reason: dict[str, list[str]] = {}
         for line in done:
             reason = (
                 "TopicCreated"
                 if line.startswith("created")
                 else ("PartitionsGrown" if line.startswith("grew") else "TopicConfigured")
             )
-            self.event_soon(body, "Normal", reason, line)
+            by_reason.setdefault(reason, []).append(line)
         for topic in plan.adopt:
             if topic not in known and not any(topic in d for d in done):
-                self.event_soon(body, "Normal", "TopicAdopted", f"adopted existing topic {topic}")
+                by_reason.setdefault("TopicAdopted", []).append(f"adopted existing topic {topic}")
+        for reason, lines in by_reason.items():
+            self.event_soon(body, "Normal", reason, "; ".join(lines))
         return "", refused, None
 
     def event_soon(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
