@@ -3,7 +3,10 @@
 Key ``<prefix>:dlv:<alert id>:<status>:<channel>`` holds ``c:<owner>`` (claimed, PX claim TTL),
 ``d`` (delivered, EX dedup TTL) or ``x`` (dead-lettered, EX dedup TTL). A redelivered alert whose
 key says ``d`` is skipped; one whose claim expired (the sender crashed) is claimed again and sent
-with the same Idempotency-Key. Each phase is one Lua script, so check-and-set is atomic.
+with the same Idempotency-Key. Every check-and-set runs inside one Lua script, so it is atomic; the
+calls of all concurrent deliveries go to Redis as one script call per batch (``_BATCH``), which
+costs far less Python than a pipeline of one EVALSHA each (redis-py packs and parses every
+command in Python). The keys of a batch are many: this needs one Redis, not a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import inspect
 import logging
 from enum import Enum
 from typing import Any
@@ -25,29 +29,34 @@ logger = logging.getLogger(__name__)
 DELIVERED = "d"
 DEAD = "x"
 
-# KEYS[1] key; ARGV: owner value, claim ms, honour-dead (1/0)
-_ACQUIRE = """
-local v = redis.call('GET', KEYS[1])
-if v == 'd' then return 'delivered' end
-if v == 'x' and ARGV[3] == '1' then return 'dead' end
-if v and v ~= 'x' and v ~= ARGV[1] then return 'busy' end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 'ok'
-"""
-
-# KEYS[1] key; ARGV: owner value, final value, ttl seconds
-_FINISH = """
-local v = redis.call('GET', KEYS[1])
-if v == 'd' then return 'delivered' end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-if v == ARGV[1] then return 'ok' end
-return 'lost'
-"""
-
-# KEYS[1] key; ARGV: owner value
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+# KEYS: the keys; ARGV: owner value, claim ms, mark ttl s, then per key an op and its argument:
+# a (acquire; 1 = a dead mark counts), d / x (mark delivered / dead), r (release)
+_BATCH = """
+local owner, claim_ms, ttl = ARGV[1], ARGV[2], ARGV[3]
+local out = {}
+for i = 1, #KEYS do
+  local k, op, arg = KEYS[i], ARGV[2 + 2 * i], ARGV[3 + 2 * i]
+  local v = redis.call('GET', k)
+  if op == 'a' then
+    if v == 'd' then out[i] = 'delivered'
+    elseif v == 'x' and arg == '1' then out[i] = 'dead'
+    elseif v and v ~= 'x' and v ~= owner then out[i] = 'busy'
+    else
+      redis.call('SET', k, owner, 'PX', claim_ms)
+      out[i] = 'ok'
+    end
+  elseif op == 'd' or op == 'x' then
+    if v == 'd' then out[i] = 'delivered'
+    else
+      redis.call('SET', k, op, 'EX', ttl)
+      if v == owner then out[i] = 'ok' else out[i] = 'lost' end
+    end
+  else
+    if v == owner then redis.call('DEL', k) end
+    out[i] = 'released'
+  end
+end
+return out
 """
 
 
@@ -61,10 +70,10 @@ class ClaimResult(Enum):
 class Claims:
     """Claim, mark delivered, mark dead-lettered, release; one instance per worker (``owner``).
 
-    Calls from all concurrent deliveries are batched: whatever queued while one pipeline was in
-    flight goes out as the next pipeline (EVALSHA each), so thousands of claims per second cost a
-    few round trips and little Python per call. A connection error fails the whole batch; the
-    caller retries.
+    Calls from all concurrent deliveries are batched: whatever queued while one batch was in
+    flight goes out as the next (one EVALSHA of ``_BATCH``), so thousands of claims per second
+    cost a few round trips and little Python per call. A connection error fails the whole batch;
+    the caller retries.
     """
 
     MAX_BATCH = 1000
@@ -82,18 +91,18 @@ class Claims:
         self._owner = "c:" + owner
         self.claim_ttl = claim_ttl
         self.mark_ttl = mark_ttl
-        self._src = {"acquire": _ACQUIRE, "finish": _FINISH, "release": _RELEASE}
-        self._sha = {n: hashlib.sha1(src.encode()).hexdigest() for n, src in self._src.items()}  # noqa: S324
-        self._queue: list[tuple[str, str, list[Any], asyncio.Future[Any]]] = []
+        self._sha = hashlib.sha1(_BATCH.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+        self._fixed = [self._owner, int(claim_ttl * 1000), int(mark_ttl)]
+        self._queue: list[tuple[str, str, str, asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
 
     def key(self, delivery_key: str) -> str:
         return f"{self.prefix}:dlv:{delivery_key}"
 
-    async def _call(self, script: str, key: str, args: list[Any]) -> Any:
+    async def _call(self, op: str, key: str, arg: str = "-") -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((script, key, args, fut))
+        self._queue.append((op, key, arg, fut))
         self._wake.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="claims-flush")
@@ -108,13 +117,13 @@ class Claims:
                 batch, self._queue = self._queue[: self.MAX_BATCH], self._queue[self.MAX_BATCH :]
                 await self._run(batch)
 
-    async def _run(self, batch: list[tuple[str, str, list[Any], asyncio.Future[Any]]]) -> None:
+    async def _run(self, batch: list[tuple[str, str, str, asyncio.Future[Any]]]) -> None:
         try:
-            results = await self._pipeline(batch)
-            if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
-                for src in self._src.values():  # Redis restarted or flushed its script cache
-                    await self._r.script_load(src)
-                results = await self._pipeline(batch)
+            try:
+                results = await self._script(batch)
+            except redis.exceptions.NoScriptError:  # Redis restarted or flushed its script cache
+                await self._r.script_load(_BATCH)
+                results = await self._script(batch)
         except (redis.exceptions.RedisError, OSError) as exc:
             for *_, fut in batch:
                 if not fut.done():
@@ -128,11 +137,14 @@ class Claims:
             else:
                 fut.set_result(res)
 
-    async def _pipeline(self, batch: list[tuple[str, str, list[Any], asyncio.Future[Any]]]) -> list[Any]:
-        pipe = self._r.pipeline(transaction=False)
-        for script, key, args, _ in batch:
-            pipe.evalsha(self._sha[script], 1, key, *args)
-        results: list[Any] = await pipe.execute(raise_on_error=False)
+    async def _script(self, batch: list[tuple[str, str, str, asyncio.Future[Any]]]) -> list[Any]:
+        keys = [key for _, key, _, _ in batch]
+        args: list[Any] = list(self._fixed)
+        for op, _, arg, _ in batch:
+            args.append(op)
+            args.append(arg)
+        reply = self._r.evalsha(self._sha, len(keys), *keys, *args)
+        results: list[Any] = await reply if inspect.isawaitable(reply) else reply
         return results
 
     async def close(self) -> None:
@@ -143,24 +155,20 @@ class Claims:
 
     async def acquire(self, delivery_key: str, *, replay: bool = False) -> ClaimResult:
         """Phase one. ``replay`` ignores a dead-letter mark (``alertpipe dlq replay`` sends it again)."""
-        res = await self._call(
-            "acquire",
-            self.key(delivery_key),
-            [self._owner, int(self.claim_ttl * 1000), "0" if replay else "1"],
-        )
+        res = await self._call("a", self.key(delivery_key), "0" if replay else "1")
         return ClaimResult(res)
 
     async def mark_delivered(self, delivery_key: str) -> bool:
         """Phase two after a 2xx; False when our claim had expired meanwhile (logged, still marked)."""
-        res = await self._call("finish", self.key(delivery_key), [self._owner, DELIVERED, int(self.mark_ttl)])
+        res = await self._call(DELIVERED, self.key(delivery_key))
         return res in ("ok", "delivered")
 
     async def mark_dead(self, delivery_key: str) -> None:
-        await self._call("finish", self.key(delivery_key), [self._owner, DEAD, int(self.mark_ttl)])
+        await self._call(DEAD, self.key(delivery_key))
 
     async def release(self, delivery_key: str) -> None:
         """Drop our claim without a verdict (muted meanwhile, shutting down)."""
-        await self._call("release", self.key(delivery_key), [self._owner])
+        await self._call("r", self.key(delivery_key))
 
     async def state(self, delivery_key: str) -> str | None:
         v = await self._r.get(self.key(delivery_key))
