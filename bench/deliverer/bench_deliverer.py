@@ -328,6 +328,33 @@ def isolation(bootstrap: str, redis_url: str, sink: str, work: Path, n: int, rou
     return out
 
 
+def http_client_ab(
+    bootstrap: str, redis_url: str, sink: str, work: Path, n: int, rounds: int, sink_pid: int
+) -> dict[str, Any]:
+    """Drain ``n`` alerts with the lean client and with aiohttp, alternated (the load drifts); medians."""
+    runs: dict[str, list[dict[str, Any]]] = {"lean": [], "aiohttp": []}
+    keep = list(DELIVERER_ARGS)
+    try:
+        for _ in range(rounds):
+            for client, rs in runs.items():
+                DELIVERER_ARGS[:] = ["--http-client", client]
+                r = throughput_and_latency(bootstrap, redis_url, sink, work, n, 100, 1, sink_pid)
+                rs.append(
+                    {k: r[k] for k in ("webhooks_per_s", "cpu_ms_per_webhook", "load_avg_1m_before_after")}
+                )
+    finally:
+        DELIVERER_ARGS[:] = keep
+    out: dict[str, Any] = {"alerts": n, "runs": runs}
+    for client, rs in runs.items():
+        cpu = sorted(r["cpu_ms_per_webhook"] for r in rs)
+        rate = sorted(r["webhooks_per_s"] for r in rs)
+        out[client] = {
+            "cpu_ms_per_webhook_median": cpu[len(cpu) // 2],
+            "webhooks_per_s_median": rate[len(rate) // 2],
+        }
+    return out
+
+
 def aiohttp_baseline(sink: str, n: int = 4000, concurrency: int = 64) -> dict[str, Any]:
     """The bare aiohttp client POSTing the same-size body to the same sink: the floor under any
     aiohttp-based deliverer on this machine (CPU per request of this process)."""
@@ -408,6 +435,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-isolation", action="store_true")
     ap.add_argument("--http-client", choices=("lean", "aiohttp"), default="lean")
+    ap.add_argument(
+        "--ab-rounds", type=int, default=0, help="also drain --alerts with each http client, alternated"
+    )
     args = ap.parse_args()
     DELIVERER_ARGS.extend(["--http-client", args.http_client])
     bootstrap, redis_url, stack = endpoints()
@@ -435,9 +465,14 @@ def main() -> None:
                 bootstrap, redis_url, sink, work, args.alerts, args.rate, args.seconds, sink_proc.pid
             ),
         }
+        if args.ab_rounds:
+            res["http_client_ab"] = http_client_ab(
+                bootstrap, redis_url, sink, work, args.alerts, args.ab_rounds, sink_proc.pid
+            )
         if args.skip_isolation:
             t = {k: v for k, v in res["throughput"].items() if k != "latencies_ms"}
-            print(json.dumps({"aiohttp_bare_client": res["aiohttp_bare_client"], **t}, indent=1))
+            ab = {"http_client_ab": res["http_client_ab"]} if args.ab_rounds else {}
+            print(json.dumps({"aiohttp_bare_client": res["aiohttp_bare_client"], **t, **ab}, indent=1))
             return
         res["isolation"] = isolation(bootstrap, redis_url, sink, work, args.isolation_alerts, args.rounds)
     finally:
