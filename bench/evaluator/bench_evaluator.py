@@ -33,6 +33,7 @@ ROOT = HERE.parents[1]
 PARTITIONS = 6
 T0 = 1_767_225_600_000
 TYPES = [f"t{i}" for i in range(20)]
+ALL_PARTS = "drain,scaling,memory,checkpoint"
 
 
 # --- the stack and the data ------------------------------------------------------------------------
@@ -297,6 +298,44 @@ def run_scenario(cfg_json: str, total: int, dedup: bool, profile: str | None) ->
     }
 
 
+def checkpoint_cost(keys: int, touched: int) -> dict[str, Any]:
+    """Engine only (no Kafka, no Redis): a full checkpoint of a partition holding ``keys`` group keys
+    (one device each), then a delta after ``touched`` more events, then restoring both."""
+    from alertpipe.workers.config import RuleSpec
+    from alertpipe.workers.rules import compile_rule
+    from alertpipe.workers.rules.engine import Engine, EngineSettings
+
+    spec = {"select": {"types": ["t0"]},
+            "aggregate": {"fn": "max", "field": "value", "window": "1h", "condition": "value > 1000.0"}}
+    rule = compile_rule("per-device-max", RuleSpec.model_validate(spec))
+
+    def engine() -> Any:
+        return Engine(EngineSettings("bench", "bench", 5000), [rule]).partition(0)
+
+    part = engine()
+    for i in range(keys):
+        part.offer({"deviceId": f"dev-{i}", "type": "t0", "value": 1.0}, f"dev-{i}", 0, T0 + i * 3)
+    t = time.process_time()
+    full, base = part.checkpoint(offset=keys)
+    full_s = time.process_time() - t
+    part.saved()
+    rnd = random.Random(2)
+    for j in range(touched):
+        d = rnd.randrange(keys)
+        part.offer({"deviceId": f"dev-{d}", "type": "t0", "value": 2.0}, f"dev-{d}", 1, T0 + keys * 3 + j)
+    t = time.process_time()
+    is_full, delta = part.checkpoint(offset=keys + touched)
+    delta_s = time.process_time() - t
+    t = time.process_time()
+    engine().restore(base, [delta])
+    restore_s = time.process_time() - t
+    assert full and not is_full
+    return {"group_keys": part.group_count(), "touched_events": touched,
+            "full_cpu_s": round(full_s, 3), "full_mb": round(len(base) / 2**20, 1),
+            "delta_cpu_s": round(delta_s, 4), "delta_kb": round(len(delta) / 1024, 1),
+            "restore_full_plus_delta_cpu_s": round(restore_s, 3), "rss_mb": round(rss_mb(), 1)}
+
+
 def bare_consume(bootstrap: str, topic: str, total: int) -> dict[str, Any]:
     c = Consumer(
         {
@@ -388,7 +427,7 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=600_000)
     ap.add_argument("--quick", action="store_true", help="fewer events, skip 1M keys")
     ap.add_argument("--profile", default=None, help="write a pyinstrument profile of scenario (a) here")
-    ap.add_argument("--only", default="drain,scaling,memory", help="comma-separated parts to run")
+    ap.add_argument("--only", default=ALL_PARTS, help="comma-separated parts to run")
     ap.add_argument("--keys", default="100000,1000000", help="group-key counts of the memory part")
     ap.add_argument("--plot-only", action="store_true", help="redraw evaluator.png from results.json")
     args = ap.parse_args()
@@ -397,7 +436,9 @@ def main() -> int:
         return 0
     if args.scenario:
         payload = orjson.loads(sys.stdin.buffer.read())
-        if args.scenario == "bare":
+        if args.scenario == "checkpoint":
+            res = checkpoint_cost(payload["keys"], payload["touched"])
+        elif args.scenario == "bare":
             res = bare_consume(payload["bootstrap"], payload["topic"], payload["total"])
         else:
             res = run_scenario(payload["config"], payload["total"], payload["dedup"], payload.get("profile"))
@@ -419,12 +460,13 @@ def main() -> int:
             "drain": {},
             "rule_scaling": {},
             "memory": {},
+            "checkpoint": {},
         }
         previous = HERE / "results.json"
-        if args.only != "drain,scaling,memory" and previous.exists():
+        if args.only != ALL_PARTS and previous.exists():
             # a partial run updates the parts it measures and keeps the others
             old = json.loads(previous.read_text())
-            for part in ("drain", "rule_scaling", "memory"):
+            for part in ("drain", "rule_scaling", "memory", "checkpoint"):
                 results[part] = old.get(part, {})
 
         def save() -> None:
@@ -490,6 +532,12 @@ def main() -> int:
             ]
             results["memory"][str(keys)] = scenario(rules, True, topic=topic, total=keys)
             save()
+        if "checkpoint" in only:
+            for keys in [int(k) for k in args.keys.split(",")]:
+                res = in_subprocess("checkpoint", {"keys": keys, "touched": 10_000})
+                print(json.dumps(res), file=sys.stderr, flush=True)
+                results["checkpoint"][str(keys)] = res
+                save()
         print(json.dumps(results, indent=2))
         save()
         plot(results, HERE / "evaluator.png")
