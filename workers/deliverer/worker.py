@@ -193,6 +193,7 @@ class Deliverer:
         self._seq = itertools.count()
         self._wake_waiting = asyncio.Event()
         self._parked_firing: dict[tuple[str, str], float] = {}  # (alert id, channel) -> due (firing)
+        self._probe_released: dict[str, float] = {}  # channel -> monotonic time a held park went as probe
         self._gated: frozenset[str] = frozenset()
         self._kexec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deliverer-consumer")
         self._consumer: Any = None
@@ -463,12 +464,44 @@ class Deliverer:
                 w = heapq.heappop(self._waiting)
                 with self._lock:
                     mine = self._trackers.get(w.tp) is w.tracker
-                if mine:  # else revoked meanwhile: the new owner reads it again
-                    self._spawn(self._deliver_chain(w.alert, w.channel, w.ctx), w.tp, w.offset, retry=True)
+                if not mine:  # revoked meanwhile: the new owner reads it again
+                    continue
+                hold = self._hold_for_circuit(w, now)
+                if hold > 0:
+                    w.due = now + hold
+                    heapq.heappush(self._waiting, w)
+                    continue
+                self._spawn(self._deliver_chain(w.alert, w.channel, w.ctx), w.tp, w.offset, retry=True)
             self._wake_waiting.clear()
             wait = min(0.5, self._waiting[0].due - now) if self._waiting else 0.5
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_waiting.wait(), max(wait, 0.001))
+
+    def _hold_for_circuit(self, w: _Waiting, now: float) -> float:
+        """Seconds to keep a due parked delivery in memory because its channel's circuit is open, or 0.
+
+        Parking it again would write it to the retry topic and read it back once per cooldown,
+        for nothing; held here it costs a heap entry. One of them is let go per cooldown as the
+        probe. Not past half of ``max_retry_waiting`` (the retry topic must not pause for a dead
+        channel) nor past the delivery's age budget (it is dead-lettered on time).
+        """
+        ch = self._channels.get(w.channel)
+        if ch is None or ch.breaker.state is BreakerState.CLOSED:
+            return 0.0
+        if len(self._waiting) >= self.settings.max_retry_waiting // 2:
+            return 0.0
+        b = ch.breaker
+        mono = time.monotonic()
+        start = b.opened_at if b.state is BreakerState.OPEN else b.probe_started
+        reopen = start + b.cooldown
+        released = self._probe_released.get(w.channel)
+        if mono >= reopen and (released is None or mono - released >= b.cooldown):
+            self._probe_released[w.channel] = mono  # this one goes: it takes the probe slot
+            return 0.0
+        hold = max(reopen - mono, 0.2) + self._rand() * min(b.cooldown, 1.0)
+        if now - w.ctx.origin_s + hold > ch.budget.max_age:
+            return 0.0
+        return hold
 
     async def _commit_loop(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
