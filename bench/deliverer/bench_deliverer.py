@@ -337,7 +337,7 @@ def http_client_ab(
     try:
         for _ in range(rounds):
             for client, rs in runs.items():
-                DELIVERER_ARGS[:] = ["--http-client", client]
+                DELIVERER_ARGS[:] = ["--http-client", client, *keep[2:]]
                 r = throughput_and_latency(bootstrap, redis_url, sink, work, n, 100, 1, sink_pid)
                 rs.append(
                     {k: r[k] for k in ("webhooks_per_s", "cpu_ms_per_webhook", "load_avg_1m_before_after")}
@@ -435,11 +435,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-isolation", action="store_true")
     ap.add_argument("--http-client", choices=("lean", "aiohttp"), default="lean")
+    ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     ap.add_argument(
         "--ab-rounds", type=int, default=0, help="also drain --alerts with each http client, alternated"
     )
     args = ap.parse_args()
-    DELIVERER_ARGS.extend(["--http-client", args.http_client])
+    DELIVERER_ARGS.extend(["--http-client", args.http_client, "--loop", args.loop])
     bootstrap, redis_url, stack = endpoints()
     port = free_port()
     sink_proc = subprocess.Popen(
@@ -460,6 +461,7 @@ def main() -> None:
         res = {
             "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
             "http_client": args.http_client,
+            "loop": args.loop,
             "aiohttp_bare_client": aiohttp_baseline(sink),
             "throughput": throughput_and_latency(
                 bootstrap, redis_url, sink, work, args.alerts, args.rate, args.seconds, sink_proc.pid

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 
 from alertpipe.workers.config import SecretKeyRef
 from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
@@ -60,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="client for plain-http webhooks: lean (keep-alive HTTP/1.1, half the CPU) or aiohttp;"
         " https, Slack and PagerDuty always use aiohttp",
     )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop", "auto"),
+        default="asyncio",
+        help="event loop: asyncio (default), uvloop (needs the package), auto (uvloop when installed)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,9 +109,24 @@ def run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await deliverer.run(stop)
 
+    factory = _loop_factory(args.loop)
     try:
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(main())
     except AlertpipeError as exc:
         logger.error("%s", exc)
         return 1
     return 0
+
+
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if choice == "asyncio":
+        return None
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("alertpipe deliverer: --loop uvloop needs the uvloop package") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import cast
 
 __all__ = ["ConnectError", "Http1Pool", "ProtocolError", "Response", "ResponseParser", "request_head"]
 
@@ -196,8 +197,7 @@ class _Conn(asyncio.Protocol):
         self._waiter: asyncio.Future[Response] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream sockets only
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # a stream transport (uvloop's is not a subclass)
 
     def data_received(self, data: bytes) -> None:
         parser, waiter = self._parser, self._waiter

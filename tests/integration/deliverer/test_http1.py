@@ -174,3 +174,24 @@ async def test_senders_classify_and_guard_through_the_lean_client(server: Server
         assert not err.value.retryable and len(server.requests) == n
     finally:
         await senders.close()
+
+
+def test_the_pool_runs_on_uvloop() -> None:
+    """uvloop's transports are not asyncio.Transport subclasses (`--loop uvloop`)."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        s = Server()
+        srv = await asyncio.start_server(s.handle, "127.0.0.1", 0)
+        pool = Http1Pool(loopback)
+        try:
+            port = srv.sockets[0].getsockname()[1]
+            for i in range(3):
+                resp = await pool.post("127.0.0.1", port, head("/ok", b"%d" % i), b"%d" % i, 5)
+                assert (resp.status, resp.body) == (200, b"%d" % i)
+            assert s.connections == 1
+        finally:
+            pool.close()
+            srv.close()
+
+    uvloop.run(main())
