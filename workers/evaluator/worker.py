@@ -43,7 +43,8 @@ from alertpipe.workers.config import ConfigSource, PipelineConfig, parse_duratio
 from alertpipe.workers.errors import RuleCompileError
 from alertpipe.workers.evaluator.group_worker import GroupWorker
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
-from alertpipe.workers.evaluator.redis_state import RedisState, dedup_keys, owner
+from alertpipe.workers.evaluator.redis_state import DUPLICATE as DUP_FLAG
+from alertpipe.workers.evaluator.redis_state import RedisState, dedup_keys
 from alertpipe.workers.events import EventError, common_shape, decode_event
 from alertpipe.workers.rules import CompiledRule, compile_rule
 from alertpipe.workers.rules.engine import DUPLICATE, LATE, Engine, EngineSettings, Partition
@@ -74,11 +75,10 @@ class EvaluatorOptions:
 @dataclass(slots=True)
 class _Batch:
     """A decoded batch: (msg, partition, offset, event | None, deviceId | reason, seq, ts) per record,
-    the dedup owners of its events, and the dedup answer (a future on the dedup thread)."""
+    and the dedup answer of its events (a future on the dedup thread: one flag byte per event)."""
 
     items: list[tuple[Any, int, int, Any, Any, int, int]]
-    owners: list[bytes]
-    seen: Future[list[bytes | None]] | None
+    seen: Future[bytes] | None
 
 
 def compile_rules(cfg: PipelineConfig, now: datetime | None = None) -> list[CompiledRule]:
@@ -335,7 +335,8 @@ class Evaluator:
         key_of = dedup_keys(self.cfg.redis.key_prefix, tenant)
         items: list[tuple[Any, int, int, Any, Any, int, int]] = []
         keys: list[bytes] = []
-        owners: list[bytes] = []
+        ps: list[int] = []
+        offs: list[int] = []
         loads = orjson.loads
         for msg in msgs:
             if msg.error() is not None:
@@ -357,28 +358,28 @@ class Evaluator:
             items.append((msg, p, off, d, dev, seq, ts))
             if dedup:
                 keys.append(key_of(dev, seq))
-                owners.append(owner(p, off))
+                ps.append(p)
+                offs.append(off)
         now = self.clock()
         last = self.last_record
         for p in {item[1] for item in items}:
             last[p] = now
         self.metrics.consumed.inc(len(msgs))
-        seen: Future[list[bytes | None]] | None = None
+        seen: Future[bytes] | None = None
         if keys:
-            seen = self._pool.submit(self.state.seen, keys, owners, self.dedup_ttl)
-        return _Batch(items, owners, seen)
+            seen = self._pool.submit(self.state.check, keys, ps, offs, self.dedup_ttl)
+        return _Batch(items, seen)
 
     def _evaluate(self, batch: _Batch) -> None:
         """Apply a prepared batch in offset order: dead letters, duplicates, the engine, outputs."""
         m = self.metrics
         tenant = self.cfg.tenant
-        seen: list[bytes | None] = []
+        seen = b""
         if batch.seen is not None:
             tw = time.perf_counter()
             seen = batch.seen.result()
             m.loop_seconds["dedup_wait"] += time.perf_counter() - tw
         t0 = time.perf_counter()
-        owners = batch.owners
         positions = self.positions
         parts = self.engine.partitions
         late = dup_redis = dup_engine = evaluated = malformed = 0
@@ -399,11 +400,9 @@ class Evaluator:
                 continue  # revoked or lost since the batch was read
             positions[p] = off + 1
             touched.add(p)
-            if seen:
-                prev = seen[i]
-                if prev is not None and prev != owners[i]:
-                    dup_redis += 1
-                    continue
+            if seen and seen[i] == DUP_FLAG:  # a copy first seen at another offset
+                dup_redis += 1
+                continue
             ts_type, ingest = msg.timestamp()
             verdict = part.offer(d, dev, seq, ts, ingest if ts_type else None)
             if verdict == 0:
