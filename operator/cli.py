@@ -17,6 +17,7 @@ from alertpipe.operator.diffbase import LeanDiffBaseStorage
 from alertpipe.operator.handlers import register
 from alertpipe.operator.kube import Kube, load_client
 from alertpipe.operator.models import ROLES
+from alertpipe.operator.ownedwatch import OwnedWatch
 from alertpipe.operator.reconciler import OperatorSettings, Reconciler
 
 __all__ = ["add_arguments", "run"]
@@ -200,6 +201,7 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
     register(registry, rec, webhooks=bool(args.webhook_port))
     tasks: list[asyncio.Task[None]] = []
     runners: list[web.AppRunner] = []
+    watches: list[OwnedWatch] = []
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -221,12 +223,20 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
     @kopf.on.startup(registry=registry)
     async def start(**_: Any) -> None:
         await rec.kube.warm()
+        clusterwide = bool(args.all_namespaces or not args.namespace)
+        owned = OwnedWatch(
+            rec.kube.api, [] if clusterwide else args.namespace, rec.owned_seen, asyncio.get_running_loop()
+        )
+        owned.start()
+        watches.append(owned)
         tasks.append(asyncio.create_task(rec.queue.run(), name="reconcile-queue"))
         tasks.append(asyncio.create_task(rec.resync_loop(), name="resync"))
         runners.extend(await _serve(rec, args.bind, args.health_port, args.metrics_port))
 
     @kopf.on.cleanup(registry=registry)
     async def stop(**_: Any) -> None:
+        for w in watches:
+            w.stop()
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

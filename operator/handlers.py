@@ -39,15 +39,6 @@ def _plain(body: kopf.Body) -> dict[str, Any]:
     return dict(body)
 
 
-OWNED_KINDS = (  # (API group, plural), version v1: every kind the reconciler applies but Deployments
-    ("", "configmaps"),
-    ("", "services"),
-    ("", "serviceaccounts"),
-    ("rbac.authorization.k8s.io", "roles"),
-    ("rbac.authorization.k8s.io", "rolebindings"),
-)
-
-
 def register(registry: kopf.OperatorRegistry, rec: Reconciler, *, webhooks: bool = True) -> None:
     """Attach every handler to ``registry``, bound to ``rec``; admission handlers only with ``webhooks``."""
 
@@ -74,13 +65,6 @@ def register(registry: kopf.OperatorRegistry, rec: Reconciler, *, webhooks: bool
     @kopf.on.event("apps", "v1", "deployments", labels=MANAGED, registry=registry)
     async def deployment_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         rec.deployment_seen(_plain(body), deleted=type == "DELETED")
-
-    # The other owned kinds: a hand edit or delete is undone at once, not at the next resync.
-    for group, plural in OWNED_KINDS:
-
-        @kopf.on.event(group, "v1", plural, labels=MANAGED, registry=registry, id=f"owned-{plural}")
-        async def owned_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-            rec.owned_seen(_plain(body), deleted=type == "DELETED")
 
     @kopf.on.delete(GROUP, VERSION, PIPELINE_PLURAL, when=_deletes_topics, registry=registry)
     async def delete_topics(spec: kopf.Spec, name: str, namespace: str | None, **_: Any) -> None:
