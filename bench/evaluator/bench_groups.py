@@ -4,6 +4,10 @@ stage 1 alone (the latter per partition: the old, wrong result) versus `avg by s
 records after every batch of 500). Kafka's produce and consume of the extra records come on top.
 
     PYTHONSAFEPATH=1 .venv/bin/python -m bench.evaluator.bench_groups [--events 300000]
+
+``--kafka`` runs the evaluator itself (in this process) over a preloaded 6-partition topic on the
+devstack's Kafka + Redis (env ALERTPIPE_DEVSTACK_ENV, else a stack of its own): the same rule by
+deviceId, then by site with the repartition topic; drain rate and CPU µs per event (all threads).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import resource
 import time
 import zlib
 from typing import Any
+
+import orjson
 
 from alertpipe.workers.config import RuleSpec
 from alertpipe.workers.evaluator.repartition import (
@@ -106,11 +112,85 @@ def run(evs: list[dict[str, Any]], by: list[str], repart: bool, batch: int = 500
             "repartition_bytes_per_event": round(record_bytes / len(evs), 1)}
 
 
+def kafka_run(bootstrap: str, redis_url: str, evs: list[dict[str, Any]], by: list[str]) -> dict[str, Any]:
+    import threading
+    import uuid
+
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+    from alertpipe.workers.config import PipelineConfig, StaticConfigSource
+    from alertpipe.workers.evaluator.worker import Evaluator, EvaluatorOptions
+
+    name = f"bench-groups-{uuid.uuid4().hex[:8]}"
+    repart = "deviceId" not in by
+    topics = {"events": f"{name}-events", "alerts": f"{name}-alerts", "late": f"{name}-late",
+              "deadLetter": f"{name}-dlq", "audit": f"{name}-audit"}
+    if repart:
+        topics["repartition"] = f"{name}-repartition"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    new = [NewTopic(t, PARTS if k in ("events", "repartition") else 1, 1) for k, t in topics.items()]
+    for f in admin.create_topics(new).values():
+        f.result(timeout=30)
+    prod = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4",
+                     "queue.buffering.max.messages": 2_000_000})
+    for e in evs:
+        prod.produce(topics["events"], orjson.dumps(e), e["deviceId"].encode(),
+                     partition=zlib.crc32(e["deviceId"].encode()) % PARTS)
+        prod.poll(0)
+    assert prod.flush(120) == 0
+    spec = rule(by).spec.model_dump(mode="json", by_alias=True)
+    cfg = PipelineConfig.model_validate({
+        "tenant": "acme", "pipeline": "bench", "kafka": {"bootstrapServers": bootstrap, "topics": topics},
+        "redis": {"url": redis_url, "keyPrefix": name}, "idleTimeout": "1h",
+        "rules": [{"name": "avg", "spec": spec}]}).with_revision()
+    ev = Evaluator(StaticConfigSource(cfg), options=EvaluatorOptions(checkpoint_interval=2.0, group_id=name))
+    reg = ev.metrics.registry
+    stop = threading.Event()
+    marks: dict[str, float] = {}
+
+    def value(name: str, **labels: str) -> float:
+        return reg.get_sample_value(name, {"tenant": "acme", **labels}) or 0.0
+
+    def done() -> bool:
+        if value("alertpipe_evaluator_events_evaluated_total") < len(evs):
+            return False
+        read = value("alertpipe_evaluator_repartition_events_total", result="accepted")
+        return not repart or read >= len(evs)
+
+    def watch() -> None:
+        while not stop.is_set():
+            if "t0" not in marks and value("alertpipe_evaluator_events_consumed_total") > 0:
+                marks.update(t0=time.perf_counter(), c0=time.process_time())
+            if "t0" in marks and done():
+                marks.update(t1=time.perf_counter(), c1=time.process_time())
+                stop.set()
+            time.sleep(0.01)
+
+    threading.Thread(target=watch, daemon=True).start()
+    ev.run(stop)
+    secs, cpu_s = marks["t1"] - marks["t0"], marks["c1"] - marks["c0"]
+    return {"by": by, "repartition": repart, "events": len(evs), "seconds": round(secs, 2),
+            "events_per_s": round(len(evs) / secs), "cpu_us_per_event": round(cpu_s / len(evs) * 1e6, 2)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--kafka", action="store_true")
     args = ap.parse_args()
     evs = events(args.events)
+    if args.kafka:
+        from bench.evaluator.bench_evaluator import endpoints
+
+        bootstrap, redis_url, stack = endpoints()
+        try:
+            print(json.dumps([kafka_run(bootstrap, redis_url, evs, ["deviceId"]),
+                              kafka_run(bootstrap, redis_url, evs, ["site"])]))
+        finally:
+            if stack is not None:
+                stack.stop()
+        return
     # by site without the repartition stage is the old, per-partition (wrong) evaluation: the
     # difference to the same rule with it is what the stage costs in CPU
     rows = [run(evs, ["deviceId"], False), run(evs, ["site"], False), run(evs, ["site"], True)]
