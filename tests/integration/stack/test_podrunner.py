@@ -125,6 +125,7 @@ def test_deployment_pod_serves_locally_and_scaling_to_zero_stops_it(
     ip = local_ip(pod.metadata.uid)
     assert ip.startswith("127.") and ip != "127.0.0.1"  # each pod has its own loopback address
     wait_until(lambda: port_open(port, ip), f"the pod's server on {ip}:{port}", 120)
+    pod = core.read_namespaced_pod(str(pod.metadata.name), namespace)  # the copy above predates scheduling
     assert pod.spec is not None and pod.spec.node_name == pod_runner.node
     got = get_json(ip, port)
     assert got["greeting"] == "hello"
