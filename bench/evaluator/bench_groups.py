@@ -29,6 +29,7 @@ from alertpipe.workers.evaluator.repartition import (
     decode_record,
     encode_event,
     encode_watermark,
+    project,
 )
 from alertpipe.workers.rules import compile_rule
 from alertpipe.workers.rules.engine import Engine, EngineSettings
@@ -92,7 +93,8 @@ def run(evs: list[dict[str, Any]], by: list[str], repart: bool, batch: int = 500
             out: list[tuple[int, bytes]] = []
             for rr, key, ts, ingest, d in part.take_forwarded():
                 p, _k = router(rr, key)
-                out.append((p, encode_event(u, rr.name, rr.fingerprint, ts, ingest, d)))
+                body = project(router.keep(rr), d)
+                out.append((p, encode_event(u, rr.name, rr.fingerprint, ts, ingest, body)))
             wm = encode_watermark(u, part.wm)
             out += [(p, wm) for p in range(PARTS)]
             for p, raw in out:  # stage 2 reads them (in one process here)

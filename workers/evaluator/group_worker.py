@@ -33,6 +33,7 @@ from alertpipe.workers.evaluator.repartition import (
     decode_record,
     encode_event,
     encode_watermark,
+    project,
     stage1_watermark,
 )
 from alertpipe.workers.rules import CompiledRule
@@ -118,8 +119,9 @@ class GroupWorker:
         router = self.router
         for rule, key, ts, ingest, d in items:
             partition, k = router(rule, key)
-            produce(self.topic, encode_event(upstream, rule.name, rule.fingerprint, ts, ingest, d), k,
-                    partition=partition, on_delivery=on_delivery)
+            body = project(router.keep(rule), d)
+            raw = encode_event(upstream, rule.name, rule.fingerprint, ts, ingest, body)
+            produce(self.topic, raw, k, partition=partition, on_delivery=on_delivery)
         self.metrics.forwarded.inc(len(items))
 
     def send_watermarks(self, parts: Mapping[int, Partition], lag: Callable[[int], int | None],

@@ -35,6 +35,8 @@ __all__ = [
     "decode_record",
     "encode_event",
     "encode_watermark",
+    "project",
+    "projection",
     "record_key",
     "route",
     "stage1_watermark",
@@ -76,14 +78,46 @@ def route(key: bytes, partitions: int) -> int:
     return h % partitions
 
 
+def projection(rule: CompiledRule) -> frozenset[str] | None:
+    """The top-level fields stage 2 needs of a rule's events; None: all of them.
+
+    Aggregate and absence rules read only their group-key fields and the aggregated field (their
+    annotations see the aggregate, the group key and times, never the event); a threshold rule's
+    condition and annotations may read any field. The filter ran in stage 1.
+    """
+    if rule.kind == "threshold":
+        return None
+    keep = {"deviceId", "seq"}
+    keep.update(p[0] for p in rule.by)
+    if rule.field:
+        keep.add(rule.field[0])
+    return frozenset(keep)
+
+
+def project(keep: frozenset[str] | None, event: dict[str, Any]) -> dict[str, Any]:
+    if keep is None:
+        return event
+    return {k: v for k, v in event.items() if k in keep}
+
+
 class Router:
     """(partition, key) of a rule's group in a topic of ``partitions`` partitions, remembered per
-    (rule, group key) — rendering and hashing the key cost more than the rest of a forward."""
+    (rule, group key) — rendering and hashing the key cost more than the rest of a forward — and
+    each rule's projection."""
 
     def __init__(self, partitions: int, max_entries: int = 200_000) -> None:
         self.partitions = partitions
         self.max_entries = max_entries
         self._cache: dict[tuple[str, str, Any], tuple[int, bytes]] = {}
+        self._keep: dict[str, frozenset[str] | None] = {}
+
+    def keep(self, rule: CompiledRule) -> frozenset[str] | None:
+        fp = rule.fingerprint
+        if fp not in self._keep:
+            if len(self._keep) > 10_000:
+                self._keep.clear()
+            self._keep[fp] = projection(rule)
+        return self._keep[fp]
 
     def __call__(self, rule: CompiledRule, key: Any) -> tuple[int, bytes]:
         ck = (rule.name, rule.fingerprint, key)

@@ -76,3 +76,22 @@ def test_watermark_sender_sends_changes_at_once_and_the_rest_as_heartbeats() -> 
     assert s.due(1, None, now=16.0)
     s.forget(0)  # the partition was revoked; a later owner starts over
     assert s.due(0, 200, now=17.0)
+
+
+def test_projection_keeps_what_stage_2_reads() -> None:
+    from alertpipe.workers.config import RuleSpec
+    from alertpipe.workers.evaluator.repartition import project, projection
+    from alertpipe.workers.rules import compile_rule
+
+    agg = compile_rule("a", RuleSpec.model_validate({
+        "by": ["site", "meta.rack"], "select": {"filter": "region == 'eu'"},
+        "aggregate": {"fn": "avg", "field": "value", "window": "1m", "condition": "value > 1.0"}}))
+    silent = compile_rule("s", RuleSpec.model_validate({"by": ["site"], "absence": {"for": "1m"}}))
+    hot = compile_rule("t", RuleSpec.model_validate({"by": ["site"], "threshold": {"condition": "value > 1"},
+                                                     "annotations": {"summary": "{{ host }}"}}))
+    e = {"tenant": "acme", "deviceId": "d", "seq": 3, "ts": 1, "type": "cpu", "region": "eu", "site": "b",
+         "meta": {"rack": "r1", "row": 2}, "value": 5, "host": "h"}
+    assert project(projection(agg), e) == {"deviceId": "d", "seq": 3, "site": "b",
+                                           "meta": {"rack": "r1", "row": 2}, "value": 5}
+    assert project(projection(silent), e) == {"deviceId": "d", "seq": 3, "site": "b"}
+    assert projection(hot) is None and project(None, e) is e  # a threshold may read any field

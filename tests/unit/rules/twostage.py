@@ -18,6 +18,7 @@ from alertpipe.workers.evaluator.repartition import (
     decode_record,
     encode_event,
     encode_watermark,
+    project,
 )
 from alertpipe.workers.rules import CompiledRule
 from alertpipe.workers.rules.engine import Engine, EngineSettings, Partition
@@ -54,7 +55,8 @@ class TwoStage:
         self.alerts1 += part.take_alerts()
         for rule, key, ts, ingest, d in part.take_forwarded():
             r, _k = self.router(rule, key)
-            raw = encode_event(u, rule.name, rule.fingerprint, ts, ingest, d)
+            body = project(self.router.keep(rule), d)
+            raw = encode_event(u, rule.name, rule.fingerprint, ts, ingest, body)
             self.channels.setdefault((u, r), []).append(raw)
         if part.max_ts > 0:
             for r in range(self.partitions):
