@@ -249,6 +249,10 @@ class EvaluatorProcess:
 def evaluators(pipeline: Pipeline, tmp_path: Path) -> Iterator[list[EvaluatorProcess]]:
     made: list[EvaluatorProcess] = []
     yield made
+    # Shown by pytest only when the test failed: what each evaluator process said last.
+    for log in sorted(tmp_path.glob("evaluator-*.log"), key=lambda f: f.stat().st_mtime)[-3:]:
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        print(f"--- {log.name} (last {len(tail)} lines)", *tail, sep="\n")
     for e in made:
         if e.running():
             assert e.proc is not None
