@@ -625,10 +625,13 @@ class Evaluator:
     def _lag(self, p: int) -> int | None:
         """High watermark (as of the last fetch: no broker round trip) minus the next offset."""
         try:
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topics.events, p), cached=True)
+            tp = TopicPartition(self.topics.events, p)
+            low, high = self.consumer.get_watermark_offsets(tp, cached=True)
         except Exception:  # noqa: BLE001 - a metric; nothing fetched yet
             return None
         pos = self.positions.get(p)
+        if pos is None and low is not None and low >= 0:
+            pos = low  # nothing read yet: an empty partition has no lag (a repartition idle mark needs it)
         if pos is None or high is None or high < 0:
             return None
         return max(0, int(high) - int(pos))

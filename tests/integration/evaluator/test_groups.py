@@ -208,3 +208,29 @@ def test_kill_9_mid_stream_gives_exactly_the_expected_alert_ids(
     assert ev.stop() == 0
     log = ev.log_text()
     assert "group partition" in log and "restored checkpoint" in log  # stage 2 resumed from Redis
+
+
+def test_events_partitions_that_never_carry_an_event_do_not_hold_the_groups_back(
+    groups_pipeline: GroupPipeline, group_evaluators: list[EvaluatorProcess], tmp_path: Path
+) -> None:
+    """Two devices, so at least four of the six events partitions stay empty: once caught up and
+    quiet for idleTimeout they send an idle mark, and the site's window still closes."""
+    pipe = groups_pipeline
+    pipe.extra = {"idleTimeout": "3s"}
+    cfg = pipe.write()
+    devices = ["berlin-0", "berlin-2"]
+    events = [e for e in stream() if e["deviceId"] in devices and e["ts"] < T0 + 150_000]
+    assert len({partition_of(d, PARTS) for d in devices}) <= 2
+    expected = [a for a in site_alerts(evaluate(cfg, events, partitions=1, repartition=False))
+                if a["status"] == "firing"]
+    assert [(a["startsAtMs"] - T0, a["values"]["value"]) for a in expected] == [(120_000, 90.0)]
+    ev = EvaluatorProcess(pipe, tmp_path, batch_size=500, checkpoint_interval=0.3)
+    group_evaluators.append(ev)
+    ev.start()
+    pipe.produce([(e["deviceId"], orjson.dumps(e)) for e in events])
+    got = site_alerts(pipe.read("alerts", min_count=1, timeout=120))
+    firing = [a for a in got if a["status"] == "firing"]
+    assert transitions(firing) == transitions(expected)
+    assert firing[0]["values"]["count"] == 2 * 30
+    assert ev.stop() == 0
+    assert "Traceback" not in ev.log_text()
