@@ -7,7 +7,7 @@ records after every batch of 500). Kafka's produce and consume of the extra reco
 
 ``--kafka`` runs the evaluator itself (in this process) over a preloaded 6-partition topic on the
 devstack's Kafka + Redis (env ALERTPIPE_DEVSTACK_ENV, else a stack of its own): the same rule by
-deviceId, then by site with the repartition topic; drain rate and CPU µs per event (all threads).
+deviceId, by site without and with the repartition topic; drain rate and CPU µs per event (all threads).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import json
 import random
 import resource
+import sys
 import time
 import zlib
 from typing import Any
@@ -114,7 +115,8 @@ def run(evs: list[dict[str, Any]], by: list[str], repart: bool, batch: int = 500
             "repartition_bytes_per_event": round(record_bytes / len(evs), 1)}
 
 
-def kafka_run(bootstrap: str, redis_url: str, evs: list[dict[str, Any]], by: list[str]) -> dict[str, Any]:
+def kafka_run(bootstrap: str, redis_url: str, evs: list[dict[str, Any]], by: list[str],
+              repart: bool) -> dict[str, Any]:
     import threading
     import uuid
 
@@ -125,7 +127,6 @@ def kafka_run(bootstrap: str, redis_url: str, evs: list[dict[str, Any]], by: lis
     from alertpipe.workers.evaluator.worker import Evaluator, EvaluatorOptions
 
     name = f"bench-groups-{uuid.uuid4().hex[:8]}"
-    repart = "deviceId" not in by
     topics = {"events": f"{name}-events", "alerts": f"{name}-alerts", "late": f"{name}-late",
               "deadLetter": f"{name}-dlq", "audit": f"{name}-audit"}
     if repart:
@@ -134,8 +135,9 @@ def kafka_run(bootstrap: str, redis_url: str, evs: list[dict[str, Any]], by: lis
     new = [NewTopic(t, PARTS if k in ("events", "repartition") else 1, 1) for k, t in topics.items()]
     for f in admin.create_topics(new).values():
         f.result(timeout=30)
+    # idempotent: a retried batch must not land after a later one (its events would be late)
     prod = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4",
-                     "queue.buffering.max.messages": 2_000_000})
+                     "queue.buffering.max.messages": 2_000_000, "enable.idempotence": True})
     for e in evs:
         prod.produce(topics["events"], orjson.dumps(e), e["deviceId"].encode(),
                      partition=zlib.crc32(e["deviceId"].encode()) % PARTS)
@@ -155,13 +157,25 @@ def kafka_run(bootstrap: str, redis_url: str, evs: list[dict[str, Any]], by: lis
         return reg.get_sample_value(name, {"tenant": "acme", **labels}) or 0.0
 
     def done() -> bool:
-        if value("alertpipe_evaluator_events_evaluated_total") < len(evs):
+        seen = (value("alertpipe_evaluator_events_evaluated_total")
+                + value("alertpipe_evaluator_events_late_total"))
+        if seen < len(evs):
             return False
         read = value("alertpipe_evaluator_repartition_events_total", result="accepted")
         return not repart or read >= len(evs)
 
     def watch() -> None:
+        last = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() - last > 10:
+                last = time.monotonic()
+                print("progress:", {k: value(k) for k in ("alertpipe_evaluator_events_consumed_total",
+                                                           "alertpipe_evaluator_events_evaluated_total",
+                                                           "alertpipe_evaluator_events_late_total")},
+                      value("alertpipe_evaluator_events_deduped_total", by="redis"),
+                      value("alertpipe_evaluator_events_deduped_total", by="engine"),
+                      value("alertpipe_evaluator_repartition_events_total", result="accepted"),
+                      file=sys.stderr, flush=True)
             if "t0" not in marks and value("alertpipe_evaluator_events_consumed_total") > 0:
                 marks.update(t0=time.perf_counter(), c0=time.process_time())
             if "t0" in marks and done():
@@ -187,8 +201,9 @@ def main() -> None:
 
         bootstrap, redis_url, stack = endpoints()
         try:
-            print(json.dumps([kafka_run(bootstrap, redis_url, evs, ["deviceId"]),
-                              kafka_run(bootstrap, redis_url, evs, ["site"])]))
+            print(json.dumps([kafka_run(bootstrap, redis_url, evs, ["deviceId"], False),
+                              kafka_run(bootstrap, redis_url, evs, ["site"], False),
+                              kafka_run(bootstrap, redis_url, evs, ["site"], True)]))
         finally:
             if stack is not None:
                 stack.stop()
