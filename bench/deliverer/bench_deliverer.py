@@ -315,7 +315,11 @@ def isolation(bootstrap: str, redis_url: str, sink: str, work: Path, n: int, rou
     out: dict[str, Any] = {"alerts_per_run": n, "runs": runs}
     for label, rs in runs.items():
         rates = sorted(r["healthy_three_per_s"] for r in rs)
-        out[label] = {"healthy_three_per_s_median": rates[len(rates) // 2]}
+        cpu = sorted(r["deliverer_cpu_ms_per_healthy_delivery"] for r in rs)
+        out[label] = {
+            "healthy_three_per_s_median": rates[len(rates) // 2],
+            "cpu_ms_per_healthy_delivery_median": cpu[len(cpu) // 2],
+        }
     ratio = out["one_dead"]["healthy_three_per_s_median"] / out["all_healthy"]["healthy_three_per_s_median"]
     out["ratio"] = round(ratio, 3)
     # each round's dead run next to its healthy run: less exposed to the machine's load drifting
@@ -396,7 +400,7 @@ def plot(res: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
     t = res["throughput"]
     axes[0].bar(["webhooks/s"], [t["webhooks_per_s"]], color="tab:blue")
     axes[0].axhline(3000, color="red", linestyle="--", label="target 3,000/s")
@@ -422,6 +426,17 @@ def plot(res: dict[str, Any], path: Path) -> None:
     axes[2].set_title(
         f"other three receivers' deliveries/s (ratio {iso['ratio']}, target >= 0.9)", fontsize=9
     )
+    ab = res.get("http_client_ab")
+    if ab:
+        names = ["lean", "aiohttp"]
+        axes[3].bar(
+            names,
+            [ab[n]["cpu_ms_per_webhook_median"] for n in names],
+            color=["tab:blue", "tab:gray"],
+        )
+        axes[3].set_title("deliverer CPU ms per webhook by HTTP client (median, alternated)", fontsize=9)
+        axes[3].axhline(1 / 3, color="red", linestyle="--", label="3,000/s on one core")
+        axes[3].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -434,6 +449,7 @@ def main() -> None:
     ap.add_argument("--isolation-alerts", type=int, default=8_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--skip-isolation", action="store_true")
+    ap.add_argument("--only-isolation", action="store_true", help="print the isolation figures only")
     ap.add_argument("--http-client", choices=("lean", "aiohttp"), default="lean")
     ap.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     ap.add_argument(
@@ -458,6 +474,10 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+        if args.only_isolation:
+            iso = isolation(bootstrap, redis_url, sink, work, args.isolation_alerts, args.rounds)
+            print(json.dumps({k: v for k, v in iso.items() if k != "runs"}, indent=1))
+            return
         res = {
             "machine": {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()},
             "http_client": args.http_client,

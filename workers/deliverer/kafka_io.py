@@ -8,6 +8,8 @@ runs on one dedicated thread (librdkafka's consumer is not meant to be driven fr
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -49,18 +51,33 @@ class AsyncProducer:
             }
         )
         self._stop = threading.Event()
+        # acks are handed to the event loop in batches: one call_soon_threadsafe (a write to the
+        # loop's self-pipe, a syscall) per poll instead of one per message
+        self._acks: collections.deque[tuple[asyncio.Future[None], KafkaError | None]] = collections.deque()
         self._thread = threading.Thread(target=self._poll, name="deliverer-producer", daemon=True)
         self._thread.start()
 
     def _poll(self) -> None:
         while not self._stop.is_set():
             self._p.poll(0.05)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if not self._acks:
+            return
+        batch = []
+        with contextlib.suppress(IndexError):
+            while True:
+                batch.append(self._acks.popleft())
+        if batch:
+            with contextlib.suppress(RuntimeError):  # the loop closed at shutdown: nobody waits
+                self._loop.call_soon_threadsafe(_resolve_all, batch)
 
     def send(self, topic: str, key: bytes | str, value: bytes, headers: Any = None) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = self._loop.create_future()
 
         def ack(err: KafkaError | None, _msg: Any) -> None:
-            self._loop.call_soon_threadsafe(_resolve, fut, err)
+            self._acks.append((fut, err))  # called inside poll(): the poll thread hands it over
 
         while True:
             try:
@@ -80,12 +97,18 @@ class AsyncProducer:
 
     def flush(self, timeout: float = 10.0) -> int:
         remaining: int = self._p.flush(timeout)
+        self._hand_over()
         return remaining
 
     def close(self, timeout: float = 10.0) -> None:
         self.flush(timeout)
         self._stop.set()
         self._thread.join(timeout=1.0)
+
+
+def _resolve_all(batch: list[tuple[asyncio.Future[None], KafkaError | None]]) -> None:
+    for fut, err in batch:
+        _resolve(fut, err)
 
 
 def _resolve(fut: asyncio.Future[None], err: KafkaError | None) -> None:

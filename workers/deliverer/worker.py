@@ -766,7 +766,12 @@ class Deliverer:
             delay = ch.bucket.reserve(time.monotonic())
             if delay > 0:
                 await asyncio.sleep(delay)
-            async with ch.sem:
+            await ch.sem.acquire()
+            if not probe and ch.breaker.state is not BreakerState.CLOSED:
+                # the circuit opened while this one waited for a slot: back to the breaker check
+                ch.sem.release()
+                continue
+            try:
                 res = await self._redis_retry(claims.acquire, key, replay=ctx.replay)
                 if res is ClaimResult.DELIVERED or res is ClaimResult.DEAD:
                     if probe:
@@ -807,6 +812,8 @@ class Deliverer:
                     if err is None:
                         # phase two inside the slot: the claim is young, and Redis load stays bounded
                         marked = await self._redis_retry(claims.mark_delivered, key)
+            finally:
+                ch.sem.release()
             if busy:
                 # Another worker holds the claim (rebalance): wait until it delivers or its claim expires.
                 await asyncio.sleep(0.5)
