@@ -315,10 +315,10 @@ def isolation(bootstrap: str, redis_url: str, sink: str, work: Path, n: int, rou
     out: dict[str, Any] = {"alerts_per_run": n, "runs": runs}
     for label, rs in runs.items():
         rates = sorted(r["healthy_three_per_s"] for r in rs)
-        cpu = sorted(r["deliverer_cpu_ms_per_healthy_delivery"] for r in rs)
+        cpus = sorted(r["deliverer_cpu_ms_per_healthy_delivery"] for r in rs)
         out[label] = {
             "healthy_three_per_s_median": rates[len(rates) // 2],
-            "cpu_ms_per_healthy_delivery_median": cpu[len(cpu) // 2],
+            "cpu_ms_per_healthy_delivery_median": cpus[len(cpus) // 2],
         }
     ratio = out["one_dead"]["healthy_three_per_s_median"] / out["all_healthy"]["healthy_three_per_s_median"]
     out["ratio"] = round(ratio, 3)
