@@ -234,3 +234,38 @@ def test_events_partitions_that_never_carry_an_event_do_not_hold_the_groups_back
     assert firing[0]["values"]["count"] == 2 * 30
     assert ev.stop() == 0
     assert "Traceback" not in ev.log_text()
+
+
+def test_a_consumer_joining_and_one_leaving_give_the_same_group_alerts(
+    groups_pipeline: GroupPipeline, group_evaluators: list[EvaluatorProcess], tmp_path: Path
+) -> None:
+    """Both stages rebalance (events and repartition partitions move between two processes)."""
+    pipe = groups_pipeline
+    cfg = pipe.write()
+    events = stream()
+    expected = site_alerts(evaluate(cfg, events, partitions=1, repartition=False))
+    records = [(e["deviceId"], orjson.dumps(e)) for e in events]
+    third = len(records) // 3
+    a = EvaluatorProcess(pipe, tmp_path, batch_size=300, checkpoint_interval=0.3)
+    b = EvaluatorProcess(pipe, tmp_path, batch_size=300, checkpoint_interval=0.3, group=a.group)
+    group_evaluators.extend([a, b])
+    pipe.produce(records[:third])
+    a.start()
+    wait_for(lambda: a.metric("alertpipe_evaluator_repartition_forwarded_total") > 0, "a forwarding", 90)
+    b.start()  # joins mid-stream: both consumer groups rebalance
+    wait_for(lambda: b.metric("alertpipe_evaluator_group_assigned_partitions") > 0, "b owns group partitions",
+             90)
+    wait_for(lambda: b.metric("alertpipe_evaluator_assigned_partitions") > 0, "b owns events partitions", 90)
+    pipe.produce(records[third : 2 * third])
+    wait_for(lambda: b.metric("alertpipe_evaluator_events_consumed_total") > 0, "b consuming", 90)
+    assert a.stop() == 0  # leaves after a final checkpoint of both stages
+    pipe.produce(records[2 * third :])
+    got = site_alerts(pipe.read("alerts", min_count=len(expected), timeout=240))
+    wait_for(lambda: pipe.lag("events", a.group) == 0, "events committed", 180, interval=0.5)
+    got = site_alerts(pipe.read("alerts", min_count=len(expected), timeout=60))
+    assert transitions(got) == transitions(expected)
+    assert {orjson.dumps(x["values"], option=orjson.OPT_SORT_KEYS) for x in got} == {
+        orjson.dumps(x["values"], option=orjson.OPT_SORT_KEYS) for x in expected}
+    assert b.stop() == 0
+    for proc in (a, b):
+        assert "Traceback" not in proc.log_text()
