@@ -317,7 +317,10 @@ class GroupWorker:
             except Exception as exc:  # noqa: BLE001 - metadata refresh; the old count stands
                 logger.warning("events topic metadata: %s", exc)
         for r, stage in self.stages.items():
+            wm = stage.wm
             stage.set_upstreams(self.upstreams)
+            if stage.wm != wm:
+                self.dirty.add(r)
             self._emit(stage)
             if stage.wm > 0:
                 self.metrics.group_watermark_delay.labels(str(r)).set(max(0.0, now - stage.wm / 1000))
