@@ -121,8 +121,23 @@ class GroupWorker:
             partition, k = router(rule, key)
             body = project(router.keep(rule), d)
             raw = encode_event(upstream, rule.name, rule.fingerprint, ts, ingest, body)
-            produce(self.topic, raw, k, partition=partition, on_delivery=on_delivery)
+            try:
+                produce(self.topic, raw, k, partition=partition, on_delivery=on_delivery)
+            except BufferError:  # the local queue is full (one event can fan out to many rules)
+                self._produce_when_room(raw, k, partition, on_delivery)
         self.metrics.forwarded.inc(len(items))
+
+    def _produce_when_room(self, raw: bytes, key: bytes, partition: int,
+                           on_delivery: DeliveryCallback) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            self.producer.poll(0.05)  # serve delivery reports: the queue drains
+            try:
+                self.producer.produce(self.topic, raw, key, partition=partition, on_delivery=on_delivery)
+                return
+            except BufferError:
+                if time.monotonic() > deadline:
+                    raise
 
     def send_watermarks(self, parts: Mapping[int, Partition], lag: Callable[[int], int | None],
                         idle_for_ms: Callable[[int], float], idle_ms: int, now: float,
