@@ -245,3 +245,27 @@ def test_property_a_stage1_crash_anywhere_changes_nothing(a: int, b: int, batch:
     pipe.close()
     assert comparable(pipe.drain(seed=seed)) == comparable(want)
     assert all(s.counts["late"] == 0 for s in pipe.stage2.values())
+
+
+def test_switching_the_stage_on_resolves_what_the_per_partition_evaluation_fired() -> None:
+    """A pipeline that evaluated `by: [site]` per partition gets the repartition topic: the firing
+    episodes of those per-partition groups resolve on restore (stage 2 starts the groups afresh)."""
+    from alertpipe.workers.rules.engine import Engine
+
+    old = Engine(EngineSettings("acme", "main", 5000), [AVG_BY_SITE], clock=lambda: 0.0).partition(0)
+    for i in range(3):
+        e = ev(f"d{i}", 0, 10 + i, site="berlin", value=99)
+        old.offer(e, e["deviceId"], e["seq"], e["ts"])
+    old.advance_to(T0 + 61_000)
+    (fired,) = old.take_alerts()
+    new = Engine(EngineSettings("acme", "main", 5000, repartition=True), [AVG_BY_SITE],
+                 clock=lambda: 0.0).partition(0)
+    new.restore(old.snapshot(offset=3))
+    (resolved,) = new.take_alerts()
+    assert (resolved["id"], resolved["status"]) == (fired["id"], "resolved")
+    assert resolved["values"] == {"reason": "rule changed or removed"}
+    assert new.snapshot()  # and from now on it forwards
+    e = ev("d9", 0, 70, site="berlin", value=1)
+    new.offer(e, "d9", 0, e["ts"])
+    new.advance_to(T0 + 80_000)
+    assert [(r.name, k) for r, k, *_ in new.take_forwarded()] == [("site-hot", "berlin")]
