@@ -533,8 +533,11 @@ class Reconciler:
             return "", cached[2], None
         try:
             options = await self._kafka_options(meta["namespace"], spec)
-            admin = self.admins.get(spec.kafka.bootstrap_servers, options)
             loop = asyncio.get_running_loop()
+            # the first use of a cluster builds its AdminClient: not on the event loop
+            admin = await loop.run_in_executor(
+                self._kafka_pool, self.admins.get, spec.kafka.bootstrap_servers, options
+            )
             seen = await loop.run_in_executor(self._kafka_pool, admin.observe, [w.name for w in want])
             plan = plan_topics(want, seen)
             done = await loop.run_in_executor(self._kafka_pool, admin.apply, plan) if plan.changes else []
