@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import kopf
 import pytest
 
@@ -11,15 +13,14 @@ pytestmark = pytest.mark.unit
 
 
 def body(kind: str) -> kopf.Body:
-    return kopf.Body(
-        {
-            "apiVersion": "x/v1",
-            "kind": kind,
-            "metadata": {"name": "p", "namespace": "n", "managedFields": [{"manager": "m"}]},
-            "spec": {"replicas": 1},
-            "status": {"availableReplicas": 1},
-        }
-    )
+    raw: Any = {
+        "apiVersion": "x/v1",
+        "kind": kind,
+        "metadata": {"name": "p", "namespace": "n", "managedFields": [{"manager": "m"}]},
+        "spec": {"replicas": 1},
+        "status": {"availableReplicas": 1},
+    }
+    return kopf.Body(raw)
 
 
 def test_other_kinds_get_an_empty_base_and_alertpipelines_kopfs_own() -> None:
