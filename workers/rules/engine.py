@@ -780,6 +780,7 @@ class Partition:
             dev = self.old_devices.pop(device, None)
             if dev is not None:
                 self.devices[device] = dev
+                self.dirty_devices.add(device)  # it changed generation: the next delta says so
         return dev
 
     def _release(self, d: dict[str, Any], ts: int, ingest: int | None) -> None:
