@@ -751,18 +751,7 @@ class Partition:
 
     def _retire_saved(self, rule: str, firing: list[Any]) -> None:
         """A rule changed or went away while no process ran: resolve the episodes its snapshot fired."""
-        s = self.ctx.settings
-        at = self.wm if self.wm > _NEG else 0
-        for group, start, severity, labels, channels in firing:
-            end = max(at, start)
-            self.ctx.out.append({
-                "id": alert_id(s.tenant, s.pipeline, rule, group, start), "status": "resolved",
-                "tenant": s.tenant, "pipeline": s.pipeline, "rule": rule, "severity": severity,
-                "groupKey": group, "labels": labels, "annotations": {},
-                "values": {"reason": "rule changed or removed"}, "channels": channels,
-                "startsAtMs": start, "endsAtMs": end, "eventTimeMs": end, "ingestTimeMs": None,
-                "processedAtMs": int(self.ctx.clock() * 1000), "revision": s.revision,
-            })
+        self.ctx.out.extend(retired_alerts(self.ctx.settings, self.ctx.clock, self.wm, rule, firing))
 
     def _rotate(self, ts: int) -> None:
         half = max(1, self.engine.settings.device_ttl_ms // 2)
@@ -999,6 +988,26 @@ class Partition:
         self.counts.update(body.get("counts", {}))
         skip = ("v", "maxTs", "wm", "devices", "oldDevices", "rules", "counts", "rotateAt")
         return {k: v for k, v in body.items() if k not in skip}
+
+
+def retired_alerts(
+    s: EngineSettings, clock: Callable[[], float], wm: int, rule: str, firing: list[Any]
+) -> list[dict[str, Any]]:
+    """The `resolved` alerts of a rule that changed or went away while no process ran, for the
+    episodes a snapshot says it fired (``firing_summary`` rows), ended at the watermark."""
+    at = wm if wm > _NEG else 0
+    out = []
+    for group, start, severity, labels, channels in firing:
+        end = max(at, start)
+        out.append({
+            "id": alert_id(s.tenant, s.pipeline, rule, group, start), "status": "resolved",
+            "tenant": s.tenant, "pipeline": s.pipeline, "rule": rule, "severity": severity,
+            "groupKey": group, "labels": labels, "annotations": {},
+            "values": {"reason": "rule changed or removed"}, "channels": channels,
+            "startsAtMs": start, "endsAtMs": end, "eventTimeMs": end, "ingestTimeMs": None,
+            "processedAtMs": int(clock() * 1000), "revision": s.revision,
+        })
+    return out
 
 
 _MIN_DELTA_BUDGET = 1 << 20  # deltas may add up to this much even when the full snapshot is smaller

@@ -32,7 +32,6 @@ from typing import Any
 
 import orjson
 
-from alertpipe.workers.alerts import alert_id
 from alertpipe.workers.rules.compiler import CompiledRule
 from alertpipe.workers.rules.engine import (
     _NEG,
@@ -44,6 +43,7 @@ from alertpipe.workers.rules.engine import (
     RuleState,
     _Ctx,
     _group_text,
+    retired_alerts,
 )
 
 __all__ = ["ACCEPTED", "DUPLICATE", "LATE", "STALE", "GroupStage", "group_text", "merged_watermark"]
@@ -262,16 +262,5 @@ class GroupStage:
         return {k: v for k, v in body.items() if k not in skip}
 
     def _retire_saved(self, rule: str, firing: list[Any]) -> None:
-        """A rule changed or went away while no process ran (same as ``Partition._retire_saved``)."""
-        s = self.settings
-        at = self.wm if self.wm > _NEG else 0
-        for group, start, severity, labels, channels in firing:
-            end = max(at, start)
-            self.ctx.out.append({
-                "id": alert_id(s.tenant, s.pipeline, rule, group, start), "status": "resolved",
-                "tenant": s.tenant, "pipeline": s.pipeline, "rule": rule, "severity": severity,
-                "groupKey": group, "labels": labels, "annotations": {},
-                "values": {"reason": "rule changed or removed"}, "channels": channels,
-                "startsAtMs": start, "endsAtMs": end, "eventTimeMs": end, "ingestTimeMs": None,
-                "processedAtMs": int(self.ctx.clock() * 1000), "revision": s.revision,
-            })
+        """A rule changed or went away while no process ran (as ``Partition._retire_saved``)."""
+        self.ctx.out.extend(retired_alerts(self.settings, self.ctx.clock, self.wm, rule, firing))
