@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import importlib
 import logging
 import os
 import signal
-from collections.abc import Callable
 
 from alertpipe.workers.config import SecretKeyRef
 from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
 from alertpipe.workers.deliverer.worker import Deliverer, DelivererSettings
 from alertpipe.workers.errors import AlertpipeError
 from alertpipe.workers.health import start_health_server
+from alertpipe.workers.loops import LOOP_CHOICES, loop_factory
 from alertpipe.workers.secrets import SecretResolver, add_secrets_argument
 
 __all__ = ["add_arguments", "run"]
@@ -64,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--loop",
-        choices=("asyncio", "uvloop", "auto"),
+        choices=LOOP_CHOICES,
         default="asyncio",
         help="event loop: asyncio (default), uvloop (needs the package), auto (uvloop when installed)",
     )
@@ -109,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await deliverer.run(stop)
 
-    factory = _loop_factory(args.loop)
+    factory = loop_factory(args.loop, "deliverer")
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(main())
@@ -117,16 +116,3 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s", exc)
         return 1
     return 0
-
-
-def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    if choice == "asyncio":
-        return None
-    try:
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        if choice == "uvloop":
-            raise SystemExit("alertpipe deliverer: --loop uvloop needs the uvloop package") from None
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory

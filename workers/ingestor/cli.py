@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import signal
-from collections.abc import Callable
 
 from aiohttp import web
 
 from alertpipe.workers.config import add_config_argument, parse_config_arg
 from alertpipe.workers.errors import ConfigError
 from alertpipe.workers.ingestor.app import Ingestor, IngestorSettings, KeySource
+from alertpipe.workers.loops import LOOP_CHOICES, loop_factory
 from alertpipe.workers.secrets import SecretResolver, add_secrets_argument
 
 __all__ = ["add_arguments", "run", "serve"]
@@ -46,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--access-log", action="store_true", help="log every request")
     parser.add_argument(
-        "--loop", choices=("auto", "asyncio", "uvloop"), default="asyncio",
+        "--loop", choices=LOOP_CHOICES, default="asyncio",
         help="event loop: asyncio (default; uvloop measured no gain in bench/ingestor), uvloop, or"
         " auto (uvloop when installed)",
     )
@@ -92,23 +91,10 @@ def run(args: argparse.Namespace) -> int:
     )
     ingestor = Ingestor(source, keys, settings)
     main = serve(ingestor, args.host, args.port, drain_seconds=args.drain_seconds, access_log=args.access_log)
-    loop_factory = _loop_factory(args.loop)
-    if loop_factory is None:
+    factory = loop_factory(args.loop, "ingestor")
+    if factory is None:
         asyncio.run(main)
     else:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
+        with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(main)
     return 0
-
-
-def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    if choice == "asyncio":
-        return None
-    try:
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        if choice == "uvloop":
-            raise SystemExit("alertpipe ingestor: --loop uvloop needs the uvloop package") from None
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
