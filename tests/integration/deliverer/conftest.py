@@ -292,6 +292,15 @@ def kill9(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(10)
 
 
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a clean drain), then SIGKILL if it has not exited within 30 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        kill9(proc)
+
+
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)[:4000]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-import signal
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from tests.integration.deliverer.conftest import (
     deliverer_process,
     kill9,
     make_alert,
+    terminate,
     webhook,
 )
 from tests.receivers import HttpReceiver, Recorder, wait_until
@@ -67,11 +67,7 @@ async def test_kill_9_loses_nothing_and_repeats_only_with_the_same_key(
         print(log.read_text(errors="replace")[-3000:])
         raise
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except Exception:
-            kill9(proc)
+        terminate(proc)
     accepted = set(rec.accepted_by_key)
     lost = expected - accepted
     assert not lost, f"{len(lost)} alerts never delivered"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from tests.integration.deliverer.conftest import (
     kill9,
     make_alert,
     running_deliverer,
+    terminate,
     webhook,
 )
 from tests.receivers import HttpReceiver, Recorder, Reply, start_http_receiver, wait_until
@@ -197,11 +197,7 @@ async def test_kill_9_while_deliveries_are_parked_loses_nothing(
         print(log.read_text(errors="replace")[-3000:])
         raise
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except Exception:
-            kill9(proc)
+        terminate(proc)
     assert set(rec.accepted_by_key) == ok | flaky, "lost deliveries"
     assert all(r.key in ok | flaky for r in rec.items)
     dups = rec.duplicates()
