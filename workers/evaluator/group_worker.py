@@ -176,7 +176,7 @@ class GroupWorker:
                 stage.set_upstreams(self.upstreams)
                 if stage.ctx.out:
                     self._emit(stage)
-                    self.dirty.add(r)
+                self.dirty.add(r)  # the checkpoint may be ahead of the committed offset: commit it
                 logger.info("group partition %d: restored checkpoint, seeking to offset %d", r, tp.offset)
             else:
                 tp.offset = OFFSET_INVALID

@@ -223,7 +223,9 @@ class Evaluator:
                 self.positions[p] = tp.offset
                 if part.ctx.out:  # rules changed while no process ran: their episodes resolve
                     self._emit(part, p)
-                    self.dirty.add(p)
+                # dirty: the checkpoint may be ahead of the committed offset (a crash between the two);
+                # a partition with nothing more to read would otherwise never commit it
+                self.dirty.add(p)
                 logger.info("partition %d: restored checkpoint, seeking to offset %d", p, tp.offset)
             else:
                 tp.offset = OFFSET_INVALID  # committed offset, else auto.offset.reset
