@@ -930,10 +930,7 @@ class Partition:
             "devices": _dump_devices(self.devices),
             "oldDevices": _dump_devices(self.old_devices),
             "rotateAt": self.rotate_at,
-            "rules": {
-                n: {"fp": st.rule.fingerprint, "groups": st.dump(), "firing": st.firing_summary()}
-                for n, st in self.states.items()
-            },
+            "rules": rules_snapshot(self.states),
             "counts": self.counts,
             **extra,
         }
@@ -988,6 +985,12 @@ class Partition:
         self.counts.update(body.get("counts", {}))
         skip = ("v", "maxTs", "wm", "devices", "oldDevices", "rules", "counts", "rotateAt")
         return {k: v for k, v in body.items() if k not in skip}
+
+
+def rules_snapshot(states: Mapping[str, RuleState]) -> dict[str, Any]:
+    """Each rule's part of a full snapshot: its fingerprint, groups and firing episodes."""
+    return {n: {"fp": st.rule.fingerprint, "groups": st.dump(), "firing": st.firing_summary()}
+            for n, st in states.items()}
 
 
 def retired_alerts(

@@ -44,6 +44,7 @@ from alertpipe.workers.rules.engine import (
     _Ctx,
     _group_text,
     retired_alerts,
+    rules_snapshot,
 )
 
 __all__ = ["ACCEPTED", "DUPLICATE", "LATE", "STALE", "GroupStage", "group_text", "merged_watermark"]
@@ -224,10 +225,7 @@ class GroupStage:
             "seen": [[r, dev, s] for (r, dev), s in self.last_seq.items()],
             "oldSeen": [[r, dev, s] for (r, dev), s in self.old_last_seq.items()],
             "rotateAt": self.rotate_at,
-            "rules": {
-                n: {"fp": st.rule.fingerprint, "groups": st.dump(), "firing": st.firing_summary()}
-                for n, st in self.states.items()
-            },
+            "rules": rules_snapshot(self.states),
             "counts": self.counts,
             **extra,
         }

@@ -174,6 +174,17 @@ def test_avg_by_site_over_all_partitions_fires_once_per_episode(
     assert "Traceback" not in ev.log_text()
 
 
+def assert_drained_to(pipe: GroupPipeline, group: str, expected: list[dict[str, Any]]) -> None:
+    """Once every events offset of ``group`` is committed, the site alerts are the expected ones:
+    repeats of a transition are allowed (at-least-once), with the same id and values."""
+    site_alerts(pipe.read("alerts", min_count=len(expected), timeout=240))
+    wait_for(lambda: pipe.lag("events", group) == 0, "events committed", 180, interval=0.5)
+    got = site_alerts(pipe.read("alerts", min_count=len(expected), timeout=60))
+    assert transitions(got) == transitions(expected)
+    assert {orjson.dumps(x["values"], option=orjson.OPT_SORT_KEYS) for x in got} == {
+        orjson.dumps(x["values"], option=orjson.OPT_SORT_KEYS) for x in expected}
+
+
 def test_kill_9_mid_stream_gives_exactly_the_expected_alert_ids(
     groups_pipeline: GroupPipeline, group_evaluators: list[EvaluatorProcess], tmp_path: Path
 ) -> None:
@@ -198,13 +209,7 @@ def test_kill_9_mid_stream_gives_exactly_the_expected_alert_ids(
         time.sleep(rnd.uniform(0.1, 1.5))
         ev.kill9()
     ev.start()
-    got = site_alerts(pipe.read("alerts", min_count=len(expected), timeout=240))
-    wait_for(lambda: pipe.lag("events", ev.group) == 0, "events committed", 180, interval=0.5)
-    got = site_alerts(pipe.read("alerts", min_count=len(expected), timeout=60))
-    # repeats of a transition are allowed (at-least-once); they carry the same id and content
-    assert transitions(got) == transitions(expected)
-    assert {orjson.dumps(a["values"], option=orjson.OPT_SORT_KEYS) for a in got} == {
-        orjson.dumps(a["values"], option=orjson.OPT_SORT_KEYS) for a in expected}
+    assert_drained_to(pipe, ev.group, expected)
     assert ev.stop() == 0
     log = ev.log_text()
     assert "group partition" in log and "restored checkpoint" in log  # stage 2 resumed from Redis
@@ -260,12 +265,7 @@ def test_a_consumer_joining_and_one_leaving_give_the_same_group_alerts(
     wait_for(lambda: b.metric("alertpipe_evaluator_events_consumed_total") > 0, "b consuming", 90)
     assert a.stop() == 0  # leaves after a final checkpoint of both stages
     pipe.produce(records[2 * third :])
-    got = site_alerts(pipe.read("alerts", min_count=len(expected), timeout=240))
-    wait_for(lambda: pipe.lag("events", a.group) == 0, "events committed", 180, interval=0.5)
-    got = site_alerts(pipe.read("alerts", min_count=len(expected), timeout=60))
-    assert transitions(got) == transitions(expected)
-    assert {orjson.dumps(x["values"], option=orjson.OPT_SORT_KEYS) for x in got} == {
-        orjson.dumps(x["values"], option=orjson.OPT_SORT_KEYS) for x in expected}
+    assert_drained_to(pipe, a.group, expected)
     assert b.stop() == 0
     for proc in (a, b):
         assert "Traceback" not in proc.log_text()
