@@ -972,19 +972,31 @@ class Partition:
         self.old_devices = self._load_devices(body.get("oldDevices", []))
         heapq.heapify(self.held)
         self.ctx.heap = []
-        for name, st in self.states.items():
-            st.groups.clear()
-            st.due_groups.clear()
-            saved = body["rules"].get(name)
-            if saved is not None and saved["fp"] == st.rule.fingerprint:
-                st.load(saved["groups"], self.wm)
-        for name, saved in body["rules"].items():
-            current = self.states.get(name)
-            if current is None or saved["fp"] != current.rule.fingerprint or current.kind == "forward":
-                self._retire_saved(name, saved.get("firing", []))
+        for name, firing in load_rules(self.states, body["rules"], self.wm):
+            self._retire_saved(name, firing)
         self.counts.update(body.get("counts", {}))
         skip = ("v", "maxTs", "wm", "devices", "oldDevices", "rules", "counts", "rotateAt")
         return {k: v for k, v in body.items() if k not in skip}
+
+
+def load_rules(
+    states: Mapping[str, RuleState], saved: Mapping[str, Any], wm: int
+) -> list[tuple[str, list[Any]]]:
+    """Load each rule's saved groups where its fingerprint is unchanged (``rules_snapshot``'s
+    format); return (rule, firing rows) of the saved rules that changed, went away or are now
+    forwarded: their episodes are to be retired."""
+    for name, st in states.items():
+        st.groups.clear()
+        st.due_groups.clear()
+        rule = saved.get(name)
+        if rule is not None and rule["fp"] == st.rule.fingerprint:
+            st.load(rule["groups"], wm)
+    retire = []
+    for name, rule in saved.items():
+        current = states.get(name)
+        if current is None or rule["fp"] != current.rule.fingerprint or current.kind == "forward":
+            retire.append((name, rule.get("firing", [])))
+    return retire
 
 
 def rules_snapshot(states: Mapping[str, RuleState]) -> dict[str, Any]:

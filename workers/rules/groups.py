@@ -43,6 +43,7 @@ from alertpipe.workers.rules.engine import (
     RuleState,
     _Ctx,
     _group_text,
+    load_rules,
     retired_alerts,
     rules_snapshot,
 )
@@ -245,16 +246,8 @@ class GroupStage:
         self.old_last_seq = {(r, dev): s for r, dev, s in body["oldSeen"]}
         self.rotate_at = body["rotateAt"]
         self.ctx.heap = []
-        for name, st in self.states.items():
-            st.groups.clear()
-            st.due_groups.clear()
-            saved = body["rules"].get(name)
-            if saved is not None and saved["fp"] == st.rule.fingerprint:
-                st.load(saved["groups"], self.wm)
-        for name, saved in body["rules"].items():
-            current = self.states.get(name)
-            if current is None or saved["fp"] != current.rule.fingerprint:
-                self._retire_saved(name, saved.get("firing", []))
+        for name, firing in load_rules(self.states, body["rules"], self.wm):
+            self._retire_saved(name, firing)
         self.counts.update(body.get("counts", {}))
         skip = ("v", "wm", "wms", "idle", "held", "seen", "oldSeen", "rotateAt", "rules", "counts")
         return {k: v for k, v in body.items() if k not in skip}
