@@ -559,7 +559,11 @@ class Env:
 
 
 EVENT_ENV = Env()
-AGGREGATE_ENV = Env(event_fields=False, variables=(("value", "v", "double"),))
+# An aggregate condition is called as ``fn(value, count, windowStart, windowEnd)``: the window's
+# aggregate, how many values it holds, and its bounds in epoch milliseconds.
+AGGREGATE_ENV = Env(event_fields=False, variables=(
+    ("value", "v", "double"), ("count", "n", "int"), ("windowStart", "ws", "int"), ("windowEnd", "we", "int"),
+))
 
 
 @dataclass(slots=True)
@@ -567,6 +571,7 @@ class _Gen:
     env: Env
     consts: dict[str, Any] = field(default_factory=dict)
     fields: set[str] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)  # declared variables the expression reads
     errors: list[str] = field(default_factory=list)
     tmp: int = 0
 
@@ -594,6 +599,7 @@ class _Gen:
         if isinstance(n, Ident):
             for name, py, typ in self.env.variables:
                 if name == n.name:
+                    self.names.add(name)
                     return py, typ
             if not self.env.event_fields:
                 known = ", ".join(v[0] for v in self.env.variables)
@@ -799,15 +805,17 @@ def _regex(pattern: str, col: int) -> re.Pattern[str]:
 
 @dataclass(frozen=True, slots=True)
 class CelProgram:
-    """A compiled expression: ``fn(arg) -> bool``; ``fields`` are the top-level event fields it reads."""
+    """A compiled expression: ``fn(arg, ...) -> bool``; ``fields`` are the top-level event fields it
+    reads, ``names`` the declared variables (an aggregate condition's ``count``, ``windowEnd``...)."""
 
     text: str
-    fn: Callable[[Any], bool]
+    fn: Callable[..., bool]
     fields: frozenset[str]
     source: str
+    names: frozenset[str] = frozenset()
 
-    def __call__(self, arg: Any) -> bool:
-        return self.fn(arg)
+    def __call__(self, arg: Any, *more: Any) -> bool:
+        return self.fn(arg, *more)
 
 
 def compile_expression(text: str, env: Env = EVENT_ENV) -> CelProgram:
@@ -823,7 +831,10 @@ def compile_expression(text: str, env: Env = EVENT_ENV) -> CelProgram:
         gen.errors.append(f"the expression must be a bool, but it is {article} {typ}")
     if gen.errors:
         raise CelError("; ".join(dict.fromkeys(gen.errors)))
-    arg = env.variables[0][1] if not env.event_fields else "e"
+    if env.event_fields:
+        arg = "e"
+    else:  # the first variable is positional, the rest default to 0 (``fn(value)`` still works)
+        arg = ", ".join([env.variables[0][1]] + [f"{py}=0" for _n, py, _t in env.variables[1:]])
     body = code if typ == "bool" else f"({code} is True)"
     source = (
         f"def _cel({arg}):\n"
@@ -834,4 +845,4 @@ def compile_expression(text: str, env: Env = EVENT_ENV) -> CelProgram:
     )
     namespace: dict[str, Any] = {**_RUNTIME, **gen.consts, "_ERRORS": _ERRORS, "__builtins__": {}}
     exec(compile(source, "<cel>", "exec"), namespace)  # noqa: S102 - source is generated from our AST
-    return CelProgram(text, namespace["_cel"], frozenset(gen.fields), source)
+    return CelProgram(text, namespace["_cel"], frozenset(gen.fields), source, frozenset(gen.names))

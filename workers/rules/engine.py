@@ -342,9 +342,12 @@ class AggregateState(RuleState):
         self.q = _QUANTILES.get(self.fn)
         self.n_panes = self.window // self.every
         # does the condition hold on an empty window? (`count < 5` does): then an emptied group
-        # must be evaluated like any other, else it can simply go
+        # must be evaluated like any other, else it can simply go. One that reads the window's
+        # bounds may hold on some empty windows and not others: it is evaluated like one that holds.
         empty = 0 if self.fn == "count" else MISSING
-        self.empty_fires = self.cond is not None and bool(self.cond(empty))
+        cond = rule.condition
+        self.empty_fires = cond is not None and (
+            bool(cond.names & {"windowStart", "windowEnd"}) or bool(cond.fn(empty, 0, 0, 0)))
 
     def on_event(self, d: dict[str, Any], ts: int, ingest: int | None) -> None:
         key = self.key(d)
@@ -452,16 +455,16 @@ class AggregateState(RuleState):
                     if not keep_empty:
                         del groups[key]
                         continue
-                elif pane < last and (cond is None or not cond(self._value1(g[3]))):
-                    if pane == first:  # no later window holds it
-                        del groups[key]
-                        continue
-                    nxt = (pane + 1) * every
-                    if nxt <= due:
+                elif pane < last and (cond is None
+                                      or not cond(self._value1(g[3]), g[3][1], due - self.window, due)):
+                    if pane != first:  # the window content stays this one pane until it leaves
                         nxt = (pane + self.n_panes + 1) * every
-                    g[0] = nxt
-                    self._schedule(key, nxt)
-                    continue
+                        g[0] = nxt
+                        self._schedule(key, nxt)
+                        continue
+                    if not keep_empty:
+                        del groups[key]  # it leaves at the next end: no later window holds it
+                        continue
             self._evaluate(key, g, due)
 
     def _evaluate(self, key: Any, g: list[Any], end: int) -> None:
@@ -471,7 +474,7 @@ class AggregateState(RuleState):
         accs = [a for a in g[3:] if first <= a[0] < last]
         value, n = self.value(accs)
         cond = self.cond
-        if cond is not None and cond(value):
+        if cond is not None and cond(value, n, end - window, end):
             if g[2] is None:
                 if g[1] is None:
                     g[1] = end
@@ -483,26 +486,23 @@ class AggregateState(RuleState):
             if g[2] is not None:
                 self.emit("resolved", key, g[2], end, *self._describe(value, n, end))
                 g[2] = None
-        # Drop panes no later window needs. The next evaluation is the next window end whose
-        # content differs (a pane enters or leaves): in between the result cannot change, except
-        # for a pending `for`, which is counted window by window.
+        # The next evaluation is the next window end whose content differs: a pane enters, or one
+        # leaves (this window's oldest pane leaves at the very next end, so it counts before it is
+        # dropped). In between the result cannot change, except for a pending `for`, which is
+        # counted window by window.
+        nxt = _next_change(g, end, every, window)
         if any(a[0] <= first for a in g[3:]):
-            g[3:] = [a for a in g[3:] if a[0] > first]
+            g[3:] = [a for a in g[3:] if a[0] > first]  # no later window needs them
         if g[1] is not None and g[2] is None:
             nxt = end + every
-        elif len(g) > 3:
-            n_panes = window // every
-            nxt = min(
-                (p + 1) * every if (p + 1) * every > end else (p + n_panes + 1) * every
-                for p in (a[0] for a in g[3:])
-            )
-        elif g[2] is not None:
-            if not accs:
-                g[0] = _FAR  # firing on an empty window: only a new event can change it
+        elif nxt == _FAR:  # nothing in this window or later
+            if g[2] is None:
+                del self.groups[key]
                 return
-            nxt = end + every  # the next window is empty: a change a firing group must see
-        else:
-            del self.groups[key]
+            g[0] = _FAR  # firing on an empty window (it holds there): only a new event can change it
+            return
+        elif len(g) == 3 and g[2] is None and not self.empty_fires:
+            del self.groups[key]  # its last pane leaves: the empty windows after it cannot fire
             return
         g[0] = nxt
         self._schedule(key, nxt)
@@ -522,8 +522,30 @@ class AggregateState(RuleState):
 
 
     def reschedule(self, wm: int) -> None:
+        # A restored group keeps its next window end. One saved by a version that skipped the end
+        # where a pane leaves is mended: no change between the last end the watermark passed and
+        # that next end goes unevaluated (for a correctly saved group this changes nothing).
+        last_end = (wm // self.every) * self.every
         for key, g in self.groups.items():
+            if len(g) > 3 and g[1] is None:
+                nxt = _next_change(g, last_end, self.every, self.window)
+                if nxt < g[0]:
+                    g[0] = nxt
             self._schedule(key, g[0])
+
+
+def _next_change(g: list[Any], end: int, every: int, window: int) -> int:
+    """The first window end after ``end`` where a pane of group ``g`` enters or leaves (or _FAR)."""
+    nxt = _FAR
+    for a in g[3:]:
+        e = (a[0] + 1) * every  # the first window end that holds the pane
+        if e <= end:
+            e += window  # the first that no longer does
+            if e <= end:
+                continue
+        if e < nxt:
+            nxt = e
+    return nxt
 
 
 # absence group: [last_seen, firing_start | None, scheduled_due]

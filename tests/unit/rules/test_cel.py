@@ -143,11 +143,19 @@ def test_every_error_is_reported() -> None:
     ]
 
 
-def test_aggregate_env_sees_only_value() -> None:
+def test_aggregate_env_sees_the_window_facts_only() -> None:
     prog = compile_expression("value > 75", AGGREGATE_ENV)
     assert prog(80.0) is True and prog(75.0) is False and prog(MISSING) is False
-    with pytest.raises(CelError, match="undeclared reference 'deviceId' at column 14"):
+    assert prog.names == {"value"}
+    floor = compile_expression("value > 75.0 && count >= 3", AGGREGATE_ENV)
+    assert floor(80.0, 3) is True and floor(80.0, 2) is False and floor.names == {"value", "count"}
+    late = compile_expression("windowEnd - windowStart == 60000 && windowEnd > 10", AGGREGATE_ENV)
+    assert late(MISSING, 0, 0, 60_000) is True and late(1.0, 1, 5, 60_000) is False
+    with pytest.raises(CelError, match="undeclared reference 'deviceId' at column 14") as exc:
         compile_expression("value > 1 && deviceId == 'x'", AGGREGATE_ENV)
+    assert "sees only: value, count, windowStart, windowEnd" in str(exc.value)
+    with pytest.raises(CelError, match=r"applied to \(int, string\)"):
+        compile_expression("count == 'x'", AGGREGATE_ENV)
     with pytest.raises(CelError, match=r"applied to \(double, string\)"):
         compile_expression("value == 'x'", AGGREGATE_ENV)
 

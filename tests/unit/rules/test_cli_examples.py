@@ -11,6 +11,7 @@ from alertpipe.cli import main
 pytestmark = pytest.mark.unit
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "rules"
+CASES = Path(__file__).resolve().parent / "cases"
 
 
 def test_every_example_rule_compiles_and_its_tests_pass(capsys: pytest.CaptureFixture[str]) -> None:
@@ -18,6 +19,13 @@ def test_every_example_rule_compiles_and_its_tests_pass(capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "FAIL" not in out and out.count("PASS") >= 6
     assert main(["rules", "check", str(EXAMPLES), "--channels", "pager,slack"]) == 0
+
+
+def test_regression_cases_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    """Rule files from bug reports (window ends where only a pane leaves, empty tumbling windows)."""
+    assert main(["rules", "test", str(CASES)]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and out.count("PASS") == 3
 
 
 def test_failures_are_reported_with_paths_and_exit_1(
