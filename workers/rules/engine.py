@@ -330,7 +330,7 @@ _QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 
 
 class AggregateState(RuleState):
-    __slots__ = ("every", "window", "fn", "field", "q", "n_panes", "empty_fires")
+    __slots__ = ("every", "window", "fn", "field", "q", "n_panes", "empty_fires", "every_slide")
     kind = "aggregate"
 
     def __init__(self, rule: CompiledRule, ctx: _Ctx) -> None:
@@ -346,8 +346,11 @@ class AggregateState(RuleState):
         # bounds may hold on some empty windows and not others: it is evaluated like one that holds.
         empty = 0 if self.fn == "count" else MISSING
         cond = rule.condition
-        self.empty_fires = cond is not None and (
-            bool(cond.names & {"windowStart", "windowEnd"}) or bool(cond.fn(empty, 0, 0, 0)))
+        # A condition that reads the window's bounds can change its verdict with no change of
+        # content: such a rule is evaluated at every window end while its group lives (its window
+        # holds values, its values just left, or it fires or is pending).
+        self.every_slide = cond is not None and bool(cond.names & {"windowStart", "windowEnd"})
+        self.empty_fires = cond is not None and (self.every_slide or bool(cond.fn(empty, 0, 0, 0)))
 
     def on_event(self, d: dict[str, Any], ts: int, ingest: int | None) -> None:
         key = self.key(d)
@@ -447,7 +450,7 @@ class AggregateState(RuleState):
             g = groups.get(key)
             if g is None or g[0] != due:
                 continue
-            if len(g) == 4 and g[1] is None and g[2] is None:
+            if len(g) == 4 and g[1] is None and g[2] is None and not self.every_slide:
                 # Fast path of the sparse case: one pane, neither pending nor firing. The result is
                 # what _evaluate gives; only a condition that holds takes the general path.
                 pane = g[3][0]
@@ -495,6 +498,8 @@ class AggregateState(RuleState):
             g[3:] = [a for a in g[3:] if a[0] > first]  # no later window needs them
         if g[1] is not None and g[2] is None:
             nxt = end + every
+        elif self.every_slide and (accs or g[2] is not None or nxt == end + every):
+            nxt = end + every  # the group lives at the next end: it is evaluated there
         elif nxt == _FAR:  # nothing in this window or later
             if g[2] is None:
                 del self.groups[key]
