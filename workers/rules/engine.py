@@ -51,6 +51,9 @@ DUPLICATE = 1  # a seq this device already released or holds
 LATE = 2  # older than the watermark
 
 SNAPSHOT_VERSION = 1
+# How the saved next window ends were scheduled: 2 counts the end where the oldest pane leaves
+# (snapshots without it are mended on restore, ``AggregateState._mend``).
+ENDS_VERSION = 2
 _NEG = -(2**62)
 _FAR = 2**62
 MAX_GAPS_PER_DEVICE = 8
@@ -254,7 +257,8 @@ class RuleState:
         self.dirty = set()
         return out
 
-    def load(self, rows: list[Any], wm: int) -> None:
+    def load(self, rows: list[Any], wm: int, mend: bool = False) -> None:
+        """Groups of a snapshot; ``mend``: it was written before ``ENDS_VERSION`` (aggregates)."""
         for k, v in rows:
             self.groups[tuple(k) if isinstance(k, list) else k] = v
         self.reschedule(wm)
@@ -527,16 +531,27 @@ class AggregateState(RuleState):
 
 
     def reschedule(self, wm: int) -> None:
-        # A restored group keeps its next window end. One saved by a version that skipped the end
-        # where a pane leaves is mended: no change between the last end the watermark passed and
-        # that next end goes unevaluated (for a correctly saved group this changes nothing).
-        last_end = (wm // self.every) * self.every
+        for key, g in self.groups.items():
+            self._schedule(key, g[0])
+
+    def load(self, rows: list[Any], wm: int, mend: bool = False) -> None:
+        super().load(rows, wm)
+        if mend:
+            self._mend(wm)
+
+    def _mend(self, wm: int) -> None:
+        """A snapshot of a version that skipped the window end where the oldest pane leaves can
+        point a group past it, and that pane is gone from the state: so each group with panes is
+        also tested at the first end the watermark has not passed (or where its first pane enters,
+        if later). A window whose content did not change gives the verdict the group holds."""
+        every = self.every
+        nxt = (wm // every + 1) * every
         for key, g in self.groups.items():
             if len(g) > 3 and g[1] is None:
-                nxt = _next_change(g, last_end, self.every, self.window)
-                if nxt < g[0]:
-                    g[0] = nxt
-            self._schedule(key, g[0])
+                due = max(nxt, min(a[0] + 1 for a in g[3:]) * every)
+                if due < g[0]:
+                    g[0] = due
+                    self._schedule(key, due)
 
 
 def _next_change(g: list[Any], end: int, every: int, window: int) -> int:
@@ -636,7 +651,7 @@ class ForwardState(RuleState):
     def firing(self) -> Iterable[tuple[Any, int]]:
         return ()
 
-    def load(self, rows: list[Any], wm: int) -> None:
+    def load(self, rows: list[Any], wm: int, mend: bool = False) -> None:
         return None  # state of a per-partition evaluation before the repartition stage: retired
 
     def reschedule(self, wm: int) -> None:
@@ -1017,7 +1032,7 @@ def load_rules(
         st.due_groups.clear()
         rule = saved.get(name)
         if rule is not None and rule["fp"] == st.rule.fingerprint:
-            st.load(rule["groups"], wm)
+            st.load(rule["groups"], wm, mend=rule.get("ends") != ENDS_VERSION)
     retire = []
     for name, rule in saved.items():
         current = states.get(name)
@@ -1028,8 +1043,8 @@ def load_rules(
 
 def rules_snapshot(states: Mapping[str, RuleState]) -> dict[str, Any]:
     """Each rule's part of a full snapshot: its fingerprint, groups and firing episodes."""
-    return {n: {"fp": st.rule.fingerprint, "groups": st.dump(), "firing": st.firing_summary()}
-            for n, st in states.items()}
+    return {n: {"fp": st.rule.fingerprint, "groups": st.dump(), "firing": st.firing_summary(),
+                "ends": ENDS_VERSION} for n, st in states.items()}
 
 
 def retired_alerts(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from alertpipe.workers.alerts import Alert, alert_id
@@ -311,3 +312,29 @@ def test_a_rule_changed_while_no_process_ran_resolves_its_episodes_on_restore() 
     unchanged.restore(blob)
     assert unchanged.take_alerts() == []  # same rule: the episode goes on
     assert engine().partition(0).restore(blob) == {}  # rule removed: resolved as well
+
+
+def test_a_restore_mends_a_next_window_end_saved_by_the_scheduling_that_skipped_departures() -> None:
+    """Snapshots written before the fix of issue 16 can hold a next end past a pane's departure:
+    a restore schedules the departure again, so the window where the oldest pane left is tested."""
+    r = rule("s", aggregate={"fn": "avg", "field": "value", "window": "30s", "every": "10s",
+                             "condition": "value > 40.0"})
+    head = [ev("d1", 0, 5, value=0), ev("d1", 1, 15, value=100), ev("d1", 2, 25, value=0),
+            ev("d2", 0, 36, value=0)]  # another device moves the watermark to 31 s: 30 s is done
+    tail = [ev("d1", 3, 75, value=0)]
+    expected, _ = run([r], head + tail)
+    assert [(a["status"], (a["eventTimeMs"] - T0) // 1000) for a in expected] == [
+        ("firing", 20), ("resolved", 30), ("firing", 40), ("resolved", 50)]
+    part = engine(r).partition(0)
+    feed(part, head)
+    g = part.states["s"].groups["d1"]
+    assert g[0] == T0 + 40_000  # the pane [0 s, 10 s) leaves at 40 s
+    g[0] = T0 + 60_000  # what the old scheduling saved: the next pane to enter or leave after it
+    body = orjson.loads(part.snapshot())
+    del body["rules"]["s"]["ends"]  # and the old writer did not say how it scheduled
+    blob = orjson.dumps(body)
+    restored = engine(r).partition(0)
+    restored.restore(blob)
+    feed(restored, tail)
+    restored.flush()
+    assert comparable(part.take_alerts() + restored.take_alerts()) == comparable(expected)
