@@ -33,9 +33,10 @@ from typing import Any
 import orjson
 
 from alertpipe.workers.rules.compiler import CompiledRule
-from alertpipe.workers.rules.engine import (
+from alertpipe.workers.rules.engine import _STATES
+from alertpipe.workers.rules.snapshots import load_rules, retired_alerts, rules_snapshot
+from alertpipe.workers.rules.state import (
     _NEG,
-    _STATES,
     ACCEPTED,
     DUPLICATE,
     LATE,
@@ -43,9 +44,6 @@ from alertpipe.workers.rules.engine import (
     RuleState,
     _Ctx,
     _group_text,
-    load_rules,
-    retired_alerts,
-    rules_snapshot,
 )
 
 __all__ = ["ACCEPTED", "DUPLICATE", "LATE", "STALE", "GroupStage", "group_text", "merged_watermark"]

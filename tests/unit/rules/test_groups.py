@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from alertpipe.workers.rules.engine import _NEG, EngineSettings
 from alertpipe.workers.rules.groups import ACCEPTED, DUPLICATE, LATE, STALE, GroupStage, merged_watermark
+from alertpipe.workers.rules.state import _NEG, EngineSettings
 
 from .helpers import T0, comparable, ev, rule
 from .twostage import TwoStage, apply, per_partition, upstream_of, whole_stream
