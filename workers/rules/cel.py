@@ -63,7 +63,11 @@ MAX_REGEX_CHARS = 256
 # --- checker and code generator ----------------------------------------------------------------
 
 # Types: int, double, string, bool, null, list, map, dyn (unknown until run time).
-_NUMERIC = {"int", "double"}
+# "number": int or double, not known which (arithmetic on a field of unknown type with a number)
+_NUMERIC = {"int", "double", "number"}
+# what a field of unknown type is used as, by the type of what it meets
+_KIND = {"int": "number", "double": "number", "number": "number", "string": "string", "bool": "bool"}
+_STRING_FUNCTIONS = {"startsWith", "endsWith", "contains", "matches"}
 EVENT_FIELD_TYPES = {"tenant": "string", "deviceId": "string", "type": "string", "seq": "int"}
 
 
@@ -90,6 +94,7 @@ class _Gen:
     consts: dict[str, Any] = field(default_factory=dict)
     fields: set[str] = field(default_factory=set)
     names: set[str] = field(default_factory=set)  # declared variables the expression reads
+    uses: dict[str, tuple[str, int]] = field(default_factory=dict)  # field -> (kind, column) first seen
     errors: list[str] = field(default_factory=list)
     tmp: int = 0
 
@@ -101,6 +106,28 @@ class _Gen:
     def err(self, msg: str) -> tuple[str, str]:
         self.errors.append(msg)
         return "_M", "dyn"
+
+    def field_path(self, n: Node) -> str | None:
+        """``a`` or ``a.b.c`` when ``n`` reads an event field (of a type nobody declared)."""
+        if isinstance(n, Ident):
+            if not self.env.event_fields or any(v[0] == n.name for v in self.env.variables):
+                return None
+            return None if n.name in dict(self.env.field_types) else n.name
+        if isinstance(n, Select):
+            base = self.field_path(n.operand)
+            return None if base is None else f"{base}.{n.field}"
+        return None
+
+    def use(self, n: Node, typ: str, col: int) -> None:
+        """Field ``n`` of unknown type meets a ``typ``: one expression uses a field as one kind
+        (number, string or bool) only, or it is refused with both places."""
+        path, kind = self.field_path(n), _KIND.get(typ)
+        if path is None or kind is None:
+            return
+        seen = self.uses.setdefault(path, (kind, col))
+        if seen[0] != kind:
+            self.errors.append(f"'{path}' is used as a {seen[0]} at column {seen[1]} and as a {kind}"
+                               f" at column {col}")
 
     def gen(self, n: Node) -> tuple[str, str]:  # noqa: C901 - one dispatch over the node kinds
         if isinstance(n, Lit):
@@ -149,17 +176,27 @@ class _Gen:
             if n.op == "!":
                 if typ not in ("bool", "dyn"):
                     return self.err(f"'!' needs a bool, not {typ}, at column {n.col}")
+                self.use(n.operand, "bool", n.col)
                 return f"(not {self.truth(code, typ)})", "bool"
-            if typ not in ("int", "double", "dyn"):
+            if typ not in ("int", "double", "number", "dyn"):
                 return self.err(f"'-' needs a number, not {typ}, at column {n.col}")
-            return f"(-{code})", typ
+            self.use(n.operand, "number", n.col)
+            return f"(-{code})", "number" if typ == "dyn" else typ
         if isinstance(n, Cond):
             tcode, ttyp = self.gen(n.test)
             if ttyp not in ("bool", "dyn"):
                 self.err(f"the test of '?:' must be a bool, not {ttyp}, at column {n.col}")
             acode, atyp = self.gen(n.then)
             bcode, btyp = self.gen(n.other)
-            typ = atyp if atyp == btyp else "dyn"
+            if atyp == btyp:
+                typ = atyp
+            elif {atyp, btyp} <= _NUMERIC:
+                typ = "number"
+            elif "dyn" in (atyp, btyp):
+                typ = "dyn"
+            else:
+                return self.err(f"the branches of '?:' have different types ({atyp}, {btyp})"
+                                f" at column {n.col}")
             return f"({acode} if {self.truth(tcode, ttyp)} else {bcode})", typ
         if isinstance(n, Binary):
             return self.binary(n)
@@ -179,6 +216,8 @@ class _Gen:
             for t in (at, bt):
                 if t not in ("bool", "dyn"):
                     return self.err(f"'{op}' needs bool operands, not {t}, at column {n.col}")
+            self.use(n.left, "bool", n.col)
+            self.use(n.right, "bool", n.col)
             py = "and" if op == "&&" else "or"
             return f"({self.truth(a, at)} {py} {self.truth(b, bt)})", "bool"
         if op == "in":
@@ -196,13 +235,17 @@ class _Gen:
             return f"_in({a}, {b})", "bool"
         a, at = self.gen(n.left)
         b, bt = self.gen(n.right)
+        if at == "dyn":
+            self.use(n.left, "number" if op in ("-", "*", "/", "%") else bt, n.col)
+        if bt == "dyn":
+            self.use(n.right, "number" if op in ("-", "*", "/", "%") else at, n.col)
         if op in ("==", "!="):
             if not _compatible(at, bt) and "null" not in (at, bt):
                 return self.err(f"no matching overload for '{op}' applied to ({at}, {bt})"
                                 f" at column {n.col}")
             return f"({a} {op} {b})", "bool"
         if op in ("<", "<=", ">", ">="):
-            ok = _compatible(at, bt) and (at in ("int", "double", "string", "bool", "dyn"))
+            ok = _compatible(at, bt) and (at in ("int", "double", "number", "string", "bool", "dyn"))
             if not ok:
                 return self.err(f"no matching overload for '{op}' applied to ({at}, {bt})"
                                 f" at column {n.col}")
@@ -248,12 +291,17 @@ class _Gen:
                 return self.err(f"matches() needs a string literal pattern at column {n.col}")
             if styp not in ("string", "dyn"):
                 return self.err(f"matches() applies to a string, not {styp}, at column {n.col}")
+            self.use(args[0], "string", n.col)
             return f"_match({self.const(_regex(pat.value, n.col))}, {subj})", "bool"
         codes = []
         for arg, allowed in zip(args, arg_types, strict=True):
             code, typ = self.gen(arg)
+            if typ == "number" and allowed & {"int", "double"}:
+                typ = "int"  # int() / double() / string() take either
             if typ != "dyn" and typ not in allowed:
                 return self.err(f"no matching overload for {fn}() applied to {typ} at column {n.col}")
+            if fn in _STRING_FUNCTIONS:
+                self.use(arg, "string", n.col)
             codes.append(code)
         return f"{py}({', '.join(codes)})", result
 
@@ -293,12 +341,18 @@ def _compatible(a: str, b: str) -> bool:
 
 def _arith(op: str, a: str, b: str) -> str | None:
     if a == "dyn" or b == "dyn":
-        ok = {a, b} - {"dyn"} <= ({"int", "double", "string", "list"} if op == "+" else _NUMERIC)
-        return "dyn" if ok else None
+        known = {a, b} - {"dyn"}
+        if not known <= ({"int", "double", "number", "string", "list"} if op == "+" else _NUMERIC):
+            return None
+        if op != "+" or (known and known <= _NUMERIC):
+            return "number"  # only numbers have - * / % (and + with a number)
+        return "dyn"
     if a in _NUMERIC and b in _NUMERIC:
         if op == "%" and "double" in (a, b):
             return None
-        return "int" if a == b == "int" else "double"
+        if a == b == "int":
+            return "int"
+        return "number" if "number" in (a, b) else "double"
     if op == "+" and a == b and a in ("string", "list"):
         return a
     return None
@@ -336,8 +390,9 @@ class CelProgram:
         return self.fn(arg, *more)
 
 
-def compile_expression(text: str, env: Env = EVENT_ENV) -> CelProgram:
-    """Parse, type-check and compile ``text``; raises CelError listing every problem found."""
+def compile_expression(text: str, env: Env = EVENT_ENV, *, catch: bool = True) -> CelProgram:
+    """Parse, type-check and compile ``text``; raises CelError listing every problem found.
+    ``catch=False`` (tests): a run-time error raises instead of making the expression false."""
     try:
         tree = parse(text)
         gen = _Gen(env)
@@ -361,6 +416,7 @@ def compile_expression(text: str, env: Env = EVENT_ENV) -> CelProgram:
         f"    except _ERRORS:\n"
         f"        return False\n"
     )
-    namespace: dict[str, Any] = {**_RUNTIME, **gen.consts, "_ERRORS": _ERRORS, "__builtins__": {}}
+    errors = _ERRORS if catch else ()
+    namespace: dict[str, Any] = {**_RUNTIME, **gen.consts, "_ERRORS": errors, "__builtins__": {}}
     exec(compile(source, "<cel>", "exec"), namespace)  # noqa: S102 - source is generated from our AST
     return CelProgram(text, namespace["_cel"], frozenset(gen.fields), source, frozenset(gen.names))
