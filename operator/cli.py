@@ -202,11 +202,11 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
             rule_max_wait=args.rule_max_wait,
             resync=args.resync,
             concurrency=args.concurrency,
+            scale_interval=args.scale_interval,
         ),
     )
     registry = kopf.OperatorRegistry()
-    interval = args.scale_interval
-    register(registry, rec, webhooks=bool(args.webhook_port), scaler=Scaler(rec), scale_interval=interval)
+    register(registry, rec, webhooks=bool(args.webhook_port), scaler=Scaler(rec))
     tasks: list[asyncio.Task[None]] = []
     runners: list[web.AppRunner] = []
     watches: list[OwnedWatch] = []

@@ -56,7 +56,6 @@ def register(
     *,
     webhooks: bool = True,
     scaler: Scaler | None = None,
-    scale_interval: float = 10.0,
 ) -> None:
     """Attach every handler to ``registry``, bound to ``rec``; admission handlers only with ``webhooks``;
     the autoscaling timer with ``scaler``."""
@@ -68,7 +67,7 @@ def register(
             VERSION,
             PIPELINE_PLURAL,
             id="autoscale",
-            interval=scale_interval,
+            interval=rec.settings.scale_interval,
             when=_operator_scaled,
             registry=registry,
         )

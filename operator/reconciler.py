@@ -25,7 +25,7 @@ from alertpipe.operator.decisions.compile import CONFIG_KEY, compile_config, con
 from alertpipe.operator.decisions.conditions import Observed, Want, merge_conditions, pipeline_conditions
 from alertpipe.operator.decisions.killswitches import active_switches, describe_active, next_expiry
 from alertpipe.operator.decisions.patch import merge_patch
-from alertpipe.operator.decisions.replicas import autoscaled, operator_scaled, reconciled_replicas
+from alertpipe.operator.decisions.replicas import operator_scaled, reconciled_replicas
 from alertpipe.operator.decisions.scaling import SCALING_CONDITIONS
 from alertpipe.operator.decisions.selector import matches
 from alertpipe.operator.decisions.topics import TopicWant, desired_topics, plan_topics
@@ -45,6 +45,7 @@ from alertpipe.operator.decisions.workloads import (
     needs_update,
 )
 from alertpipe.operator.kafka_admin import AdminPool, KafkaAdminError
+from alertpipe.operator.keda_engine import reconcile_keda
 from alertpipe.operator.kube import Kube, KubeError
 from alertpipe.operator.models import ROLES, AlertPipelineSpec
 from alertpipe.operator.queue import WorkQueue
@@ -69,6 +70,7 @@ class OperatorSettings:
     rule_max_wait: float = 1.0  # ...but never longer than this after the first one
     resync: float = 300.0  # seconds between full resyncs
     concurrency: int = 8
+    scale_interval: float = 10.0  # seconds between lag observations (our engine; KEDA's pollingInterval)
 
 
 def _essence(body: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -504,8 +506,8 @@ class Reconciler:
                 r: {"desired": n, "available": available.get(r, 0)} for r, n in desired_replicas.items()
             },
         }
-        if not any(autoscaled(spec, r) for r in ROLES):
-            extra["scaling"] = None  # autoscaling switched off: its status goes
+        # KEDA engine: its ScaledObjects; status.scaling loses the roles no longer autoscaled
+        extra["scaling"] = await reconcile_keda(self, body, owner, spec, status, now) or None
         new_conditions = await self._write_status(body, status, observed, now, extra, operator_scaled(spec))
         await self._transition_events(body, prev_conditions, new_conditions)
 
