@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient
 from kubernetes import client
 
 from devstack.pipeline import GROUP, VERSION, run_operator, wait_for
@@ -92,6 +92,12 @@ def flood(bootstrap: str, topic: str, tenant: str, n: int, devices: int) -> None
     assert p.flush(60) == 0
 
 
+def events(api: client.ApiClient, ns: str, reason: str) -> list[str]:
+    return [
+        str(e.message) for e in client.CoreV1Api(api).list_namespaced_event(ns).items if e.reason == reason
+    ]
+
+
 class Watch:
     """Polls the pipeline, its evaluator Deployment and consumer group; remembers the extremes."""
 
@@ -103,7 +109,9 @@ class Watch:
         self.replicas_seen: list[int] = []
 
     def status(self) -> dict[str, Any]:
-        obj = self.co.get_namespaced_custom_object(GROUP, VERSION, self.ns, "alertpipelines", self.name)
+        obj: dict[str, Any] = self.co.get_namespaced_custom_object(  # type: ignore[assignment]
+            GROUP, VERSION, self.ns, "alertpipelines", self.name
+        )
         return obj.get("status") or {}
 
     def scaling(self) -> dict[str, Any]:
@@ -163,23 +171,19 @@ def test_flood_scales_evaluators_up_then_back_down(
         return w.max_replicas > 1 and w.max_members > 1
 
     wait_for(scaled_up_and_joined, "more evaluators running in the group", 60, every=0.5)
-    up = [m for m in client.CoreV1Api(api).list_namespaced_event(namespace).items if m.reason == "ScaledUp"]
-    assert up and "evaluator: 1 -> " in up[0].message and "lag" in up[0].message, [e.message for e in up]
+    up = events(api, namespace, "ScaledUp")
+    assert up and "evaluator: 1 -> " in up[0] and "lag" in up[0], up
 
     def drained() -> bool:
         w.poll()
-        return w.scaling().get("lag", 10**9) < 2000
+        return bool(w.scaling().get("lag", 10**9) < 2000)
 
     wait_for(drained, "the lag drained under lagThreshold", 90, every=0.5)
     wait_for(lambda: w.replicas() == 1, "the evaluator back at one replica after the window", 60, every=0.5)
     s = w.scaling()
     assert s["serviceRatePerReplica"] > 0 and s["desiredReplicas"] == 1, s
     assert w.condition("Scaling")["reason"] in ("ScaledDown", "Stable")
-    down = [
-        m.message
-        for m in client.CoreV1Api(api).list_namespaced_event(namespace).items
-        if m.reason == "ScaledDown"
-    ]
+    down = events(api, namespace, "ScaledDown")
     assert down and any(" -> 1" in m for m in down), down
     wait_for(lambda: w.members() == 1, "the extra evaluators left the group", 60, every=0.5)
     # the reconcile never undid the scaler: replicas only moved up, then down
@@ -201,10 +205,10 @@ def test_hot_partition_is_named_and_not_scaled_for(
     wait_for(hot, "HotPartition=True", 60, every=0.5)
     message = w.condition("HotPartition")["message"]
     assert "evaluator: partition " in message and "more replicas will not drain it faster" in message
-    wait_for(
-        lambda: (w.poll(), w.scaling().get("lag", 10**9) < 2000)[1],
-        "the hot partition drained",
-        120,
-        every=0.5,
-    )
+
+    def drained() -> bool:
+        w.poll()
+        return bool(w.scaling().get("lag", 10**9) < 2000)
+
+    wait_for(drained, "the hot partition drained", 120, every=0.5)
     assert w.max_replicas == 1, w.replicas_seen

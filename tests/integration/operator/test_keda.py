@@ -42,7 +42,10 @@ def evaluator_scaling(k: Cluster, name: str) -> dict[str, Any]:
 
 def scaled_object(co: client.CustomObjectsApi, ns: str, name: str) -> dict[str, Any] | None:
     try:
-        return co.get_namespaced_custom_object("keda.sh", "v1alpha1", ns, "scaledobjects", name)  # type: ignore[no-any-return]
+        obj: dict[str, Any] = co.get_namespaced_custom_object(  # type: ignore[assignment]
+            "keda.sh", "v1alpha1", ns, "scaledobjects", name
+        )
+        return obj
     except client.ApiException as exc:
         if exc.status == 404:
             return None
