@@ -136,8 +136,9 @@ def step_limit(
 
 @dataclass
 class _Rates:
-    arrival: float | None = None
+    arrival: float | None = None  # smoothed (reported)
     service: float | None = None
+    sizing: float | None = None  # the arrival rate sized for: the lower of smoothed and latest
     notes: list[str] = field(default_factory=list)
 
 
@@ -157,6 +158,11 @@ def _rates(inp: ScalingInput, lag: LagSummary, hot: bool) -> _Rates:
     arrived = max(0, lag.high_total - prev.high_total)
     consumed = max(0, lag.consumed_total - prev.consumed_total)
     out.arrival = _ewma(prev.arrival_rate, arrived / dt)
+    # Sized for: a drop is followed at once (the scale-down window is the smoothing there: one step
+    # down instead of a staircase); a rise is averaged, unless the backlog grew past lagThreshold
+    # with it (then it is load, not noise, and waiting a tick for the average costs drain time).
+    grew = lag.total > max(inp.spec.lag_threshold, prev.lag or 0)
+    out.sizing = arrived / dt if grew else min(out.arrival, arrived / dt)
     # the replicas that worked the interval: those the last decision set (and that came up)
     worked = prev.desired_replicas if prev.desired_replicas is not None else prev.current_replicas
     busy = min(worked or 0, inp.available_replicas, lag.partitions)
@@ -212,10 +218,11 @@ def decide(inp: ScalingInput) -> ScalingDecision:
         raw = 0
         why.append(f"lag {lag.total} <= activationLag {spec.activation_lag}")
     elif rates.service:
-        need = ((rates.arrival or 0.0) + lag.total / spec.target_drain_seconds) / rates.service
+        arrival = rates.sizing if rates.sizing is not None else (rates.arrival or 0.0)
+        need = (arrival + lag.total / spec.target_drain_seconds) / rates.service
         raw = current if current > 0 and abs(need / current - 1) <= TOLERANCE else math.ceil(need)
         why.append(
-            f"arrival {rates.arrival or 0:.1f}/s + lag {lag.total} over {spec.target_drain_seconds}s"
+            f"arrival {arrival:.1f}/s + lag {lag.total} over {spec.target_drain_seconds}s"
             f" needs {need:.2f} replica(s) at {rates.service:.1f}/s each"
         )
     else:
@@ -236,6 +243,10 @@ def decide(inp: ScalingInput) -> ScalingDecision:
         why.append(f"capped at {lag.partitions} partition(s): {idle} more would sit idle")
 
     stabilized = stabilize(prev.recommendations, target, current, now, spec.scale_up, spec.scale_down)
+    if target >= 1 and 0 < current - stabilized <= TOLERANCE * current:
+        # every change is a consumer-group rebalance: a trim of under 10 % waits for a bigger one
+        why.append(f"trim {current} -> {stabilized} is within {TOLERANCE:.0%}: kept")
+        stabilized = current
     final = stabilized
     if stabilized > current:
         final = min(stabilized, step_limit(prev.scale_events, current, now, spec.scale_up, up=True))

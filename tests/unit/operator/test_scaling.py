@@ -256,3 +256,32 @@ def test_noisy_steady_load_does_not_flap(seed: int, noise: float, load: float) -
     settled = seen[60:]  # after 10 minutes
     changes = sum(1 for a, b in zip(settled, settled[1:], strict=False) if a != b)
     assert changes <= 4, (changes, settled)
+
+
+def test_a_trim_within_tolerance_waits_a_bigger_one() -> None:
+    spec = auto(scaleDown={"stabilizationWindowSeconds": 0})
+    prev = RoleScalingStatus(service_rate_per_replica=100.0, arrival_rate=1000.0)
+    d = run(spec, lag_of([0] * 12), current=11, previous=prev)  # needs 10: one rebalance for 9 %
+    assert d.replicas == 11 and "within 10%: kept" in d.message
+    assert run(spec, lag_of([0] * 12), current=13, previous=prev).replicas == 10
+
+
+def test_a_rise_that_builds_backlog_is_sized_at_its_latest_rate() -> None:
+    prev = RoleScalingStatus(
+        lag=0, partitions=6, arrival_rate=200.0, service_rate_per_replica=250.0,
+        observed_at=90.0, high_total=0, consumed_total=0, current_replicas=1, desired_replicas=1,
+    )  # fmt: skip
+    # 20,000 arrived in 10 s (2,000/s), 2,500 consumed: lag 17,500 grew past lagThreshold
+    lag = summarize(
+        GroupOffsets(
+            "g",
+            "t",
+            tuple(PartitionOffsets(p, 0, 20_000 // 6, 20_000 // 6 - 17_500 // 6) for p in range(6)),
+            True,
+            100.0,
+        ),
+        "earliest",
+    )
+    d = run(auto(targetDrainSeconds=30, maxReplicas=20), lag, current=1, previous=prev)
+    assert d.status.arrival_rate is not None and d.status.arrival_rate < 2000  # the smoothed figure
+    assert "arrival 1999.8/s" in d.message, d.message  # sized at the latest rate
