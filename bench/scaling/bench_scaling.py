@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         keda.set_replicas(
             now, keda_step(spec, keda_state, int(keda.lag[-1]), keda.replicas, now, args.partitions)
         )
-    out = {
+    out: dict[str, Any] = {
         "scenario": {
             "base_per_s": args.base, "factor": args.factor, "step_s": args.step_seconds, "noise": args.noise,
             "service_rate_per_replica": args.service_rate, "partitions": args.partitions,
@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "shadow_ticks_where_keda_formula_differs": shadow_differs,
         "ticks": ticks,
     }  # fmt: skip
-    o = out["ours"]
+    o: dict[str, Any] = out["ours"]
     out["targets"] = {
         "decision_within_2_intervals": o["scale_up_decision_after_step_s"] is not None
         and o["scale_up_decision_after_step_s"] <= 2 * args.interval,
