@@ -2,7 +2,8 @@
 """Lag-driven autoscaling with real workers: a flood of events scales the evaluator up (the pod
 runner starts the new pods as processes that join the consumer group), the lag drains, and after
 the scale-down window the replicas fall back; all events on one partition is a hot partition that
-more replicas would not help, so the evaluator stays at one and the status says why.
+more replicas would not help, so the evaluator stays at one and the status says why. The deliverer
+scales the same way on its alerts backlog when the receiver is slow, and every alert arrives.
 
 Short windows and a 2 s observation interval keep each case well under a minute and a half.
 """
@@ -20,7 +21,9 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from kubernetes import client
 
-from devstack.pipeline import GROUP, VERSION, run_operator, wait_for
+from alertpipe.workers.alerts import Alert
+from alertpipe.workers.config import consumer_group
+from devstack.pipeline import GROUP, VERSION, ThreadedReceiver, run_operator, wait_for
 from devstack.pytest_plugin import LocalPods
 
 pytestmark = pytest.mark.e2e
@@ -35,13 +38,16 @@ def scaling_operator(kubeconfig: Path, namespace: str, crds: None, tmp_path: Pat
         yield log
 
 
-def pipeline(name: str, bootstrap: str, redis_url: str, pods: LocalPods) -> dict[str, Any]:
+def pipeline(
+    name: str, bootstrap: str, redis_url: str, pods: LocalPods, role: str = "evaluator", hook: str = ""
+) -> dict[str, Any]:
+    """``role`` autoscaled (6 partitions in its topic), the other roles off."""
     placed = {"nodeSelector": pods.node_selector}
     autoscaling = {
         "enabled": True,
         "minReplicas": 1,
         "maxReplicas": PARTITIONS,
-        "lagThreshold": 2000,
+        "lagThreshold": 2000 if role == "evaluator" else 50,
         "targetDrainSeconds": 10,
         "scaleDown": {
             "stabilizationWindowSeconds": 20,
@@ -55,13 +61,18 @@ def pipeline(name: str, bootstrap: str, redis_url: str, pods: LocalPods) -> dict
         "spec": {
             "kafka": {
                 "bootstrapServers": bootstrap,
-                "topics": {"events": {"partitions": PARTITIONS}, "alerts": {"partitions": 1}},
+                "topics": {"events": {"partitions": PARTITIONS}, "alerts": {"partitions": PARTITIONS}},
             },
             "redis": {"url": redis_url},
             "ingestor": {"enabled": False},
+            "evaluator": {"enabled": False},
             "deliverer": {"enabled": False},
-            "evaluator": {**placed, "autoscaling": autoscaling},
+            role: {**placed, "autoscaling": autoscaling},
             "ruleSelector": {"matchLabels": {"alertpipe.io/pipeline": name}},
+            "delivery": {"allowPrivateNetworks": True},
+            "channels": [
+                {"name": "ops", "webhook": {"url": hook or "http://127.0.0.1:9/x"}, "maxConcurrency": 2}
+            ],
         },
     }
 
@@ -101,10 +112,13 @@ def events(api: client.ApiClient, ns: str, reason: str) -> list[str]:
 class Watch:
     """Polls the pipeline, its evaluator Deployment and consumer group; remembers the extremes."""
 
-    def __init__(self, api: client.ApiClient, ns: str, name: str, bootstrap: str) -> None:
+    def __init__(
+        self, api: client.ApiClient, ns: str, name: str, bootstrap: str, role: str = "evaluator"
+    ) -> None:
         self.co, self.apps, self.ns, self.name = client.CustomObjectsApi(api), client.AppsV1Api(api), ns, name
         self.admin = AdminClient({"bootstrap.servers": bootstrap})
-        self.group = f"alertpipe-{ns}-{name}-evaluator"
+        self.role = role
+        self.group = consumer_group(ns, name, role)
         self.max_replicas = self.max_members = 0
         self.replicas_seen: list[int] = []
 
@@ -115,13 +129,13 @@ class Watch:
         return obj.get("status") or {}
 
     def scaling(self) -> dict[str, Any]:
-        return (self.status().get("scaling") or {}).get("evaluator") or {}
+        return (self.status().get("scaling") or {}).get(self.role) or {}
 
     def condition(self, type_: str) -> dict[str, Any]:
         return next((c for c in self.status().get("conditions") or [] if c["type"] == type_), {})
 
     def replicas(self) -> int:
-        n = int(self.apps.read_namespaced_deployment(f"{self.name}-evaluator", self.ns).spec.replicas or 0)
+        n = int(self.apps.read_namespaced_deployment(f"{self.name}-{self.role}", self.ns).spec.replicas or 0)
         self.replicas_seen.append(n)
         self.max_replicas = max(self.max_replicas, n)
         return n
@@ -137,24 +151,24 @@ class Watch:
 
 
 def start(
-    api: client.ApiClient, ns: str, bootstrap: str, redis_url: str, pods: LocalPods, log: Path
-) -> tuple[Watch, str]:
+    api: client.ApiClient, ns: str, bootstrap: str, redis_url: str, pods: LocalPods, log: Path,
+    role: str = "evaluator", hook: str = "",
+) -> tuple[Watch, str]:  # fmt: skip
     co = client.CustomObjectsApi(api)
-    co.create_namespaced_custom_object(
-        GROUP, VERSION, ns, "alertpipelines", pipeline("auto", bootstrap, redis_url, pods)
-    )
+    body = pipeline("auto", bootstrap, redis_url, pods, role, hook)
+    co.create_namespaced_custom_object(GROUP, VERSION, ns, "alertpipelines", body)
     co.create_namespaced_custom_object(GROUP, VERSION, ns, "alertrules", rule("auto"))
-    w = Watch(api, ns, "auto", bootstrap)
+    w = Watch(api, ns, "auto", bootstrap, role)
     try:
         wait_for(
             lambda: w.scaling().get("lag") == 0 and w.members() == 1,
-            "one evaluator in its group, no lag",
+            f"one {role} in its group, no lag",
             120,
             every=0.5,
         )
     except AssertionError:
         raise AssertionError(log.read_text()[-3000:]) from None
-    topic = w.status()["topics"]["events"]
+    topic = w.status()["topics"]["events" if role == "evaluator" else "alerts"]
     return w, topic
 
 
@@ -212,3 +226,54 @@ def test_hot_partition_is_named_and_not_scaled_for(
 
     wait_for(drained, "the hot partition drained", 120, every=0.5)
     assert w.max_replicas == 1, w.replicas_seen
+
+
+def test_slow_receiver_scales_deliverers_and_every_alert_arrives(
+    api: client.ApiClient, namespace: str, scaling_operator: Path, pod_runner: LocalPods,
+    kafka_bootstrap: str, redis_url: str,
+) -> None:  # fmt: skip
+    from tests.receivers.http import Reply
+
+    receiver = ThreadedReceiver()
+    try:
+        receiver.receiver.set_default(
+            "/webhook/slow", Reply(status=200, delay=0.1)
+        )  # 2 in flight: ~20/s a deliverer
+        hook = receiver.receiver.url("/webhook/slow")
+        w, topic = start(
+            api, namespace, kafka_bootstrap, redis_url, pod_runner, scaling_operator, "deliverer", hook
+        )
+        n, now = 1200, int(time.time() * 1000)
+        p = Producer({"bootstrap.servers": kafka_bootstrap})
+        for i in range(n):
+            a = Alert(
+                id=f"a{i:05d}", status="firing", tenant=namespace, pipeline="auto", rule="r", severity="info",
+                group_key=f"d{i}", channels=["ops"], starts_at_ms=now, event_time_ms=now, processed_at_ms=now,
+            )  # fmt: skip
+            p.produce(topic, a.to_json(), a.id.encode())
+        assert p.flush(30) == 0
+
+        def scaled_up_and_joined() -> bool:
+            w.poll()
+            return w.max_replicas > 1 and w.max_members > 1
+
+        wait_for(scaled_up_and_joined, "more deliverers running in the group", 60, every=0.5)
+
+        def delivered() -> set[str]:
+            return {str(r.json["alert"]["id"]) for r in receiver.receiver.recorder.accepted("/webhook/slow")}
+
+        def all_delivered() -> bool:
+            w.poll()
+            return len(delivered()) == n
+
+        try:
+            wait_for(all_delivered, "every alert delivered", 120, every=0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {len(delivered())} of {n}; {w.scaling().get('reason')}") from None
+        wait_for(
+            lambda: w.replicas() == 1, "the deliverer back at one replica after the window", 60, every=0.5
+        )
+        assert any("deliverer: 1 -> " in m for m in events(api, namespace, "ScaledUp"))
+        assert w.scaling()["serviceRatePerReplica"] > 0
+    finally:
+        receiver.stop()
