@@ -49,6 +49,7 @@ __all__ = [
 TOLERANCE = 0.1  # as the HPA: a need within 10 % of the current replicas changes nothing
 HOT_SHARE = 0.5  # one partition holding more than this share of the lag is hot
 SMOOTHING = 0.5  # weight of the newest rate sample (exponential moving average)
+STEP_RISE = 2.0  # an arrival sample this many times the smoothed rate, with growing backlog, is a step
 SCALING_CONDITIONS = ("Scaling", "PartitionCapReached", "HotPartition")
 
 
@@ -159,10 +160,13 @@ def _rates(inp: ScalingInput, lag: LagSummary, hot: bool) -> _Rates:
     consumed = max(0, lag.consumed_total - prev.consumed_total)
     out.arrival = _ewma(prev.arrival_rate, arrived / dt)
     # Sized for: a drop is followed at once (the scale-down window is the smoothing there: one step
-    # down instead of a staircase); a rise is averaged, unless the backlog grew past lagThreshold
-    # with it (then it is load, not noise, and waiting a tick for the average costs drain time).
+    # down instead of a staircase); a rise is averaged, unless it is a step (over STEP_RISE times the
+    # smoothed rate) that grew the backlog past lagThreshold: waiting a tick for the average would
+    # cost drain time, while noise (which stays under that factor) must not buy replicas.
+    sample = arrived / dt
     grew = lag.total > max(inp.spec.lag_threshold, prev.lag or 0)
-    out.sizing = arrived / dt if grew else min(out.arrival, arrived / dt)
+    step = grew and prev.arrival_rate is not None and sample > STEP_RISE * prev.arrival_rate
+    out.sizing = sample if step else min(out.arrival, sample)
     # the replicas that worked the interval: those the last decision set (and that came up)
     worked = prev.desired_replicas if prev.desired_replicas is not None else prev.current_replicas
     busy = min(worked or 0, inp.available_replicas, lag.partitions)
