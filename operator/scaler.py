@@ -4,7 +4,10 @@ One ``tick`` per pipeline per interval (a Kopf timer calls it): one offsets read
 the pure decision (decisions/scaling.py), a merge patch of the owned Deployment's ``spec.replicas``
 when it changes (never the AlertPipeline's spec), ``status.scaling`` plus the Scaling conditions,
 and an Event per change with the numbers. Everything the next decision needs lives in status, so a
-restarted operator goes on where the last one stopped.
+restarted operator goes on where the last one stopped. Status is written at once when replicas or a
+condition change, otherwise every PERSIST_TICKS intervals (the decisions in between run on
+the same memory, kept here): a status patch per pipeline per tick would be most of the apiserver
+writes of an idle cluster. A restart loses at most that much recommendation history.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ __all__ = ["Scaler", "consumed_topic"]
 logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
+PERSIST_TICKS = 3  # intervals between status writes while nothing visible changes (30 s at 10 s)
 
 
 def consumed_topic(namespace: str, name: str, spec: AlertPipelineSpec, role: str) -> str:
@@ -52,6 +56,9 @@ def consumed_topic(namespace: str, name: str, spec: AlertPipelineSpec, role: str
 class Scaler:
     def __init__(self, rec: Reconciler) -> None:
         self.rec = rec
+        # (namespace, name, uid) -> role -> the last decision's status, and when status was written
+        self._memory: dict[tuple[str, str, str], dict[str, RoleScalingStatus]] = {}
+        self._persisted: dict[tuple[str, str, str], float] = {}
 
     async def _observe(
         self, namespace: str, spec: AlertPipelineSpec, groups: Mapping[str, tuple[str, str]]
@@ -86,7 +93,11 @@ class Scaler:
         rec = self.rec
         body = rec.store.pipelines.get((namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
+            for k in [k for k in self._memory if k[:2] == (namespace, name)]:
+                self._memory.pop(k, None)
+                self._persisted.pop(k, None)
             return {}
+        key = (namespace, name, str(body["metadata"].get("uid")))
         spec, _errors = rec._spec(body)  # noqa: SLF001 - same package
         if spec is None:
             return {}
@@ -103,13 +114,16 @@ class Scaler:
         now = datetime.now(UTC)
         status = dict(body.get("status") or {})
         previous = status.get("scaling") or {}
+        memory = self._memory.get(key, {})
         decisions: dict[str, ScalingDecision] = {}
         for role in roles:
             auto = autoscaled(spec, role)
             assert auto is not None  # noqa: S101 - operator_scaled returned it
             dep = rec.store.deployments[(namespace, deployment_name(name, role))]
             got = seen.get(role)
-            prev = previous.get(role)
+            prev = memory.get(role) or (
+                RoleScalingStatus.model_validate(previous[role]) if previous.get(role) else None
+            )
             decisions[role] = decide(
                 ScalingInput(
                     role=role,
@@ -118,7 +132,7 @@ class Scaler:
                     now=time.time(),
                     current_replicas=int((dep.get("spec") or {}).get("replicas") or 0),
                     available_replicas=int((dep.get("status") or {}).get("availableReplicas") or 0),
-                    previous=RoleScalingStatus.model_validate(prev) if prev else None,
+                    previous=prev,
                     other_tracks_replicas=0,  # a canary track's replicas, once there is one
                     pinned_by=pinned_by(spec, role, now),
                     unknown_reason=got if isinstance(got, str) else "lag not observed",
@@ -132,7 +146,17 @@ class Scaler:
             # status stays as it was: the next tick decides again from the same memory
             logger.warning("%s/%s: could not scale: %s", namespace, name, exc)
             return decisions
-        await self._write_status(body, status, decisions, now)
+        self._memory[key] = {r: d.status for r, d in decisions.items()}
+        shown = {(c.get("type"), c.get("status"), c.get("reason")) for c in status.get("conditions") or []}
+        due = (
+            any(d.changed for d in decisions.values())
+            or any(r not in previous for r in decisions)
+            or any((w.type, w.status, w.reason) not in shown for w in scaling_conditions(decisions))
+            or time.monotonic() - self._persisted.get(key, 0.0)
+            >= PERSIST_TICKS * rec.settings.scale_interval - 0.5
+        )
+        if due and await self._write_status(body, status, decisions, now):
+            self._persisted[key] = time.monotonic()
         return decisions
 
     async def _scale(self, body: Mapping[str, Any], role: str, d: ScalingDecision) -> None:
@@ -148,7 +172,8 @@ class Scaler:
 
     async def _write_status(
         self, body: Mapping[str, Any], status: JSON, decisions: Mapping[str, ScalingDecision], now: datetime
-    ) -> None:
+    ) -> bool:
+        """Write ``status.scaling`` and the conditions; False when the write failed."""
         meta = body["metadata"]
         conditions = list(status.get("conditions") or [])
         mine = [c for c in conditions if c.get("type") in SCALING_CONDITIONS]
@@ -165,14 +190,15 @@ class Scaler:
                     self.rec.event_soon(body, "Warning", c["type"], c["message"])
         patch = merge_patch(status, new_status)
         if not patch:
-            return
+            return True
         try:
             patched = await self.rec.kube.merge_patch(
                 "AlertPipeline", meta["namespace"], meta["name"], {"status": patch}, sub="status"
             )
         except KubeError as exc:
             logger.warning("%s/%s: could not write scaling status: %s", meta["namespace"], meta["name"], exc)
-            return
+            return False
         stored = self.rec.store.pipelines.get((meta["namespace"], meta["name"]))
         if stored is not None and stored["metadata"].get("uid") == (patched.get("metadata") or {}).get("uid"):
             stored["status"] = patched.get("status", new_status)
+        return True
