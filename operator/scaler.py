@@ -121,9 +121,9 @@ class Scaler:
             assert auto is not None  # noqa: S101 - operator_scaled returned it
             dep = rec.store.deployments[(namespace, deployment_name(name, role))]
             got = seen.get(role)
-            prev = memory.get(role) or (
-                RoleScalingStatus.model_validate(previous[role]) if previous.get(role) else None
-            )
+            # memory only while status still holds the role (an engine switch or autoscaling off drops it)
+            shown = previous.get(role)
+            prev = (memory.get(role) or RoleScalingStatus.model_validate(shown)) if shown else None
             decisions[role] = decide(
                 ScalingInput(
                     role=role,
