@@ -47,7 +47,7 @@ e2e: provision
 # (the checkout must be importable for bench.*; the installed .pth has imported the stdlib operator first)
 bench: provision
 	for b in devstack.startup ingestor.bench_ingest evaluator.bench_evaluator deliverer.bench_deliverer \
-	         operator.bench_operator; do PYTHONSAFEPATH= $(BIN)/python -m bench.$$b || exit 1; done
+	         operator.bench_operator scaling.bench_scaling; do PYTHONSAFEPATH= $(BIN)/python -m bench.$$b || exit 1; done
 
 crds: bootstrap
 	$(BIN)/alertpipe crds --out crds/

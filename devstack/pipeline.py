@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -62,12 +62,24 @@ def wait_for(fn: Callable[[], Any], what: str, timeout: float = 60.0, every: flo
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
-def apply_crds(api: client.ApiClient) -> None:
-    """Create or replace the generated CRDs and wait until they are Established."""
+def apply_keda_crds(api: client.ApiClient) -> None:
+    """Install KEDA's own CRDs (provisioned from its Go module into the cache) and wait until they
+    are Established: the apiserver then validates ScaledObjects as a cluster with KEDA does."""
+    import yaml
+
+    from devstack.provision import KEDA_CRDS, keda_crds_dir
+    from devstack.stack import ensure_provisioned
+
+    ensure_provisioned("keda-crds")
+    apply_crds(api, [yaml.safe_load((keda_crds_dir() / name).read_text()) for name in KEDA_CRDS])
+
+
+def apply_crds(api: client.ApiClient, docs: list[Json] | None = None) -> None:
+    """Create or replace CRDs (default: the generated alertpipe ones) and wait until they are Established."""
     from alertpipe.operator.crdgen import build_crds
 
     ext = client.ApiextensionsV1Api(api)
-    docs = list(build_crds().values())
+    docs = list(build_crds().values()) if docs is None else docs
     for doc in docs:
         name = doc["metadata"]["name"]
         try:
@@ -91,14 +103,16 @@ def apply_crds(api: client.ApiClient) -> None:
 
 
 @contextmanager
-def run_operator(kubeconfig: Path, namespace: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``alertpipe operator`` scoped to ``namespace`` as a subprocess, stopped on exit."""
+def run_operator(
+    kubeconfig: Path, namespace: str, log: Path, extra: Sequence[str] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``alertpipe operator`` scoped to ``namespace`` (more flags in ``extra``), stopped on exit."""
     health = free_port()
     args = [
         sys.executable, "-m", "alertpipe", "--log-level=INFO", "operator",
         "--kubeconfig", str(kubeconfig), "--namespace", namespace,
         "--health-port", str(health), "--metrics-port", str(free_port()),
-        "--image", "alertpipe:devstack", "--rule-debounce", "0.2",
+        "--image", "alertpipe:devstack", "--rule-debounce", "0.2", *extra,
     ]  # fmt: skip
     with log.open("ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,

@@ -33,6 +33,7 @@ __all__ = [
     "ProvisionError",
     "StepResult",
     "kafka_libs",
+    "keda_crds_dir",
     "kwok_stages_dir",
     "missing",
     "provision",
@@ -42,8 +43,9 @@ HERE = Path(__file__).resolve().parent
 POM = HERE / "kafka" / "pom.xml"
 BUILD_GO = HERE / "scripts" / "build-go.sh"
 GO_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "helm")
-COMPONENTS = ("redis", "kafka", "kafka-cds", "go", "kwok-stages")
+COMPONENTS = ("redis", "kafka", "kafka-cds", "go", "kwok-stages", "keda-crds")
 KWOK_STAGE_SETS = ("node/fast", "node/heartbeat-with-lease", "pod/general")
+KEDA_CRDS = ("keda.sh_scaledobjects.yaml", "keda.sh_triggerauthentications.yaml")
 
 
 class ProvisionError(RuntimeError):
@@ -80,6 +82,10 @@ def kafka_cds_archive(v: Versions | None = None) -> Path:
 
 def kwok_stages_dir(v: Versions | None = None) -> Path:
     return cache_dir() / f"kwok-stages-{(v or load_versions()).kwok}"
+
+
+def keda_crds_dir(v: Versions | None = None) -> Path:
+    return cache_dir() / f"keda-crds-{(v or load_versions()).keda}"
 
 
 def _go_version_wanted(name: str, v: Versions) -> str:
@@ -119,6 +125,8 @@ def missing(v: Versions | None = None) -> list[str]:
             out.append(name)
     if not _stamp_ok(kwok_stages_dir(v) / ".stamp", v.kwok):
         out.append("kwok-stages")
+    if not _stamp_ok(keda_crds_dir(v) / ".stamp", v.keda):
+        out.append("keda-crds")
     return out
 
 
@@ -278,12 +286,52 @@ def provision_kwok_stages(v: Versions, log: Path) -> str:
     return "built"
 
 
+def _go_module_dir(module: str, what: str) -> Path:
+    """The source folder of a Go module version (downloaded into Go's module cache once)."""
+    env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", module],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cache_dir(),
+        check=False,
+    )
+    info = json.loads(out.stdout) if out.stdout.strip().startswith("{") else {}
+    if out.returncode != 0 or "Dir" not in info:
+        reason = info.get("Error") or out.stderr.strip()[-500:]
+        raise ProvisionError(f"{what}: go mod download {module} failed: {reason}")
+    return Path(info["Dir"])
+
+
+def provision_keda_crds(v: Versions, log: Path) -> str:
+    """Copy KEDA's CRDs (ScaledObject, TriggerAuthentication) from its module source into the cache,
+    so the devstack's apiserver validates the ScaledObjects the operator writes (KEDA itself does not run)."""
+    dest = keda_crds_dir(v)
+    if _stamp_ok(dest / ".stamp", v.keda):
+        return "reused"
+    src = _go_module_dir(f"github.com/kedacore/keda/v2@{v.keda}", "keda crds") / "config" / "crd" / "bases"
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in KEDA_CRDS:
+        if not (src / name).exists():
+            raise ProvisionError(f"keda crds: {name} not found under {src}")
+        origin = f"# from github.com/kedacore/keda/v2@{v.keda}/config/crd/bases/{name}\n"
+        (tmp / name).write_text(origin + (src / name).read_text())
+    (tmp / ".stamp").write_text(v.keda + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    os.rename(tmp, dest)
+    return "built"
+
+
 STEPS: dict[str, Callable[[Versions, Path], str]] = {
     "redis": provision_redis,
     "kafka": provision_kafka,
     "kafka-cds": provision_kafka_cds,
     "go": provision_go,
     "kwok-stages": provision_kwok_stages,
+    "keda-crds": provision_keda_crds,
 }
 
 

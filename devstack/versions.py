@@ -36,6 +36,7 @@ class Versions:
     kwok: str
     helm: str
     kafka: str
+    keda: str
 
 
 def load_versions(path: Path = VERSIONS_FILE) -> Versions:
@@ -47,6 +48,7 @@ def load_versions(path: Path = VERSIONS_FILE) -> Versions:
             kwok=env["KWOK_VERSION"],
             helm=env["HELM_VERSION"],
             kafka=env["KAFKA_VERSION"],
+            keda=env["KEDA_VERSION"],
         )
     except KeyError as e:
         raise ValueError(f"{path}: missing {e.args[0]}") from None

@@ -19,6 +19,7 @@ from alertpipe.operator.kube import Kube, load_client
 from alertpipe.operator.models import ROLES
 from alertpipe.operator.ownedwatch import OwnedWatch
 from alertpipe.operator.reconciler import OperatorSettings, Reconciler
+from alertpipe.operator.scaler import Scaler
 
 __all__ = ["add_arguments", "run"]
 
@@ -146,6 +147,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--resync", type=float, default=300.0, help="seconds between full resyncs (default 300)")
     g.add_argument("--concurrency", type=int, default=8, help="reconciles running at once (default 8)")
+    g.add_argument(
+        "--scale-interval",
+        type=float,
+        default=10.0,
+        help="seconds between lag observations of an autoscaled pipeline (default 10)",
+    )
 
 
 async def _serve(rec: Reconciler, bind: str, health_port: int, metrics_port: int) -> list[web.AppRunner]:
@@ -195,10 +202,11 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
             rule_max_wait=args.rule_max_wait,
             resync=args.resync,
             concurrency=args.concurrency,
+            scale_interval=args.scale_interval,
         ),
     )
     registry = kopf.OperatorRegistry()
-    register(registry, rec, webhooks=bool(args.webhook_port))
+    register(registry, rec, webhooks=bool(args.webhook_port), scaler=Scaler(rec))
     tasks: list[asyncio.Task[None]] = []
     runners: list[web.AppRunner] = []
     watches: list[OwnedWatch] = []

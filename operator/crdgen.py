@@ -59,6 +59,13 @@ CEL_RULES: dict[str, list[JSON]] = {
             "message": "In and NotIn need values; Exists and DoesNotExist take none",
         }
     ],
+    "AutoscalingSpec": [
+        {
+            "rule": "!has(self.minReplicas) || !has(self.maxReplicas)"
+            " || self.minReplicas <= self.maxReplicas",
+            "message": "autoscaling.minReplicas must not exceed maxReplicas",
+        }
+    ],
     "AlertPipelineSpec": [
         {
             "rule": "!has(self.channels) || self.channels.all(c, !has(c.fallback)"
@@ -236,6 +243,7 @@ def build_crds() -> dict[str, JSON]:
             {"name": "Rules", "type": "integer", "jsonPath": ".status.rules.valid"},
             {"name": "Evaluators", "type": "integer", "jsonPath": ".status.replicas.evaluator.available"},
             {"name": "Deliverers", "type": "integer", "jsonPath": ".status.replicas.deliverer.available"},
+            {"name": "Lag", "type": "integer", "jsonPath": ".status.scaling.evaluator.lag"},
             {"name": "Revision", "type": "string", "jsonPath": ".status.revision"},
             age,
         ],

@@ -20,6 +20,7 @@ from alertpipe.operator.decisions.validation import errors_text, validate_pipeli
 from alertpipe.operator.kafka_admin import KafkaAdminError
 from alertpipe.operator.models import GROUP, PIPELINE_PLURAL, RULE_PLURAL, VERSION
 from alertpipe.operator.reconciler import Reconciler
+from alertpipe.operator.scaler import Scaler
 
 __all__ = ["RULE_WEBHOOK_ID", "PIPELINE_WEBHOOK_ID", "register"]
 
@@ -34,13 +35,44 @@ def _deletes_topics(spec: kopf.Spec, **_: Any) -> bool:
     return bool(spec.get("deletionPolicy") == "Delete")
 
 
+def _operator_scaled(spec: kopf.Spec, **_: Any) -> bool:
+    """Some role has autoscaling on with the operator's own engine (cheap: no spec parse)."""
+    for role in ("evaluator", "deliverer"):
+        workload = spec.get(role) or {}
+        auto = workload.get("autoscaling") or {}
+        if workload.get("enabled", True) and auto.get("enabled") and auto.get("engine") != "keda":
+            return True
+    return False
+
+
 def _plain(body: kopf.Body) -> dict[str, Any]:
     """The watch event's own dicts (top level copied): Kopf's field views cost a lookup per key."""
     return dict(body)
 
 
-def register(registry: kopf.OperatorRegistry, rec: Reconciler, *, webhooks: bool = True) -> None:
-    """Attach every handler to ``registry``, bound to ``rec``; admission handlers only with ``webhooks``."""
+def register(
+    registry: kopf.OperatorRegistry,
+    rec: Reconciler,
+    *,
+    webhooks: bool = True,
+    scaler: Scaler | None = None,
+) -> None:
+    """Attach every handler to ``registry``, bound to ``rec``; admission handlers only with ``webhooks``;
+    the autoscaling timer with ``scaler``."""
+
+    if scaler is not None:
+
+        @kopf.timer(
+            GROUP,
+            VERSION,
+            PIPELINE_PLURAL,
+            id="autoscale",
+            interval=rec.settings.scale_interval,
+            when=_operator_scaled,
+            registry=registry,
+        )
+        async def autoscale(name: str, namespace: str | None, **_: Any) -> None:
+            await scaler.tick(namespace or "", name)
 
     @kopf.index(GROUP, VERSION, PIPELINE_PLURAL, registry=registry)
     async def pipelines_feed(body: kopf.Body, **_: Any) -> None:

@@ -1,4 +1,5 @@
-"""Kafka topic I/O for the operator: observe topics (partitions, retention.ms) and apply a TopicPlan.
+"""Kafka I/O for the operator: observe topics (partitions, retention.ms), apply a TopicPlan, and read
+a consumer group's committed offsets with the topic's watermarks (for the scaler's lag).
 
 One AdminClient per (bootstrap, options) is kept; calls block, so the reconciler runs them in a thread.
 """
@@ -7,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicCollection
+from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicCollection, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     AlterConfigOpType,
@@ -18,8 +20,10 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ConfigResource,
     NewPartitions,
     NewTopic,
+    OffsetSpec,
 )
 
+from alertpipe.operator.decisions.lag import GroupOffsets, PartitionOffsets
 from alertpipe.operator.decisions.topics import TopicPlan, TopicSeen
 
 __all__ = ["KafkaAdmin", "KafkaAdminError"]
@@ -135,6 +139,39 @@ class KafkaAdmin:
                 except KafkaException as exc:
                     raise KafkaAdminError(f"set retention of topic {res.name}: {_one_line(exc)}") from None
         return done
+
+    def group_offsets(self, group: str, topic: str) -> GroupOffsets:
+        """The group's committed offsets on ``topic`` with its low and high watermarks.
+
+        One OffsetFetch for the group (every partition it committed), one DescribeTopics and two
+        ListOffsets for the topic: the cost does not grow with the group's members.
+        """
+        try:
+            described = self._client.describe_topics(TopicCollection([topic]), request_timeout=TIMEOUT)
+            count = len(described[topic].result(timeout=TIMEOUT).partitions)
+            req = [ConsumerGroupTopicPartitions(group)]
+            fetched = self._client.list_consumer_group_offsets(req, request_timeout=TIMEOUT)[group]
+            committed: dict[int, int] = {}
+            seen_any = False
+            for tp in fetched.result(timeout=TIMEOUT).topic_partitions or []:
+                seen_any = seen_any or tp.offset >= 0
+                if tp.topic == topic and tp.error is None and tp.offset >= 0:
+                    committed[tp.partition] = tp.offset
+            marks: dict[str, dict[int, int]] = {}
+            for which, spec in (
+                ("low", OffsetSpec.earliest()),  # type: ignore[no-untyped-call]
+                ("high", OffsetSpec.latest()),  # type: ignore[no-untyped-call]
+            ):
+                asked = {TopicPartition(topic, p): spec for p in range(count)}
+                futures = self._client.list_offsets(asked, request_timeout=TIMEOUT)
+                marks[which] = {tp.partition: f.result(timeout=TIMEOUT).offset for tp, f in futures.items()}
+        except KafkaException as exc:
+            raise KafkaAdminError(f"lag of group {group} on topic {topic}: {_one_line(exc)}") from None
+        parts = tuple(
+            PartitionOffsets(p, marks["low"].get(p, 0), marks["high"].get(p, 0), committed.get(p))
+            for p in range(count)
+        )
+        return GroupOffsets(group, topic, parts, seen_any, time.time())
 
     def delete(self, names: list[str]) -> list[str]:
         futures = self._client.delete_topics(names, request_timeout=TIMEOUT)

@@ -36,6 +36,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
     "AlertPipeline": ("/apis/alertpipe.io/v1alpha1", "alertpipelines"),
     "AlertRule": ("/apis/alertpipe.io/v1alpha1", "alertrules"),
+    "ScaledObject": ("/apis/keda.sh/v1alpha1", "scaledobjects"),
+    "TriggerAuthentication": ("/apis/keda.sh/v1alpha1", "triggerauthentications"),
 }
 
 

@@ -11,6 +11,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from alertpipe.operator.autoscaling import (
+    AutoscalingSpec,
+    RoleScalingStatus,
+    ScalingBehavior,
+    ScalingPolicy,
+)
 from alertpipe.workers.config.durations import Duration
 from alertpipe.workers.config.models import (
     ChannelSpec,
@@ -32,6 +38,7 @@ __all__ = [
     "AlertPipelineStatus",
     "AlertRuleSpec",
     "AlertRuleStatus",
+    "AutoscalingSpec",
     "Condition",
     "KafkaSpec",
     "LabelSelector",
@@ -42,8 +49,12 @@ __all__ = [
     "RedisSpec",
     "ResourceRequirements",
     "Role",
+    "RoleScalingStatus",
     "RuleCounts",
     "RuleLiveness",
+    "ScaledWorkloadSpec",
+    "ScalingBehavior",
+    "ScalingPolicy",
     "TopicSpec",
     "WorkloadSpec",
 ]
@@ -197,6 +208,15 @@ class WorkloadSpec(Model):
     )
 
 
+class ScaledWorkloadSpec(WorkloadSpec):
+    """A role that consumes Kafka (evaluator, deliverer): a Deployment that can scale on its lag."""
+
+    autoscaling: AutoscalingSpec = Field(
+        default_factory=AutoscalingSpec,
+        description="Scale on consumer lag between minReplicas and maxReplicas (replicas is then ignored).",
+    )
+
+
 # --- selector ---------------------------------------------------------------------------------
 
 
@@ -234,8 +254,8 @@ class AlertPipelineSpec(Model):
     kafka: KafkaSpec = Field(description="The tenant's Kafka cluster and topics.")
     redis: RedisSpec = Field(description="Redis for dedup, state and delivery claims.")
     ingestor: WorkloadSpec = Field(default_factory=WorkloadSpec, description="HTTP ingestor.")
-    evaluator: WorkloadSpec = Field(default_factory=WorkloadSpec, description="Rule evaluator.")
-    deliverer: WorkloadSpec = Field(default_factory=WorkloadSpec, description="Alert deliverer.")
+    evaluator: ScaledWorkloadSpec = Field(default_factory=ScaledWorkloadSpec, description="Rule evaluator.")
+    deliverer: ScaledWorkloadSpec = Field(default_factory=ScaledWorkloadSpec, description="Alert deliverer.")
     image_pull_secrets: list[LocalObjectReference] = Field(
         default_factory=list,
         max_length=16,
@@ -317,6 +337,9 @@ class AlertPipelineStatus(Model):
     invalid_rules: list[str] = Field(default_factory=list, description="Selected rules left out.")
     topics: dict[str, str] = Field(default_factory=dict, description="Topic names by purpose.")
     replicas: dict[str, RoleReplicas] = Field(default_factory=dict, description="Replicas per role.")
+    scaling: dict[str, RoleScalingStatus] = Field(
+        default_factory=dict, description="Autoscaling per role: lag, rates, the last decision."
+    )
 
 
 class RuleLiveness(Model):

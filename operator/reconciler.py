@@ -25,6 +25,8 @@ from alertpipe.operator.decisions.compile import CONFIG_KEY, compile_config, con
 from alertpipe.operator.decisions.conditions import Observed, Want, merge_conditions, pipeline_conditions
 from alertpipe.operator.decisions.killswitches import active_switches, describe_active, next_expiry
 from alertpipe.operator.decisions.patch import merge_patch
+from alertpipe.operator.decisions.replicas import operator_scaled, reconciled_replicas
+from alertpipe.operator.decisions.scaling import SCALING_CONDITIONS
 from alertpipe.operator.decisions.selector import matches
 from alertpipe.operator.decisions.topics import TopicWant, desired_topics, plan_topics
 from alertpipe.operator.decisions.validation import (
@@ -43,6 +45,7 @@ from alertpipe.operator.decisions.workloads import (
     needs_update,
 )
 from alertpipe.operator.kafka_admin import AdminPool, KafkaAdminError
+from alertpipe.operator.keda_engine import reconcile_keda
 from alertpipe.operator.kube import Kube, KubeError
 from alertpipe.operator.models import ROLES, AlertPipelineSpec
 from alertpipe.operator.queue import WorkQueue
@@ -67,6 +70,7 @@ class OperatorSettings:
     rule_max_wait: float = 1.0  # ...but never longer than this after the first one
     resync: float = 300.0  # seconds between full resyncs
     concurrency: int = 8
+    scale_interval: float = 10.0  # seconds between lag observations (our engine; KEDA's pollingInterval)
 
 
 def _essence(body: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -396,6 +400,7 @@ class Reconciler:
         # 2. workloads. The Deployments (and the ServiceAccount their pods need) go out first, on
         # their own: on a busy apiserver every concurrent write slows the others, and the Deployments
         # are what starts pods. The rest (Role, RoleBinding, Service, ConfigMap) follows in one round.
+        scaled = self._scaled_replicas(namespace, name, spec, now)
         desired = desired_objects(
             owner,
             spec,
@@ -403,6 +408,7 @@ class Reconciler:
             self.settings.role_images,
             self.settings.image_pull_policy,
             self.settings.image_pull_secrets,
+            scaled,
         )
         first = [o for o in desired if o["kind"] in FIRST_KINDS]
         rest = [o for o in desired if o["kind"] not in FIRST_KINDS]
@@ -455,7 +461,7 @@ class Reconciler:
             await self.kube.delete("Service", namespace, deployment_name(name, "ingestor"))
 
         desired_replicas: dict[str, int] = {
-            r: getattr(spec, r).replicas for r in ROLES if getattr(spec, r).enabled
+            r: scaled.get(r, getattr(spec, r).replicas) for r in ROLES if getattr(spec, r).enabled
         }
         available: dict[str, int] = {}
         for r in desired_replicas:
@@ -500,7 +506,9 @@ class Reconciler:
                 r: {"desired": n, "available": available.get(r, 0)} for r, n in desired_replicas.items()
             },
         }
-        new_conditions = await self._write_status(body, status, observed, now, extra)
+        # KEDA engine: its ScaledObjects; status.scaling loses the roles no longer autoscaled
+        extra["scaling"] = await reconcile_keda(self, body, owner, spec, status, now) or None
+        new_conditions = await self._write_status(body, status, observed, now, extra, operator_scaled(spec))
         await self._transition_events(body, prev_conditions, new_conditions)
 
         expiry = next_expiry(spec.kill_switches, now)
@@ -682,14 +690,38 @@ class Reconciler:
         self._restored(key, pipeline)
         return replaced
 
+    def _scaled_replicas(
+        self, namespace: str, name: str, spec: AlertPipelineSpec, now: datetime
+    ) -> dict[str, int]:
+        """Replicas of the autoscaled roles: what the scaler set on the live Deployment (watched)."""
+        out: dict[str, int] = {}
+        for role in ROLES:
+            live = self.store.deployments.get((namespace, deployment_name(name, role)))
+            have = (live or {}).get("spec", {}).get("replicas")
+            n = reconciled_replicas(spec, role, None if have is None else int(have), now)
+            if n is not None:
+                out[role] = n
+        return out
+
     async def _write_status(
-        self, body: Mapping[str, Any], status: JSON, observed: Observed, now: datetime, extra: JSON
+        self,
+        body: Mapping[str, Any],
+        status: JSON,
+        observed: Observed,
+        now: datetime,
+        extra: JSON,
+        scaled: list[str] | None = None,
     ) -> list[JSON]:
         wants: list[Want] = pipeline_conditions(observed)
         conditions = merge_conditions(
             status.get("conditions") or [], wants, now, extra.get("observedGeneration")
         )
+        if scaled:
+            # the scaler's conditions are its own: kept while it runs, dropped when it stops
+            conditions += [c for c in status.get("conditions") or [] if c.get("type") in SCALING_CONDITIONS]
         new_status = {**status, **extra, "conditions": conditions}
+        if new_status.get("scaling", 0) is None:
+            del new_status["scaling"]
         if extra.get("replicas") is not None:
             new_status["replicas"] = extra["replicas"]
         if new_status != status:

@@ -273,7 +273,10 @@ def desired_deployment(
     spec: AlertPipelineSpec,
     pull_policy: str = "IfNotPresent",
     pull_secrets: Sequence[str] = (),
+    scaled_replicas: int | None = None,
 ) -> JSON:
+    """The role's Deployment. ``scaled_replicas`` (an autoscaled role): those replicas, left out of
+    the desired hash, so a scaler's change of replicas is never taken for a spec change."""
     name = deployment_name(owner.name, role)
     secrets = sorted({r.name for r in secret_refs(spec, role)})
     selector = {
@@ -324,21 +327,20 @@ def desired_deployment(
     }
     names = [r.name for r in spec.image_pull_secrets]
     names += [n for n in pull_secrets if n not in names]
-    return with_hash(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": _meta(owner, name, role),
-            "spec": {
-                "replicas": workload.replicas,
-                "selector": {"matchLabels": selector},
-                "template": {
-                    "metadata": {"labels": labels(owner.name, role)},
-                    "spec": _pod_spec(owner, workload, container, secrets, names),
-                },
-            },
-        }
-    )
+    body: JSON = {
+        "selector": {"matchLabels": selector},
+        "template": {
+            "metadata": {"labels": labels(owner.name, role)},
+            "spec": _pod_spec(owner, workload, container, secrets, names),
+        },
+    }
+    if scaled_replicas is None:
+        body = {"replicas": workload.replicas, **body}
+    meta = _meta(owner, name, role)
+    out = with_hash({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": body})
+    if scaled_replicas is not None:
+        out["spec"] = {"replicas": scaled_replicas, **body}
+    return out
 
 
 def _pod_spec(
@@ -393,15 +395,24 @@ def desired_objects(
     role_images: Mapping[str, str],
     pull_policy: str = "IfNotPresent",
     pull_secrets: Sequence[str] = (),
+    scaled_replicas: Mapping[str, int] | None = None,
 ) -> list[JSON]:
-    """Every owned object except the ConfigMap, in apply order; disabled roles are absent."""
+    """Every owned object except the ConfigMap, in apply order; disabled roles are absent.
+    ``scaled_replicas``: replicas of the autoscaled roles (see :func:`desired_deployment`)."""
     out = [desired_service_account(owner), desired_role(owner), desired_role_binding(owner)]
     for role in ROLES:
         workload: WorkloadSpec = getattr(spec, role)
         if workload.enabled:
             out.append(
                 desired_deployment(
-                    owner, role, workload, role_images.get(role, image), spec, pull_policy, pull_secrets
+                    owner,
+                    role,
+                    workload,
+                    role_images.get(role, image),
+                    spec,
+                    pull_policy,
+                    pull_secrets,
+                    (scaled_replicas or {}).get(role),
                 )
             )
     if spec.ingestor.enabled:

@@ -2,6 +2,7 @@
 
 from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
 from alertpipe.workers.config.durations import Duration, format_duration, parse_duration
+from alertpipe.workers.config.groups import GROUPS_STAGE_SUFFIX, OFFSET_RESET, consumer_group
 from alertpipe.workers.config.kube_source import KubeConfigMapSource
 from alertpipe.workers.config.models import (
     AbsenceSpec,
@@ -31,6 +32,8 @@ from alertpipe.workers.config.models import (
 from alertpipe.workers.config.source import ConfigSource, FileConfigSource, StaticConfigSource
 
 __all__ = [
+    "GROUPS_STAGE_SUFFIX",
+    "OFFSET_RESET",
     "AbsenceSpec",
     "AggregateSpec",
     "ChannelSpec",
@@ -60,6 +63,7 @@ __all__ = [
     "Topics",
     "WebhookChannel",
     "add_config_argument",
+    "consumer_group",
     "format_duration",
     "parse_config_arg",
     "parse_duration",

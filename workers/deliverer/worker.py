@@ -43,7 +43,15 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pydantic import ValidationError
 
 from alertpipe.workers.alerts import Alert
-from alertpipe.workers.config import ChannelSpec, ConfigSource, PipelineConfig, SecretKeyRef, parse_duration
+from alertpipe.workers.config import (
+    OFFSET_RESET,
+    ChannelSpec,
+    ConfigSource,
+    PipelineConfig,
+    SecretKeyRef,
+    consumer_group,
+    parse_duration,
+)
 from alertpipe.workers.deliverer import metrics as m
 from alertpipe.workers.deliverer.claims import ClaimResult, Claims
 from alertpipe.workers.deliverer.kafka_io import AsyncProducer, PartitionTracker, client_options
@@ -269,14 +277,14 @@ class Deliverer:
         cfg = self._refresh_config()
         loop = asyncio.get_running_loop()
         opts = client_options(cfg, self._secret)
-        group = self.settings.group_id or f"alertpipe.{cfg.tenant}.{cfg.pipeline}.deliverer"
+        group = self.settings.group_id or consumer_group(cfg.tenant, cfg.pipeline, "deliverer")
         self._producer = AsyncProducer(opts, loop)
         self._consumer = Consumer(
             {
                 **opts,
                 "group.id": group,
                 "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
+                "auto.offset.reset": OFFSET_RESET,
                 "enable.partition.eof": False,
                 "partition.assignment.strategy": "cooperative-sticky",
                 **({"group.instance.id": self.settings.instance_id} if self.settings.instance_id else {}),

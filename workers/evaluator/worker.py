@@ -39,7 +39,14 @@ import orjson
 import redis
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Producer, TopicPartition
 
-from alertpipe.workers.config import ConfigSource, PipelineConfig, parse_duration
+from alertpipe.workers.config import (
+    GROUPS_STAGE_SUFFIX,
+    OFFSET_RESET,
+    ConfigSource,
+    PipelineConfig,
+    consumer_group,
+    parse_duration,
+)
 from alertpipe.workers.errors import RuleCompileError
 from alertpipe.workers.evaluator.group_worker import GroupWorker
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
@@ -171,13 +178,13 @@ class Evaluator:
             opts.update({"linger.ms": 5, "compression.type": "lz4", "client.id": "alertpipe-evaluator",
                          "enable.idempotence": True, "acks": "all"})
         else:
-            group = self.opts.group_id or f"alertpipe-{self.cfg.tenant}-{self.cfg.pipeline}-evaluator"
+            group = self.opts.group_id or consumer_group(self.cfg.tenant, self.cfg.pipeline, "evaluator")
             opts.update({
                 "group.id": group,
                 "client.id": "alertpipe-evaluator",
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
+                "auto.offset.reset": OFFSET_RESET,
                 "partition.assignment.strategy": "range",
                 "session.timeout.ms": self.opts.session_timeout_ms,
                 "fetch.max.bytes": 52_428_800,
@@ -190,9 +197,9 @@ class Evaluator:
     def _group_worker(self, cfg: PipelineConfig) -> GroupWorker:
         """Stage 2 (rules whose groups span devices): a second consumer on the repartition topic."""
         opts = self._kafka_options(producer=False)
-        opts["group.id"] += "-groups"
+        opts["group.id"] += GROUPS_STAGE_SUFFIX
         if "group.instance.id" in opts:
-            opts["group.instance.id"] += "-groups"
+            opts["group.instance.id"] += GROUPS_STAGE_SUFFIX
         return GroupWorker(
             topic=str(self.topics.repartition), events_topic=self.topics.events, late_topic=self.topics.late,
             alerts_topic=self.topics.alerts, consumer_options=opts, producer=self.producer,

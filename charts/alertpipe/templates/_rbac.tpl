@@ -37,9 +37,10 @@ are the read-only cluster-scoped bits Kopf needs in either mode.
   verbs: ["get"]
 {{- end }}
 {{- if .Values.rbac.keda }}
-# Pipelines that scale with KEDA: the operator writes a ScaledObject instead of replicas.
+# Pipelines that scale with KEDA (spec.<role>.autoscaling.engine: keda): the operator writes a
+# ScaledObject (and a TriggerAuthentication for Kafka credentials) instead of setting replicas.
 - apiGroups: ["keda.sh"]
-  resources: ["scaledobjects"]
+  resources: ["scaledobjects", "triggerauthentications"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 {{- end }}
 # Kubernetes Events for every decision (topic created, rule rejected, kill switch on/off).

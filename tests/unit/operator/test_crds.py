@@ -74,6 +74,7 @@ def test_pipeline_crd_names_columns_and_validations() -> None:
         "Rules",
         "Evaluators",
         "Deliverers",
+        "Lag",
         "Revision",
         "Age",
     ]
@@ -90,3 +91,19 @@ def test_pipeline_crd_names_columns_and_validations() -> None:
     )
     rate = channels["items"]["properties"]["rateLimitPerSecond"]
     assert rate["exclusiveMinimum"] is True and rate["minimum"] == 0
+
+
+@pytest.mark.parametrize("role", ["evaluator", "deliverer"])
+def test_autoscaling_schema_has_cel_and_hpa_behavior(role: str) -> None:
+    crd = build_crds()["alertpipe.io_alertpipelines.yaml"]
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    auto = schema["properties"]["spec"]["properties"][role]["properties"]["autoscaling"]
+    assert "minReplicas <= self.maxReplicas" in auto["x-kubernetes-validations"][0]["rule"]
+    assert auto["properties"]["engine"]["enum"] == ["operator", "keda"]
+    policy = auto["properties"]["scaleUp"]["properties"]["policies"]["items"]
+    assert policy["properties"]["type"]["enum"] == ["Pods", "Percent"]
+    assert set(policy["required"]) == {"type", "value", "periodSeconds"}
+    status = schema["properties"]["status"]["properties"]["scaling"]["additionalProperties"]
+    fields = {"lag", "arrivalRate", "serviceRatePerReplica", "desiredReplicas", "reason", "lastScaleTime"}
+    assert fields <= set(status["properties"])
+    assert "autoscaling" not in schema["properties"]["spec"]["properties"]["ingestor"]["properties"]
