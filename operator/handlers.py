@@ -16,7 +16,11 @@ from typing import Any
 import kopf
 
 from alertpipe.operator.decisions.topics import desired_topics
-from alertpipe.operator.decisions.validation import errors_text, validate_pipeline_spec, validate_rule
+from alertpipe.operator.decisions.validation import (
+    errors_text,
+    validate_pipeline_spec,
+    validate_rule_in,
+)
 from alertpipe.operator.kafka_admin import KafkaAdminError
 from alertpipe.operator.models import GROUP, PIPELINE_PLURAL, RULE_PLURAL, VERSION
 from alertpipe.operator.reconciler import Reconciler
@@ -129,15 +133,16 @@ def register(
     )
     def validate_alertrule(body: kopf.Body, name: str | None, namespace: str | None, **_: Any) -> None:
         labels = dict(body.metadata.labels)
-        channels = None
-        # Check channel names against the pipelines of the namespace that will select this rule.
+        # Channel names are checked against each pipeline of the namespace that will select this
+        # rule, as that pipeline's status will check them.
         from alertpipe.operator.decisions.selector import matches
 
+        selecting = []
         for p in rec.store.pipelines_in(namespace or ""):
             pspec, _errs = validate_pipeline_spec(p.get("spec"))
             if pspec is not None and matches(pspec.rule_selector, labels):
-                channels = (channels or []) + list(pspec.channels)
-        verdict = validate_rule(name or "rule", body.get("spec"), channels)
+                selecting.append((str(p["metadata"]["name"]), list(pspec.channels)))
+        verdict = validate_rule_in(name or "rule", body.get("spec"), selecting)
         if not verdict.valid:
             raise kopf.AdmissionError(f"AlertRule {name}: {verdict.message}", code=422)
 

@@ -7,17 +7,17 @@ channels): the same compiler the evaluator runs, so the operator never accepts w
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from alertpipe.operator.models import AlertPipelineSpec
 from alertpipe.workers.config.models import ChannelSpec, RuleSpec
 from alertpipe.workers.errors import RuleCompileError
+from alertpipe.workers.rules import compile_rule
 
 __all__ = [
     "RuleVerdict",
@@ -25,6 +25,7 @@ __all__ = [
     "pydantic_errors",
     "validate_pipeline_spec",
     "validate_rule",
+    "validate_rule_in",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,19 +77,6 @@ class RuleVerdict:
         return errors_text(self.errors)
 
 
-CompileFn = Callable[..., Any]
-
-
-def _compile_fn() -> CompileFn | None:
-    # Looked up at call time: the rule engine lands separately; without it only the schema is checked.
-    try:
-        module = importlib.import_module("alertpipe.workers.rules")
-    except ImportError:  # pragma: no cover - the package always exists
-        return None
-    fn = getattr(module, "compile_rule", None)
-    return cast(CompileFn, fn) if callable(fn) else None
-
-
 def validate_rule(
     name: str, raw_spec: Mapping[str, Any] | None, channels: Sequence[ChannelSpec] | None = None
 ) -> RuleVerdict:
@@ -100,22 +88,27 @@ def validate_rule(
     except ValidationError as exc:
         return RuleVerdict(None, pydantic_errors(exc))
     errors: Errors = []
-    compile_rule = _compile_fn()
-    if compile_rule is not None:
-        try:
-            compile_rule(name, spec, channels=list(channels) if channels is not None else None)
-        except RuleCompileError as exc:
-            errors.extend(exc.errors)
-    if channels is not None:
-        known = {c.name for c in channels}
-        for i, ch in enumerate(spec.channels):
-            entry = (
-                f"spec.channels[{i}]",
-                f"no channel {ch!r} in the pipeline (has: {', '.join(sorted(known)) or 'none'})",
-            )
-            if ch not in known and not any(p == entry[0] for p, _ in errors):
-                errors.append(entry)
+    try:  # the rule engine's compiler: the expressions, durations and the channels it names
+        compile_rule(name, spec, channels=list(channels) if channels is not None else None)
+    except RuleCompileError as exc:
+        errors.extend(exc.errors)
     return RuleVerdict(spec, errors)
+
+
+def validate_rule_in(
+    name: str, raw_spec: Mapping[str, Any] | None, pipelines: Sequence[tuple[str, Sequence[ChannelSpec]]]
+) -> RuleVerdict:
+    """The admission verdict: what the status of each selecting pipeline (name, channels) will say.
+    Channel names are checked per pipeline, never against the union of their channels (a rule
+    whose channel one of its pipelines lacks is refused, naming that pipeline)."""
+    base = validate_rule(name, raw_spec, None)
+    if not base.valid or not pipelines:
+        return base
+    errors: Errors = []
+    for pipeline, channels in pipelines:
+        for path, reason in validate_rule(name, raw_spec, channels).errors:
+            errors.append((path, f"{reason} (AlertPipeline {pipeline})"))
+    return RuleVerdict(base.spec, errors)
 
 
 def validate_pipeline_spec(raw_spec: Mapping[str, Any] | None) -> tuple[AlertPipelineSpec | None, Errors]:

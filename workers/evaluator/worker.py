@@ -606,7 +606,7 @@ class Evaluator:
             part = self.engine.partitions.get(p)
             if part is None:
                 continue
-            held += len(part.held)
+            held += part.held_count  # not len(part.held): it keeps entries released early
             groups += part.group_count()
             if part.wm > 0:
                 m.watermark_delay.labels(str(p)).set(max(0.0, now - part.wm / 1000))

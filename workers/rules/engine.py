@@ -94,6 +94,8 @@ class Partition:
         self.old_devices: dict[str, Any] = {}
         self.rotate_at = _NEG
         self.held: list[tuple[int, int, str]] = []  # (ts, seq, device) of waiting events
+        # events waiting in reorder buffers (``held`` also keeps entries released early, in seq order)
+        self.n_held = 0
         self.states: dict[str, RuleState] = {}
         self.index: dict[str, tuple[RuleState, ...]] = {}
         self.wildcard: tuple[RuleState, ...] = ()
@@ -185,6 +187,7 @@ class Partition:
                 self.counts["duplicate"] += 1
                 return DUPLICATE
             pending[seq] = (ts, ingest, d)
+            self.n_held += 1
             heapq.heappush(self.held, (ts, seq, device))
         return self._accepted(ts)
 
@@ -241,6 +244,7 @@ class Partition:
             item = pending.pop(dev[0], None)
             if item is None:
                 break
+            self.n_held -= 1
             dev[0] += 1
             self._release(item[2], item[0], item[1])
         if not pending:
@@ -269,6 +273,7 @@ class Partition:
         pending = dev[1]
         for seq in sorted(s for s in pending if s <= upto):
             ts, ingest, d = pending.pop(seq)
+            self.n_held -= 1
             nxt = dev[0]
             if nxt >= 0 and seq > nxt:
                 self._gap(device, dev, nxt, seq - 1, ts)
@@ -315,12 +320,8 @@ class Partition:
 
     @property
     def held_count(self) -> int:
-        return sum(
-            len(d[1])
-            for gen in (self.devices, self.old_devices)
-            for d in gen.values()
-            if d.__class__ is list and d[1]
-        )
+        """Events waiting in reorder buffers (what the evaluator's gauge shows)."""
+        return self.n_held
 
     def group_count(self) -> int:
         return sum(len(st.groups) for st in self.states.values())
@@ -426,6 +427,7 @@ class Partition:
         self.devices = self._load_devices(body["devices"])
         self.old_devices = self._load_devices(body.get("oldDevices", []))
         heapq.heapify(self.held)
+        self.n_held = len(self.held)  # one heap entry per waiting event, as loaded
         self.ctx.heap = []
         for name, firing in load_rules(self.states, body["rules"], self.wm):
             self._retire_saved(name, firing)

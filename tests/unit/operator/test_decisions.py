@@ -12,7 +12,7 @@ from alertpipe.operator.decisions.conditions import Observed, merge_conditions, 
 from alertpipe.operator.decisions.killswitches import active_switches, describe_active, next_expiry
 from alertpipe.operator.decisions.selector import matches
 from alertpipe.operator.decisions.topics import TopicSeen, desired_topics, plan_topics
-from alertpipe.operator.decisions.validation import validate_pipeline_spec, validate_rule
+from alertpipe.operator.decisions.validation import validate_pipeline_spec, validate_rule, validate_rule_in
 from alertpipe.operator.decisions.workloads import (
     DESIRED_HASH,
     Owner,
@@ -21,7 +21,7 @@ from alertpipe.operator.decisions.workloads import (
     needs_update,
 )
 from alertpipe.operator.models import AlertPipelineSpec, LabelSelector
-from alertpipe.workers.config.models import KillSwitches, PipelineConfig, RuleEntry, RuleSpec
+from alertpipe.workers.config.models import ChannelSpec, KillSwitches, PipelineConfig, RuleEntry, RuleSpec
 
 pytestmark = pytest.mark.unit
 
@@ -339,6 +339,22 @@ def test_broken_rules_name_path_and_reason(spec: dict[str, Any], path: str, word
     verdict = validate_rule("r", spec, list(pipeline_spec().channels))
     assert not verdict.valid
     assert any(p == path and words in r for p, r in verdict.errors), verdict.errors
+
+
+def test_admission_checks_channels_per_selecting_pipeline_as_status_does() -> None:
+    """Two pipelines select the rule; only one defines its channel. Against the union of their
+    channels it passed admission and then failed in the other pipeline's status (issue 18)."""
+    a = [ChannelSpec.model_validate({"name": "pager", "webhook": {"url": "http://x"}})]
+    b = [ChannelSpec.model_validate({"name": "slack", "webhook": {"url": "http://y"}})]
+    spec = {"threshold": {"condition": "value > 1"}, "channels": ["pager"]}
+    assert validate_rule("r", spec, a + b).valid  # the union: what admission used to check
+    assert not validate_rule("r", spec, b).valid  # what pipeline "b"'s status says
+    verdict = validate_rule_in("r", spec, [("a", a), ("b", b)])
+    assert not verdict.valid
+    assert [(p, r.endswith("(AlertPipeline b)")) for p, r in verdict.errors] == [("spec.channels[0]", True)]
+    assert validate_rule_in("r", spec, [("a", a)]).valid
+    assert validate_rule_in("r", spec, []).valid  # no pipeline selects it yet: nothing to check against
+    assert not validate_rule_in("r", {"threshold": {"condition": "nope("}}, [("a", a)]).valid
 
 
 BROKEN_PIPELINES = [

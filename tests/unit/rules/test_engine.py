@@ -338,3 +338,14 @@ def test_a_restore_mends_a_next_window_end_saved_by_the_scheduling_that_skipped_
     feed(restored, tail)
     restored.flush()
     assert comparable(part.take_alerts() + restored.take_alerts()) == comparable(expected)
+
+
+def test_held_count_leaves_out_events_released_early_in_seq_order() -> None:
+    """The evaluator's gauge read the heap's length, which keeps the entry of an event released
+    early behind its predecessor (issue 18): held_count is what waits."""
+    part = engine(rule("h", threshold={"condition": "value > 1"})).partition(0)
+    feed(part, [ev("d", 0, 0, value=0), ev("d", 1, 3, value=0)])  # a new device: both wait
+    assert part.held_count == 2
+    feed(part, [ev("e", 0, 6, value=0)])  # the watermark passes d's seq 0: seq 1 follows it out
+    assert part.counts["released"] == 2
+    assert len(part.held) == 2 and part.held_count == 1  # d seq 1 left, e seq 0 waits
