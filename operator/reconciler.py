@@ -49,7 +49,9 @@ from alertpipe.operator.keda_engine import reconcile_keda
 from alertpipe.operator.kube import Kube, KubeError
 from alertpipe.operator.models import ROLES, AlertPipelineSpec
 from alertpipe.operator.queue import WorkQueue
+from alertpipe.workers.config.connection import kafka_options
 from alertpipe.workers.config.models import ChannelSpec, RuleEntry
+from alertpipe.workers.errors import ConfigError
 
 __all__ = ["OperatorSettings", "Reconciler", "Store"]
 
@@ -323,8 +325,8 @@ class Reconciler:
             )
 
     async def _kafka_options(self, namespace: str, spec: AlertPipelineSpec) -> dict[str, str]:
-        options = dict(spec.kafka.client_options)
         ref = spec.kafka.credentials_secret_ref
+        data: dict[str, str] = {}
         if ref is not None:
             secret = await self.kube.get("Secret", namespace, ref.name)
             if secret is None:
@@ -332,11 +334,11 @@ class Reconciler:
             import base64
 
             data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
-            for k in ("sasl.username", "sasl.password", "sasl.mechanism", "security.protocol"):
-                if k in data:
-                    options[k] = data[k]
-            options.setdefault("security.protocol", "SASL_SSL")
-            options.setdefault("sasl.mechanism", "SCRAM-SHA-512")
+        try:  # the workers build theirs the same way (alertpipe.workers.config.connection)
+            options = kafka_options(spec.kafka, data.get)
+        except ConfigError as exc:
+            raise KafkaAdminError(f"spec.{exc}") from None
+        options.pop("bootstrap.servers")
         return options
 
     def _spec(self, body: Mapping[str, Any]) -> tuple[AlertPipelineSpec | None, list[tuple[str, str]]]:

@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import SecretBytes, SecretStr
@@ -82,15 +83,14 @@ class SecretResolver:
             raise ConfigError("secretKeyRef", f"{_ref_text(ref)} is not UTF-8 text") from None
         return SecretStr(text.rstrip() if strip else text)
 
-    def kafka_credentials(self, ref: SecretKeyRef) -> dict[str, str]:
-        """librdkafka SASL options from ``kafka.credentialsSecretRef``: the Secret ``ref.name`` holds
-        the keys ``sasl.username`` and ``sasl.password`` (``ref.key`` is not used). Pass the result
-        straight into the client's config; never log it."""
-        out: dict[str, str] = {}
-        for key in ("sasl.username", "sasl.password"):
-            value = self.resolve(SecretKeyRef(name=ref.name, key=key)).get_secret_value()
-            out[key] = value
-        return out
+    def key_of(self, name: str) -> Callable[[str], str | None]:
+        """A reader of Secret ``name``'s keys (None: no such key), for ``kafka_options``."""
+
+        def read(key: str) -> str | None:
+            ref = SecretKeyRef(name=name, key=key)
+            return self.resolve(ref).get_secret_value() if self.exists(ref) else None
+
+        return read
 
     def exists(self, ref: SecretKeyRef) -> bool:
         try:

@@ -14,6 +14,7 @@ from typing import Any
 from alertpipe.operator.autoscaling import AutoscalingSpec, ScalingBehavior
 from alertpipe.operator.decisions.workloads import Owner, deployment_name, labels, with_hash
 from alertpipe.operator.models import AlertPipelineSpec
+from alertpipe.workers.config.connection import DEFAULT_SASL_MECHANISM, DEFAULT_SECURITY_PROTOCOL
 
 __all__ = [
     "KEDA_API",
@@ -47,14 +48,15 @@ def _behavior(b: ScalingBehavior) -> JSON:
 
 
 def _sasl(spec: AlertPipelineSpec) -> JSON:
-    """KEDA's sasl / tls trigger fields for the pipeline's Kafka options (the operator's defaults:
-    SASL_SSL with SCRAM-SHA-512, as it uses them itself)."""
+    """KEDA's sasl / tls trigger fields for the pipeline's Kafka options (the defaults every role
+    uses: alertpipe.workers.config.connection)."""
     opts = spec.kafka.client_options
-    mechanism = opts.get("sasl.mechanism", "SCRAM-SHA-512").upper()
+    mechanism = opts.get("sasl.mechanism", DEFAULT_SASL_MECHANISM).upper()
     sasl = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}.get(
         mechanism, "scram_sha512"
     )
-    tls = "enable" if opts.get("security.protocol", "SASL_SSL").upper().endswith("SSL") else "disable"
+    protocol = opts.get("security.protocol", DEFAULT_SECURITY_PROTOCOL).upper()
+    tls = "enable" if protocol.endswith("SSL") else "disable"
     return {"sasl": sasl, "tls": tls}
 
 

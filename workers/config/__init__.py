@@ -1,6 +1,7 @@
 """The contract between the operator and the workers: PipelineConfig, its parts, and config sources."""
 
 from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
+from alertpipe.workers.config.connection import kafka_options
 from alertpipe.workers.config.durations import Duration, format_duration, parse_duration
 from alertpipe.workers.config.groups import GROUPS_STAGE_SUFFIX, OFFSET_RESET, consumer_group
 from alertpipe.workers.config.kube_source import KubeConfigMapSource
@@ -32,6 +33,7 @@ from alertpipe.workers.config.models import (
 from alertpipe.workers.config.source import ConfigSource, FileConfigSource, StaticConfigSource
 
 __all__ = [
+    "kafka_options",
     "GROUPS_STAGE_SUFFIX",
     "OFFSET_RESET",
     "AbsenceSpec",

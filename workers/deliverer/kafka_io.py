@@ -17,8 +17,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from alertpipe.workers.config import PipelineConfig, SecretKeyRef
+from alertpipe.workers.config import PipelineConfig, SecretKeyRef, kafka_options
 from alertpipe.workers.deliverer.policy import commit_frontier
+from alertpipe.workers.errors import ConfigError
 
 __all__ = ["AsyncProducer", "PartitionTracker", "client_options"]
 
@@ -27,13 +28,17 @@ logger = logging.getLogger(__name__)
 
 def client_options(config: PipelineConfig, secret: Any | None = None) -> dict[str, Any]:
     """librdkafka options common to every client of this pipeline (bootstrap, extras, SASL creds)."""
-    opts: dict[str, Any] = {"bootstrap.servers": config.kafka.bootstrap_servers}
-    opts.update(config.kafka.client_options)
     ref = config.kafka.credentials_secret_ref
-    if ref is not None and secret is not None:
-        opts["sasl.username"] = secret(SecretKeyRef(name=ref.name, key="sasl.username"))
-        opts["sasl.password"] = secret(SecretKeyRef(name=ref.name, key="sasl.password"))
-    return opts
+    if ref is None or secret is None:
+        return kafka_options(config.kafka)
+
+    def read(key: str) -> str | None:
+        try:
+            return str(secret(SecretKeyRef(name=ref.name, key=key)))
+        except ConfigError:
+            return None  # no such key in the Secret
+
+    return kafka_options(config.kafka, read)
 
 
 class AsyncProducer:

@@ -45,6 +45,7 @@ from alertpipe.workers.config import (
     ConfigSource,
     PipelineConfig,
     consumer_group,
+    kafka_options,
     parse_duration,
 )
 from alertpipe.workers.errors import RuleCompileError
@@ -168,12 +169,8 @@ class Evaluator:
 
     def _kafka_options(self, *, producer: bool) -> dict[str, Any]:
         k = self.cfg.kafka
-        opts: dict[str, Any] = {"bootstrap.servers": k.bootstrap_servers, **k.client_options}
-        if k.credentials_secret_ref is not None:
-            ref = k.credentials_secret_ref
-            user = self.secrets.resolve(ref.model_copy(update={"key": "sasl.username"}))
-            pw = self.secrets.resolve(ref.model_copy(update={"key": "sasl.password"}))
-            opts.update({"sasl.username": user.get_secret_value(), "sasl.password": pw.get_secret_value()})
+        ref = k.credentials_secret_ref
+        opts = kafka_options(k, self.secrets.key_of(ref.name) if ref is not None else None)
         if producer:
             opts.update({"linger.ms": 5, "compression.type": "lz4", "client.id": "alertpipe-evaluator",
                          "enable.idempotence": True, "acks": "all"})

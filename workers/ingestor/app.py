@@ -30,7 +30,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from alertpipe.workers.config import ConfigSource, PipelineConfig
+from alertpipe.workers.config import ConfigSource, PipelineConfig, kafka_options
 from alertpipe.workers.errors import ConfigError
 from alertpipe.workers.ingestor.body import Batch, BodyError, build_batch, parse_body
 from alertpipe.workers.ingestor.keys import AuthResult, KeyRing
@@ -261,13 +261,13 @@ class Ingestor:
             self._reload_keys()
 
     def _make_producer(self, cfg: PipelineConfig) -> EventProducer:
-        creds: dict[str, str] = {}
-        if cfg.kafka.credentials_secret_ref is not None:
-            resolver = self.keys.resolver or SecretResolver()
-            creds = resolver.kafka_credentials(cfg.kafka.credentials_secret_ref)
+        ref = cfg.kafka.credentials_secret_ref
+        resolver = self.keys.resolver or SecretResolver()
+        shared = kafka_options(cfg.kafka, resolver.key_of(ref.name) if ref is not None else None)
+        bootstrap = shared.pop("bootstrap.servers")
         opts = producer_options(
-            cfg.kafka.bootstrap_servers,
-            {**cfg.kafka.client_options, **creds, **self.settings.producer_options},
+            bootstrap,
+            {**shared, **self.settings.producer_options},
             delivery_timeout_ms=int(self.settings.delivery_timeout * 1000),
             linger_ms=self.settings.linger_ms,
         )

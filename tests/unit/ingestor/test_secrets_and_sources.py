@@ -108,8 +108,6 @@ def test_kafka_credentials_from_a_secret(tmp_path: Path) -> None:
     (tmp_path / "kafka-creds" / "sasl.username").write_text("svc-ingest\n")
     (tmp_path / "kafka-creds" / "sasl.password").write_text("pw-value-123")
     r = SecretResolver(tmp_path)
-    creds = r.kafka_credentials(SecretKeyRef(name="kafka-creds", key="unused"))
-    assert creds == {"sasl.username": "svc-ingest", "sasl.password": "pw-value-123"}
-    with pytest.raises(ConfigError, match="'sasl.password'"):
-        (tmp_path / "kafka-creds" / "sasl.password").unlink()
-        r.kafka_credentials(SecretKeyRef(name="kafka-creds", key="unused"))
+    read = r.key_of("kafka-creds")
+    assert (read("sasl.username"), read("sasl.password"), read("sasl.mechanism")) == (
+        "svc-ingest", "pw-value-123", None)
