@@ -46,7 +46,8 @@ e2e: provision
 ## bench: every benchmark (JSON on stdout + results.json and a PNG in each bench/<area>/); not part of test
 # (the checkout must be importable for bench.*; the installed .pth has imported the stdlib operator first)
 bench: provision
-	for b in devstack.startup ingestor.bench_ingest evaluator.bench_evaluator deliverer.bench_deliverer \
+	for b in devstack.startup ingestor.bench_ingest evaluator.bench_evaluator evaluator.bench_engine_ab \
+	         evaluator.bench_reference deliverer.bench_deliverer \
 	         operator.bench_operator scaling.bench_scaling; do PYTHONSAFEPATH= $(BIN)/python -m bench.$$b || exit 1; done
 
 crds: bootstrap
