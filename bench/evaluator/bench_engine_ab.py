@@ -5,8 +5,9 @@ The Kafka drain benchmark (bench_evaluator) measures the whole worker; its figur
 machine's load by more than the few per cent a change in the engine costs. This one runs only the
 engine (decoded events, six partitions, the offer / take_alerts loop the worker runs), alternates
 the two engines round by round so both see the same load, and reports the median CPU time per
-event of each (and the minimum, the least disturbed round). The old engine is loaded from ``git show <base>:workers/rules/engine.py``: a
-revision before the engine was split into modules (da29457 or earlier), whose engine.py stands alone.
+event of each (and the minimum, the least disturbed round). The old engine is loaded from
+``git show <base>:workers/rules/engine.py``: a revision before the engine was split into modules
+(da29457 or earlier), whose engine.py stands alone.
 Prints JSON, writes bench/evaluator/engine_ab.json and engine_ab.png.
 
     .venv/bin/python -m bench.evaluator.bench_engine_ab [--base 2e79dd0] [--events 150000] [--rounds 5]
