@@ -49,6 +49,14 @@ def _operator_scaled(spec: kopf.Spec, **_: Any) -> bool:
     return False
 
 
+class _QuietAutoscale(logging.Filter):
+    """Drop Kopf's "Timer 'autoscale' succeeded." line: one per pipeline per interval says nothing
+    (the scaler logs and posts an Event when it changes something; failures still log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Timer 'autoscale' succeeded."
+
+
 def _plain(body: kopf.Body) -> dict[str, Any]:
     """The watch event's own dicts (top level copied): Kopf's field views cost a lookup per key."""
     return dict(body)
@@ -65,6 +73,9 @@ def register(
     the autoscaling timer with ``scaler``."""
 
     if scaler is not None:
+        objects = logging.getLogger("kopf.objects")
+        if not any(isinstance(f, _QuietAutoscale) for f in objects.filters):
+            objects.addFilter(_QuietAutoscale())
 
         @kopf.timer(
             GROUP,

@@ -5,7 +5,9 @@ the scale-down window the replicas fall back; all events on one partition is a h
 more replicas would not help, so the evaluator stays at one and the status says why. The deliverer
 scales the same way on its alerts backlog when the receiver is slow, and every alert arrives.
 
-Short windows and a 2 s observation interval keep each case well under a minute and a half.
+Short windows and a 2 s observation interval keep each case well under a minute and a half. The
+evaluator cases fill the backlog while stopEvaluation holds the evaluator at 0 (then lift it), so the
+lag is there however fast the machine drains.
 """
 
 from __future__ import annotations
@@ -32,7 +34,21 @@ PARTITIONS = 6
 
 
 @pytest.fixture
-def scaling_operator(kubeconfig: Path, namespace: str, crds: None, tmp_path: Path) -> Iterator[Path]:
+def scaling_operator(
+    api: client.ApiClient, kubeconfig: Path, namespace: str, crds: None, tmp_path: Path
+) -> Iterator[Path]:
+    # CRDs just (re)applied answer 429 "storage is (re)initializing" for a moment: start the
+    # operator once they list, so its first watch is not the retried one
+    co = client.CustomObjectsApi(api)
+
+    def listing() -> bool:
+        try:
+            co.list_namespaced_custom_object(GROUP, VERSION, namespace, "alertpipelines")
+            return True
+        except client.ApiException:
+            return False
+
+    wait_for(listing, "AlertPipelines listable", 60, every=0.2)
     log = tmp_path / "operator.log"
     with run_operator(kubeconfig, namespace, log, ["--scale-interval", "2"]):
         yield log
@@ -152,33 +168,45 @@ class Watch:
 
 def start(
     api: client.ApiClient, ns: str, bootstrap: str, redis_url: str, pods: LocalPods, log: Path,
-    role: str = "evaluator", hook: str = "",
+    role: str = "evaluator", hook: str = "", paused: bool = False,
 ) -> tuple[Watch, str]:  # fmt: skip
+    """The pipeline with ``role`` autoscaled and running one replica with no lag; ``paused``: the
+    evaluator held at 0 by stopEvaluation instead, so a flood waits in Kafka however fast the machine."""
     co = client.CustomObjectsApi(api)
     body = pipeline("auto", bootstrap, redis_url, pods, role, hook)
+    if paused:
+        body["spec"]["killSwitches"] = {"stopEvaluation": {"reason": "fill the backlog first"}}
     co.create_namespaced_custom_object(GROUP, VERSION, ns, "alertpipelines", body)
     co.create_namespaced_custom_object(GROUP, VERSION, ns, "alertrules", rule("auto"))
     w = Watch(api, ns, "auto", bootstrap, role)
+
+    def ready() -> bool:
+        if paused:
+            return "pinned at 0" in str(w.scaling().get("reason")) and w.replicas() == 0
+        return bool(w.scaling().get("lag") == 0 and w.members() == 1)
+
     try:
-        wait_for(
-            lambda: w.scaling().get("lag") == 0 and w.members() == 1,
-            f"one {role} in its group, no lag",
-            120,
-            every=0.5,
-        )
-    except AssertionError:
-        raise AssertionError(log.read_text()[-3000:]) from None
+        wait_for(ready, f"{role} {'held at 0' if paused else 'running, no lag'}", 120, every=0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; status.scaling {w.scaling()}\n{log.read_text()[-2000:]}") from None
     topic = w.status()["topics"]["events" if role == "evaluator" else "alerts"]
     return w, topic
+
+
+def resume(api: client.ApiClient, ns: str) -> None:
+    patch = {"spec": {"killSwitches": {"stopEvaluation": None}}}
+    client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        GROUP, VERSION, ns, "alertpipelines", "auto", patch
+    )
 
 
 def test_flood_scales_evaluators_up_then_back_down(
     api: client.ApiClient, namespace: str, scaling_operator: Path, pod_runner: LocalPods,
     kafka_bootstrap: str, redis_url: str,
 ) -> None:  # fmt: skip
-    w, topic = start(api, namespace, kafka_bootstrap, redis_url, pod_runner, scaling_operator)
-    assert w.replicas() == 1
+    w, topic = start(api, namespace, kafka_bootstrap, redis_url, pod_runner, scaling_operator, paused=True)
     flood(kafka_bootstrap, topic, namespace, 300_000, devices=600)
+    resume(api, namespace)
 
     def scaled_up_and_joined() -> bool:
         w.poll()
@@ -193,24 +221,30 @@ def test_flood_scales_evaluators_up_then_back_down(
         return bool(w.scaling().get("lag", 10**9) < 2000)
 
     wait_for(drained, "the lag drained under lagThreshold", 90, every=0.5)
-    wait_for(lambda: w.replicas() == 1, "the evaluator back at one replica after the window", 60, every=0.5)
+    wait_for(
+        lambda: w.replicas() == 1 and w.scaling().get("desiredReplicas") == 1,
+        "the evaluator back at one replica after the window",
+        60,
+        every=0.5,
+    )  # the Deployment is patched first, status right after
     s = w.scaling()
     assert s["serviceRatePerReplica"] > 0 and s["desiredReplicas"] == 1, s
     assert w.condition("Scaling")["reason"] in ("ScaledDown", "Stable")
     down = events(api, namespace, "ScaledDown")
     assert down and any(" -> 1" in m for m in down), down
     wait_for(lambda: w.members() == 1, "the extra evaluators left the group", 60, every=0.5)
-    # the reconcile never undid the scaler: replicas only moved up, then down
+    # the reconcile never undid the scaler: replicas only moved up (from 0: the switch), then down
     changes = [b for a, b in zip(w.replicas_seen, w.replicas_seen[1:], strict=False) if a != b]
-    assert len(changes) <= 4, w.replicas_seen
+    assert len(changes) <= 5, w.replicas_seen
 
 
 def test_hot_partition_is_named_and_not_scaled_for(
     api: client.ApiClient, namespace: str, scaling_operator: Path, pod_runner: LocalPods,
     kafka_bootstrap: str, redis_url: str,
 ) -> None:  # fmt: skip
-    w, topic = start(api, namespace, kafka_bootstrap, redis_url, pod_runner, scaling_operator)
+    w, topic = start(api, namespace, kafka_bootstrap, redis_url, pod_runner, scaling_operator, paused=True)
     flood(kafka_bootstrap, topic, namespace, 200_000, devices=1)  # one key: one partition
+    resume(api, namespace)
 
     def hot() -> bool:
         w.poll()
