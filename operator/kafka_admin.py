@@ -31,6 +31,7 @@ __all__ = ["KafkaAdmin", "KafkaAdminError"]
 logger = logging.getLogger(__name__)
 
 TIMEOUT = 10.0
+WAIT = TIMEOUT + 20.0  # how long a caller waits for a request sent with TIMEOUT
 
 
 class KafkaAdminError(Exception):
@@ -143,17 +144,29 @@ class KafkaAdmin:
     def group_offsets(self, group: str, topic: str) -> GroupOffsets:
         """The group's committed offsets on ``topic`` with its low and high watermarks.
 
-        One OffsetFetch for the group (every partition it committed), one DescribeTopics and two
-        ListOffsets for the topic: the cost does not grow with the group's members.
+        One ListGroups, one OffsetFetch for the group (every partition it committed; skipped for a
+        group that is not listed), one DescribeTopics and two ListOffsets for the topic: the cost
+        does not grow with the group's members.
         """
         try:
             described = self._client.describe_topics(TopicCollection([topic]), request_timeout=TIMEOUT)
-            count = len(described[topic].result(timeout=TIMEOUT).partitions)
-            req = [ConsumerGroupTopicPartitions(group)]
-            fetched = self._client.list_consumer_group_offsets(req, request_timeout=TIMEOUT)[group]
+            count = len(described[topic].result(timeout=WAIT).partitions)
             committed: dict[int, int] = {}
             seen_any = False
-            for tp in fetched.result(timeout=TIMEOUT).topic_partitions or []:
+            # ListGroups first (answered by every broker, no coordinator): an OffsetFetch for a group
+            # that never existed, on a cluster without __consumer_offsets yet, crashed the process
+            # (librdkafka 2.16, segfault); a group that is not listed has committed nothing anyway.
+            listed = self._client.list_consumer_groups(request_timeout=TIMEOUT).result(timeout=WAIT)
+            known = any(g.group_id == group for g in listed.valid)
+            req = [ConsumerGroupTopicPartitions(group)]
+            fetched = (
+                self._client.list_consumer_group_offsets(req, request_timeout=TIMEOUT)[group]
+                if known
+                else None
+            )
+            # (waits run past the requests' own timeout, so librdkafka fails a request itself
+            # rather than leaving one pending behind an abandoned future)
+            for tp in (fetched.result(timeout=WAIT).topic_partitions or []) if fetched is not None else []:
                 seen_any = seen_any or tp.offset >= 0
                 if tp.topic == topic and tp.error is None and tp.offset >= 0:
                     committed[tp.partition] = tp.offset
@@ -164,9 +177,13 @@ class KafkaAdmin:
             ):
                 asked = {TopicPartition(topic, p): spec for p in range(count)}
                 futures = self._client.list_offsets(asked, request_timeout=TIMEOUT)
-                marks[which] = {tp.partition: f.result(timeout=TIMEOUT).offset for tp, f in futures.items()}
+                marks[which] = {tp.partition: f.result(timeout=WAIT).offset for tp, f in futures.items()}
         except KafkaException as exc:
             raise KafkaAdminError(f"lag of group {group} on topic {topic}: {_one_line(exc)}") from None
+        except TimeoutError:
+            raise KafkaAdminError(
+                f"lag of group {group} on topic {topic}: Kafka did not answer in {WAIT:.0f} s"
+            ) from None
         parts = tuple(
             PartitionOffsets(p, marks["low"].get(p, 0), marks["high"].get(p, 0), committed.get(p))
             for p in range(count)

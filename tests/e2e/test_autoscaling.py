@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from kubernetes import client
 
@@ -157,7 +157,10 @@ class Watch:
         return n
 
     def members(self) -> int:
-        group = self.admin.describe_consumer_groups([self.group])[self.group].result(timeout=10)
+        try:
+            group = self.admin.describe_consumer_groups([self.group])[self.group].result(timeout=30)
+        except KafkaException:  # the group's coordinator not there yet (a fresh cluster)
+            return 0
         self.max_members = max(self.max_members, len(group.members))
         return len(group.members)
 
