@@ -105,7 +105,7 @@ def test_stop_evaluation_pauses_and_loses_nothing(
         wait_for(lambda: ev.metric("alertpipe_evaluator_events_consumed_total") > 0, "consuming", 60)
         pipeline.extra = {"killSwitches": {"stopEvaluation": {"reason": "incident 42"}}}
         pipeline.write()
-        wait_for(lambda: ev.metric("alertpipe_evaluator_paused") == 1, "paused", 10)
+        wait_for(lambda: ev.metric("alertpipe_evaluator_paused") == 1, "paused", 3)  # bench: ~0.1 s
         time.sleep(0.5)
         consumed = ev.metric("alertpipe_evaluator_events_consumed_total")
         time.sleep(2.0)
@@ -113,7 +113,7 @@ def test_stop_evaluation_pauses_and_loses_nothing(
         assert feed.sent > consumed
         pipeline.extra = {}
         pipeline.write()
-        wait_for(lambda: ev.metric("alertpipe_evaluator_paused") == 0, "resumed", 10)
+        wait_for(lambda: ev.metric("alertpipe_evaluator_paused") == 0, "resumed", 3)
     total = feed.sent
     wait_for(
         lambda: ev.metric("alertpipe_evaluator_events_consumed_total") >= total, "every event consumed", 60
