@@ -322,8 +322,13 @@ def test_disabled_role_and_deletion_policy(
 
 
 def test_a_burst_of_100_rule_edits_gives_a_few_revisions(
-    k: Cluster, operator: OperatorProcess, kafka_bootstrap: str
+    k: Cluster, operator_factory: Any, kafka_bootstrap: str
 ) -> None:
+    # Edits are gathered until none came for --rule-debounce, but never longer than --rule-max-wait.
+    # A debounce no gap between 8 parallel creates reaches and a max wait longer than the whole burst
+    # leave the design one revision for the burst; the bound below is a constant, whatever the
+    # burst's own duration on a loaded machine (a gap over 1 s could add one, the tail one more).
+    operator_factory("--rule-debounce", "1.0", "--rule-max-wait", "30")
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -381,7 +386,4 @@ def test_a_burst_of_100_rule_edits_gives_a_few_revisions(
     print(f"100 rules created in {burst:.2f} s -> {made} revisions; last create -> live {lag:.2f} s")
     # How fast the last edit goes live is bench/operator's figure (target p99 <= 2 s), not this test's:
     # on a loaded CI machine it varies; the wait above bounds it.
-    assert 1 <= made <= burst / 1.0 + 3, (
-        made,
-        burst,
-    )  # one per --rule-max-wait window at most, plus the tail
+    assert 1 <= made <= 3, (made, burst)
