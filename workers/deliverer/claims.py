@@ -101,6 +101,7 @@ class Claims:
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._held: dict[str, float] = {}  # delivery key -> monotonic time its send began
+        self._renewer: asyncio.Task[None] | None = None
 
     def key(self, delivery_key: str) -> str:
         return f"{self.prefix}:dlv:{delivery_key}"
@@ -155,7 +156,16 @@ class Claims:
         results: list[Any] = await reply if inspect.isawaitable(reply) else reply
         return results
 
+    def start_renewing(self) -> None:
+        """Run ``renew_loop`` until ``close`` (after the worker's last sends, so none loses its lease)."""
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self.renew_loop(), name="claim-leases")
+
     async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -315,14 +315,13 @@ class Deliverer:
         )
         committer = asyncio.create_task(self._commit_loop(stop), name="commit")
         releaser = asyncio.create_task(self._waiting_loop(stop), name="retry-due")
-        renewer = asyncio.create_task(self._claims.renew_loop(), name="claim-leases")
+        self._claims.start_renewing()  # stopped by Claims.close in _shutdown, after the last sends
         try:
             await self._consume_loop(stop)
         finally:
-            for task in (releaser, renewer):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            releaser.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await releaser
             await self._shutdown(committer)
 
     def _subscribe(self, topics: list[str]) -> None:

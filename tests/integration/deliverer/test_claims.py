@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,7 +15,7 @@ pytestmark = pytest.mark.integration
 async def test_a_held_claim_outlives_its_lease_and_a_dropped_one_expires(redis_url: str, unique: str) -> None:
     r = aioredis.Redis.from_url(redis_url)
     ours, theirs = Claims(r, unique, "a", claim_ttl=0.6), Claims(r, unique, "b", claim_ttl=0.6)
-    renewer = asyncio.create_task(ours.renew_loop())
+    ours.start_renewing()
     try:
         assert await ours.acquire("k1") is ClaimResult.OK
         assert await ours.acquire("k2") is ClaimResult.OK
@@ -30,9 +29,6 @@ async def test_a_held_claim_outlives_its_lease_and_a_dropped_one_expires(redis_u
         assert await theirs.mark_delivered("k1")
         assert await ours.acquire("k1") is ClaimResult.DELIVERED
     finally:
-        renewer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewer
         await ours.close()
         await theirs.close()
         await r.aclose()
