@@ -8,7 +8,7 @@ export ALERTPIPE_CACHE ?= $(HOME)/.cache/alertpipe
 # this checkout (Python puts the current folder first on sys.path): never put it there.
 export PYTHONSAFEPATH := 1
 
-.PHONY: demo test bootstrap provision check unit integration e2e bench crds clean
+.PHONY: demo test bootstrap provision check unit tooling integration e2e bench crds clean
 
 $(BIN)/alertpipe: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,10 +22,10 @@ bootstrap: $(BIN)/alertpipe
 provision: bootstrap
 	$(BIN)/alertpipe devstack provision
 
-## test: everything CI runs — static checks, then unit, integration and e2e tests on real components
+## test: everything CI runs — static checks, then unit, tooling, integration and e2e tests
 test: provision
 	bash tools/check.sh
-	$(BIN)/python -m pytest -m "unit or integration or e2e" -p no:cacheprovider
+	$(BIN)/python -m pytest -m "unit or tooling or integration or e2e" -p no:cacheprovider
 
 ## demo: bring the whole local stack up and run the demo
 demo: provision
@@ -36,6 +36,9 @@ check: bootstrap
 
 unit: bootstrap
 	$(BIN)/python -m pytest -m unit -q
+
+tooling: provision
+	$(BIN)/python -m pytest -m tooling -q
 
 integration: provision
 	$(BIN)/python -m pytest -m integration
@@ -48,7 +51,7 @@ e2e: provision
 bench: provision
 	for b in devstack.startup ingestor.bench_ingest evaluator.bench_evaluator evaluator.bench_engine_ab \
 	         evaluator.bench_reference deliverer.bench_deliverer \
-	         operator.bench_operator scaling.bench_scaling; do PYTHONSAFEPATH= $(BIN)/python -m bench.$$b || exit 1; done
+	         operator.bench_operator operator.bench_killswitch scaling.bench_scaling; do PYTHONSAFEPATH= $(BIN)/python -m bench.$$b || exit 1; done
 
 crds: bootstrap
 	$(BIN)/alertpipe crds --out crds/

@@ -242,7 +242,10 @@ def provision_go(v: Versions, log: Path) -> str:
     if not todo:
         return "reused"
     if shutil.which("go") is None:
-        raise ProvisionError("go binaries: `go` not found on PATH (Go 1.26 is expected on this machine)")
+        raise ProvisionError(
+            "go binaries: `go` not found on PATH: install a Go toolchain >= 1.26 first"
+            " (a prerequisite named in the README), then run provisioning again"
+        )
     env = {**os.environ, "ALERTPIPE_CACHE": str(cache_dir())}
     _run(["bash", str(BUILD_GO), "all"], f"build {', '.join(todo)}", log, env)
     still = [n for n in missing(v) if n in GO_BINARIES]

@@ -8,6 +8,7 @@ __all__ = [
     "ERRORS",
     "EVENTS",
     "PIPELINES",
+    "PIPELINE_RECONCILED",
     "QUEUE_DEPTH",
     "RECONCILES",
     "RECONCILE_SECONDS",
@@ -33,6 +34,11 @@ WRITES = Counter(
     "alertpipe_operator_writes_total", "Writes to the Kubernetes API by kind and verb.", ["kind", "verb"]
 )
 EVENTS = Counter("alertpipe_operator_events_total", "Kubernetes Events emitted, by reason.", ["reason"])
+PIPELINE_RECONCILED = Gauge(
+    "alertpipe_operator_pipeline_reconciled_timestamp_seconds",
+    "When the last full reconcile of each pipeline completed (Unix time).",
+    ["namespace", "pipeline"],
+)
 PIPELINES = Gauge("alertpipe_operator_pipelines", "AlertPipelines the operator watches.")
 RULES = Gauge("alertpipe_operator_rules", "AlertRules the operator watches.")
 QUEUE_DEPTH = Gauge("alertpipe_operator_queue_depth", "Reconciles waiting to run.")

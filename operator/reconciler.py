@@ -10,6 +10,7 @@ stops with a permanent reason in status until the spec changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -168,6 +169,8 @@ class Reconciler:
             self._ours.pop(key, None)
         self._debounced(("rules", namespace, ""))
         metrics.PIPELINES.set(len(self.store.pipelines))
+        with contextlib.suppress(KeyError):  # never reconciled to the end
+            metrics.PIPELINE_RECONCILED.remove(namespace, name)
 
     def rule_seen(self, body: Mapping[str, Any]) -> None:
         if self.store.put(self.store.rules, body):
@@ -517,6 +520,7 @@ class Reconciler:
         if expiry is not None:
             until = (expiry - now).total_seconds() + 0.05
             retry = until if retry is None else min(retry, until)
+        metrics.PIPELINE_RECONCILED.labels(namespace=namespace, pipeline=name).set_to_current_time()
         return retry
 
     async def _reconcile_topics(

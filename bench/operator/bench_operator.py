@@ -1,7 +1,8 @@
 # ruff: noqa: E501
 # mypy: disable-error-code="index, union-attr, arg-type, no-any-return, call-overload, misc, no-untyped-call, attr-defined"
 """Operator latency on the devstack: AlertPipeline create -> Deployments created / Ready, rule edit ->
-new ConfigMap revision, and a cold start over P pipelines x R rules; prints JSON, writes a PNG.
+new ConfigMap revision, and a cold start over P pipelines x R rules; prints JSON, writes
+bench/operator/results.json and operator.png (operator.log: the operator's output).
 
     .venv/bin/python -m bench.operator.bench_operator [--pipelines 100] [--edits 50] [--cold 50x20]
 
@@ -137,12 +138,12 @@ def main() -> int:
         "--idle-wait", type=float, default=30.0, help="seconds after the cold start before measuring idle CPU"
     )
     ap.add_argument("--cold", default="50x20", help="PIPELINESxRULES for the cold start")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "operator" / "results")
-    ap.add_argument("--replot", action="store_true", help="only redraw the PNG from --out/operator.json")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "operator")
+    ap.add_argument("--replot", action="store_true", help="only redraw the PNG from --out/results.json")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.replot:
-        plot(json.loads((args.out / "operator.json").read_text()), args.out, args.pipelines, args.edits)
+        plot(json.loads((args.out / "results.json").read_text()), args.out, args.pipelines, args.edits)
         return 0
     bootstrap, kubeconfig, own = stack()
     api = config.new_client_from_config(config_file=str(kubeconfig))
@@ -351,7 +352,7 @@ def main() -> int:
         if own is not None:
             own.stop()
     print(json.dumps(results, indent=2))
-    (args.out / "operator.json").write_text(json.dumps(results, indent=2))
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, args.out, args.pipelines, args.edits)
     _ = statistics
     return 0

@@ -119,7 +119,7 @@ def test_apply_post_page_once_then_kill_switch_holds_and_releases(
     co.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, "alertpipelines", "edge", {"spec": {"killSwitches": switch}}
     )
-    wait_for(lambda: is_true("KillSwitchActive"), "KillSwitchActive=True", 30)
+    wait_for(lambda: is_true("KillSwitchActive"), "KillSwitchActive=True", 5)
     cm = core.read_namespaced_config_map("edge-config", namespace)
     config = json.loads(cm.data["config.json"])
     assert config["killSwitches"]["stopDelivery"]["reason"] == "e2e maintenance"
@@ -127,7 +127,7 @@ def test_apply_post_page_once_then_kill_switch_holds_and_releases(
     wait_for(
         lambda: metrics_show(deliverer, f'revision="{config["revision"]}"'),
         "the deliverer running the kill-switch revision",
-        30,
+        5,  # a few seconds from the patch (bench/operator/killswitch.json: ~0.1 s)
     )
     before = len(rec.recorder.accepted("/webhook/ops"))
     d2_events = [event(namespace, "d2", 1, t0 + 8000, 99), event(namespace, "d2", 2, t0 + 15000, 99)]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from alertpipe.workers.health import health_app
+
+pytestmark = pytest.mark.unit
 
 
 def call(app: Any, path: str) -> tuple[str, bytes]:

@@ -3,10 +3,13 @@
 Key ``<prefix>:dlv:<alert id>:<status>:<channel>`` holds ``c:<owner>`` (claimed, PX claim TTL),
 ``d`` (delivered, EX dedup TTL) or ``x`` (dead-lettered, EX dedup TTL). A redelivered alert whose
 key says ``d`` is skipped; one whose claim expired (the sender crashed) is claimed again and sent
-with the same Idempotency-Key. Every check-and-set runs inside one Lua script, so it is atomic; the
-calls of all concurrent deliveries go to Redis as one script call per batch (``_BATCH``), which
-costs far less Python than a pipeline of one EVALSHA each (redis-py packs and parses every
-command in Python). The keys of a batch are many: this needs one Redis, not a Redis Cluster.
+with the same Idempotency-Key. The claim is a short lease (5 s by default, so a crashed sender's
+deliveries go out again within seconds); ``renew_loop`` extends the leases of sends still waiting
+for their receiver. Marks go to the head of the next batch: the window between a receiver's answer
+and the mark is what a crash turns into a repeat. Every check-and-set runs inside one Lua script,
+so it is atomic; the calls of all concurrent deliveries go to Redis as one script call per batch
+(``_BATCH``), which costs far less Python than a pipeline of one EVALSHA each (redis-py packs and
+parses every command in Python). The keys of a batch are many: this needs one Redis, not a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import hashlib
 import inspect
 import logging
+import time
 from enum import Enum
 from typing import Any
 
@@ -83,7 +87,7 @@ class Claims:
         client: aioredis.Redis,
         prefix: str,
         owner: str,
-        claim_ttl: float = 30.0,
+        claim_ttl: float = 5.0,
         mark_ttl: float = 86_400.0,
     ) -> None:
         self._r = client
@@ -96,13 +100,18 @@ class Claims:
         self._queue: list[tuple[str, str, str, asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
+        self._held: dict[str, float] = {}  # delivery key -> monotonic time its send began
+        self._renewer: asyncio.Task[None] | None = None
 
     def key(self, delivery_key: str) -> str:
         return f"{self.prefix}:dlv:{delivery_key}"
 
     async def _call(self, op: str, key: str, arg: str = "-") -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((op, key, arg, fut))
+        if op == DELIVERED or op == DEAD:  # a verdict first: until it lands, a crash repeats the send
+            self._queue.insert(0, (op, key, arg, fut))
+        else:
+            self._queue.append((op, key, arg, fut))
         self._wake.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_loop(), name="claims-flush")
@@ -147,7 +156,16 @@ class Claims:
         results: list[Any] = await reply if inspect.isawaitable(reply) else reply
         return results
 
+    def start_renewing(self) -> None:
+        """Run ``renew_loop`` until ``close`` (after the worker's last sends, so none loses its lease)."""
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self.renew_loop(), name="claim-leases")
+
     async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -157,6 +175,31 @@ class Claims:
         """Phase one. ``replay`` ignores a dead-letter mark (``alertpipe dlq replay`` sends it again)."""
         res = await self._call("a", self.key(delivery_key), "0" if replay else "1")
         return ClaimResult(res)
+
+    def hold(self, delivery_key: str) -> None:
+        """A send under our claim began: ``renew_loop`` keeps the lease alive until ``unhold``."""
+        self._held[delivery_key] = time.monotonic()
+
+    def unhold(self, delivery_key: str) -> None:
+        self._held.pop(delivery_key, None)
+
+    async def renew_loop(self) -> None:
+        """Every third of the lease, extend the claims of sends older than that (until cancelled)."""
+        every = self.claim_ttl / 3
+        while True:
+            await asyncio.sleep(every)
+            since = time.monotonic() - every
+            keys = [k for k, t in self._held.items() if t <= since]
+            if not keys:
+                continue
+            results = await asyncio.gather(
+                *(self._call("a", self.key(k), "1") for k in keys), return_exceptions=True
+            )
+            for k, res in zip(keys, results, strict=True):
+                if isinstance(res, BaseException):
+                    logger.warning("could not extend the claim on %s (next try in %.1f s): %s", k, every, res)
+                elif res == "busy":
+                    logger.warning("claim on %s was lost to another worker during a slow send", k)
 
     async def mark_delivered(self, delivery_key: str) -> bool:
         """Phase two after a 2xx; False when our claim had expired meanwhile (logged, still marked)."""

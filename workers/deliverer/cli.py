@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--claim-ttl",
         type=float,
-        default=30.0,
-        help="seconds a delivery claim lives before another worker may retry it",
+        default=5.0,
+        help="seconds a delivery claim (a lease, extended while its send waits) lives after its worker"
+        " stops extending it, before another worker may send it again",
     )
     parser.add_argument(
         "--max-inflight",

@@ -84,7 +84,7 @@ class DelivererSettings:
     group_id: str | None = None  # default alertpipe.<tenant>.<pipeline>.deliverer
     instance_id: str | None = None  # static group membership (e.g. the pod name): fast takeover
     max_inflight: int = 20_000  # alerts read and not terminal before the consumer pauses
-    claim_ttl: float = 30.0
+    claim_ttl: float = 5.0  # a lease, extended while a send waits (claims.py)
     commit_interval: float = 0.2
     breaker_threshold: int = 5
     breaker_cooldown: float = 5.0
@@ -315,6 +315,7 @@ class Deliverer:
         )
         committer = asyncio.create_task(self._commit_loop(stop), name="commit")
         releaser = asyncio.create_task(self._waiting_loop(stop), name="retry-due")
+        self._claims.start_renewing()  # stopped by Claims.close in _shutdown, after the last sends
         try:
             await self._consume_loop(stop)
         finally:
@@ -807,6 +808,7 @@ class Deliverer:
                     if not first_ms:
                         first_ms = int(time.time() * 1000)
                     t0 = time.perf_counter()
+                    claims.hold(key)
                     try:
                         result = await self._sender.send(alert, ch.spec, key, ctx.raw)
                     except DeliveryError as exc:
@@ -821,6 +823,7 @@ class Deliverer:
                         # phase two inside the slot: the claim is young, and Redis load stays bounded
                         marked = await self._redis_retry(claims.mark_delivered, key)
             finally:
+                claims.unhold(key)
                 ch.sem.release()
             if busy:
                 # Another worker holds the claim (rebalance): wait until it delivers or its claim expires.

@@ -37,6 +37,8 @@ async def test_stop_delivery_holds_alerts_in_kafka_and_mute_is_recorded(
         assert pipeline.committed(pipeline.group()) == 0
         assert not [e for e in pipeline.audit() if e.decision == "received"]
         pipeline.update(killSwitches={"mutedChannels": [{"name": "noisy", "reason": "too loud"}]})
+        # lifting the switch takes effect in a few seconds (bench/operator/killswitch.json: ~0.1 s)
+        await wait_until(lambda: bool(receiver.recorder.accepted("/webhook/hook")), 3, "delivery resumed")
         await wait_until(lambda: len(receiver.recorder.accepted("/webhook/hook")) == 20, 30, "20 deliveries")
         await wait_until(lambda: pipeline.committed(pipeline.group()) == 20, 30, "offsets committed")
     assert receiver.recorder.on("/webhook/noisy") == []

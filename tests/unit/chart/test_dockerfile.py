@@ -18,7 +18,7 @@ import pytest
 
 from tests.unit.chart.helm import ROOT
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.tooling  # runs hadolint and a wheel build (not "no I/O")
 
 DOCKERFILE = ROOT / "Dockerfile"
 

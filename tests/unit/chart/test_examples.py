@@ -11,7 +11,7 @@ import yaml
 
 from tests.unit.chart.helm import ROOT, of_kind, one, rules_of, template
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.tooling  # runs `helm template` (not "no I/O": see the tooling marker)
 
 EXAMPLES = ROOT / "examples" / "chart"
 

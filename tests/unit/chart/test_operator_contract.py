@@ -14,7 +14,7 @@ from alertpipe.operator import cli as operator_cli
 from alertpipe.operator import handlers
 from tests.unit.chart.helm import one, template
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.tooling  # runs `helm template` (not "no I/O": see the tooling marker)
 
 
 def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:

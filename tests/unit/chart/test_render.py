@@ -28,7 +28,7 @@ from tests.unit.chart.helm import (
     template_error,
 )
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.tooling  # runs `helm template` and openssl (not "no I/O")
 
 NO_CRDS = {"crds": {"enabled": False}}
 

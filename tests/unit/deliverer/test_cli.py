@@ -9,6 +9,8 @@ import pytest
 
 from alertpipe.workers.deliverer.cli import add_arguments
 
+pytestmark = pytest.mark.unit
+
 
 def parse(*argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()

@@ -14,6 +14,8 @@ from alertpipe.workers.deliverer.http1 import (
     request_head,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def feed_in_pieces(raw: bytes, cuts: list[int]) -> tuple[Response | None, ResponseParser]:
     p = ResponseParser()

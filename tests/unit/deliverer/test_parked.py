@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from alertpipe.workers.deliverer.records import Parked
 
+pytestmark = pytest.mark.unit
 ints = st.integers(min_value=0, max_value=2**53)
 
 
