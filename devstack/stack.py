@@ -37,6 +37,7 @@ ENV_KEYS = {
     "redis": "ALERTPIPE_REDIS_URL",
     "kubeconfig": "KUBECONFIG",
     "helm": "ALERTPIPE_HELM",
+    "kubectl": "ALERTPIPE_KUBECTL",
     "run_dir": "ALERTPIPE_DEVSTACK_RUN_DIR",
     "pid": "ALERTPIPE_DEVSTACK_PID",
     "pod_runner_node": "ALERTPIPE_POD_RUNNER_NODE",
@@ -98,7 +99,8 @@ def ensure_provisioned(*needs: str) -> None:
     if "go" in needs and any(n in gone for n in GO_BINARIES):
         # a cold Go build takes ~16 minutes on 2 cores: not inside a test's timeout
         raise StartError(
-            "the Go binaries (etcd, Kubernetes, kwok, helm) are not built: run `alertpipe devstack provision`"
+            "the Go binaries (etcd, Kubernetes, kubectl, kwok, helm) are not built: run"
+            " `alertpipe devstack provision`"
             " (or `make provision`) once; a cold build takes ~16 min on 2 cores"
         )
     if "kafka" in needs and ("kafka" in gone or "kafka-cds" in gone):
@@ -189,6 +191,10 @@ class Stack:
         ensure_provisioned("go")
         return bin_dir() / "helm"
 
+    def kubectl(self) -> Path:
+        ensure_provisioned("go")
+        return bin_dir() / "kubectl"
+
     def start(self, components: tuple[str, ...] = ("redis", "kafka", "kube")) -> None:
         """Start the given components concurrently (each waits for what it depends on)."""
         getters: dict[str, Callable[[], object]] = {
@@ -212,6 +218,7 @@ class Stack:
         if self._kube.value is not None:
             out[ENV_KEYS["kubeconfig"]] = str(self._kube.value.kubeconfig)
             out[ENV_KEYS["helm"]] = str(bin_dir() / "helm")
+            out[ENV_KEYS["kubectl"]] = str(bin_dir() / "kubectl")
         if self._pod_runner.value is not None:
             out[ENV_KEYS["pod_runner_node"]] = self._pod_runner.value.node
         return out
