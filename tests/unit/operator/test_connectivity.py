@@ -1,3 +1,4 @@
+# ruff: noqa: E501
 """Why a pipeline cannot reach Kafka or Redis: the condition reason and message, and the rate limit
 on librdkafka's log lines."""
 
