@@ -26,6 +26,7 @@ from devstack.processes import StartError
 from devstack.provision import GO_BINARIES, kafka_cds_archive, kafka_libs, kwok_stages_dir, missing, provision
 from devstack.redis import RedisServer, redis_ping
 from devstack.versions import parse_env_file
+from devstack.webhookcert import make_webhook_cert
 
 __all__ = ["ENV_KEYS", "Stack", "StackEnv", "new_run_dir", "pid_alive", "prune_run_dirs"]
 
@@ -38,6 +39,7 @@ ENV_KEYS = {
     "kubeconfig": "KUBECONFIG",
     "helm": "ALERTPIPE_HELM",
     "kubectl": "ALERTPIPE_KUBECTL",
+    "webhook_cert_dir": "ALERTPIPE_WEBHOOK_CERT_DIR",
     "run_dir": "ALERTPIPE_DEVSTACK_RUN_DIR",
     "pid": "ALERTPIPE_DEVSTACK_PID",
     "pod_runner_node": "ALERTPIPE_POD_RUNNER_NODE",
@@ -219,6 +221,7 @@ class Stack:
             out[ENV_KEYS["kubeconfig"]] = str(self._kube.value.kubeconfig)
             out[ENV_KEYS["helm"]] = str(bin_dir() / "helm")
             out[ENV_KEYS["kubectl"]] = str(bin_dir() / "kubectl")
+            out[ENV_KEYS["webhook_cert_dir"]] = str(make_webhook_cert(self.run_dir / "webhook-cert"))
         if self._pod_runner.value is not None:
             out[ENV_KEYS["pod_runner_node"]] = self._pod_runner.value.node
         return out
