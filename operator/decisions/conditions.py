@@ -125,7 +125,10 @@ def _kill(o: Observed) -> Want:
 def pipeline_conditions(o: Observed) -> list[Want]:
     """Ready, TopicsReady, RedisReady, RulesReady, WorkersAvailable, KillSwitchActive for one observation.
 
-    Ready needs topics, Redis and workers; invalid rules do not block it (one bad rule never stops the
+    Ready needs topics and workers, not RedisReady: the workers' readiness probes PING Redis, so in a
+    cluster a Redis they cannot reach makes WorkersAvailable (and Ready) False by itself, while the
+    operator's own PING may be blocked (network policy) where the workers' is not. Ready needs topics
+    and workers; invalid rules do not block it (one bad rule never stops the
     others), they show in RulesReady.
     """
     if o.spec_errors:
@@ -138,7 +141,7 @@ def pipeline_conditions(o: Observed) -> list[Want]:
             _kill(o),
         ]
     topics, redis, rules, workers, kill = _topics(o), _redis(o), _rules(o), _workers(o), _kill(o)
-    blocking = [c for c in (topics, redis, workers) if c.status != "True"]
+    blocking = [c for c in (topics, workers) if c.status != "True"]
     if blocking:
         ready = Want("Ready", "False", blocking[0].reason, blocking[0].message)
     else:
