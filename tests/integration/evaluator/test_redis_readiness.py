@@ -34,9 +34,13 @@ def test_evaluator_not_ready_while_redis_is_unreachable(
     broken.write()
     e = EvaluatorProcess(broken, tmp_path).start()
     evaluators.append(e)
-    status, body = wait_for(lambda: (r := readyz(e.metrics_port))[0] and r, "/readyz answers", 60)
-    assert status == 503, body
+    def not_ready() -> tuple[int, str] | None:
+        assert e.running(), e.log_text()[-3000:]
+        r = readyz(e.metrics_port)
+        return r if r[0] == 503 and r[1].startswith("Redis at") else None
+
+    status, body = wait_for(not_ready, "/readyz naming Redis", 90)
     assert body.startswith(f"Redis at {dead} unreachable: ") and "s3cret" not in body, body
 
     pipeline.write()  # the live config now names a Redis that answers
-    wait_for(lambda: readyz(e.metrics_port) == (200, "ok\n"), "ready once Redis answers", 60)
+    wait_for(lambda: readyz(e.metrics_port) == (200, "ok\n"), "ready once Redis answers", 90)
