@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from devstack import control
+from devstack.paths import bin_dir
 from devstack.processes import StartError
 from devstack.provision import COMPONENTS, ProvisionError, provision
 from devstack.stack import StackEnv
@@ -48,6 +49,7 @@ def _endpoints(console: Console, env: dict[str, str]) -> None:
         ("ALERTPIPE_REDIS_URL", "Redis URL"),
         ("KUBECONFIG", "kubeconfig"),
         ("ALERTPIPE_HELM", "helm"),
+        ("ALERTPIPE_KUBECTL", "kubectl"),
         ("ALERTPIPE_POD_RUNNER_NODE", "local pods on node"),
         ("ALERTPIPE_DEVSTACK_RUN_DIR", "logs"),
     ):
@@ -105,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
             env = StackEnv.load(control.env_file()).values
             for k, v in {**env, "ALERTPIPE_DEVSTACK_ENV": str(control.env_file())}.items():
                 print(f"export {k}={shlex.quote(v)}")
+            # kubectl and helm of the stack's Kubernetes version come first on PATH
+            print(f'export PATH={shlex.quote(str(bin_dir()))}:"$PATH"')
             return 0
         if cmd == "status":
             return _status(console)

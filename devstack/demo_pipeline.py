@@ -1,10 +1,10 @@
 """The demo's main act: a tenant's pipeline end to end, the way a user runs it.
 
-Applies the CRDs, starts the operator, ``kubectl apply``s an AlertPipeline and an AlertRule (as
-Python client calls), waits for the workers the operator created to run as local pods, POSTs a
-device's readings to the ingestor, and shows the webhook being paged once on firing and once on
-resolving, with the latency from the POST to the page. Then a kill switch holds delivery and its
-removal releases the held alert, once. Everything is cleaned up afterwards.
+Applies the CRDs, starts the operator, ``kubectl apply``s an AlertPipeline and an AlertRule (the
+devstack's kubectl) and shows ``kubectl get ap,ar``, waits for the workers the operator created to
+run as local pods, POSTs a device's readings to the ingestor, and shows the webhook being paged once
+on firing and once on resolving, with the latency from the POST to the page. Then a kill switch
+holds delivery and its removal releases the held alert, once. Everything is cleaned up afterwards.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from rich.table import Table
 
 from devstack.demo import DemoContext
 from devstack.kube import LOCAL_NODE_LABEL, kube_client
+from devstack.kubectl import Kubectl
 from devstack.paths import runs_dir
 from devstack.pipeline import (
     GROUP,
@@ -55,6 +56,7 @@ def whole_pipeline(ctx: DemoContext) -> str:
     rec.secrets["/webhook/ops"] = SECRET.encode()
     log = runs_dir() / f"{ns}-operator.log"
     say = ctx.console.print
+    kubectl = Kubectl(ctx.kubeconfig, ns)
     try:
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
         wait_for(lambda: core.list_namespaced_service_account(ns).items, "default ServiceAccount", 60)
@@ -74,17 +76,17 @@ def whole_pipeline(ctx: DemoContext) -> str:
                 "demo", ctx.kafka_bootstrap, ctx.redis_url, rec.url("/webhook/ops"), selector
             )
             t_apply = time.monotonic()
-            co.create_namespaced_custom_object(GROUP, VERSION, ns, "alertpipelines", body)
-            co.create_namespaced_custom_object(GROUP, VERSION, ns, "alertrules", demo_rule("demo"))
-            say(
-                "applied AlertPipeline [bold]demo[/] and AlertRule [bold]cpu-hot[/] (value > 80, critical)"
-            )
+            applied = kubectl.apply(body, demo_rule("demo"))
+            say("$ kubectl apply -f pipeline.yaml -f rule.yaml  [dim](rule cpu-hot: value > 80)[/]")
+            say(applied.rstrip(), markup=False, highlight=False)
 
             def ready() -> bool:
                 c = condition(co, ns, "demo", "Ready")
                 return c is not None and c["status"] == "True"
 
             wait_for(ready, "AlertPipeline Ready=True", 180)
+            say("$ kubectl get ap,ar")
+            say(kubectl("get", "ap,ar").check().stdout.rstrip(), markup=False, highlight=False)
             ingestor = f"{pod_address(core, ns, 'demo', 'ingestor')}:8080"
             wait_for(lambda: http("GET", f"http://{ingestor}/readyz")[0] == 200, "ingestor ready", 120)
             t_ready = time.monotonic() - t_apply

@@ -42,7 +42,15 @@ __all__ = [
 HERE = Path(__file__).resolve().parent
 POM = HERE / "kafka" / "pom.xml"
 BUILD_GO = HERE / "scripts" / "build-go.sh"
-GO_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "helm")
+GO_BINARIES = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubectl",
+    "kwok",
+    "helm",
+)
 COMPONENTS = ("redis", "kafka", "kafka-cds", "go", "kwok-stages", "keda-crds")
 KWOK_STAGE_SETS = ("node/fast", "node/heartbeat-with-lease", "pod/general")
 KEDA_CRDS = ("keda.sh_scaledobjects.yaml", "keda.sh_triggerauthentications.yaml")

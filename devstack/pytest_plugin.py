@@ -118,6 +118,12 @@ def helm_bin(devstack: Stack) -> Path:
     return devstack.helm()
 
 
+@pytest.fixture(scope="session")
+def kubectl_bin(devstack: Stack) -> Path:
+    """Path of the kubectl binary built by the devstack at its Kubernetes version (pass ``--kubeconfig``)."""
+    return devstack.kubectl()
+
+
 @dataclass(frozen=True)
 class LocalPods:
     """Where pods must go to run as local processes: put ``node_selector`` in the pod template."""

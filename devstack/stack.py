@@ -26,6 +26,7 @@ from devstack.processes import StartError
 from devstack.provision import GO_BINARIES, kafka_cds_archive, kafka_libs, kwok_stages_dir, missing, provision
 from devstack.redis import RedisServer, redis_ping
 from devstack.versions import parse_env_file
+from devstack.webhookcert import make_webhook_cert
 
 __all__ = ["ENV_KEYS", "Stack", "StackEnv", "new_run_dir", "pid_alive", "prune_run_dirs"]
 
@@ -37,6 +38,8 @@ ENV_KEYS = {
     "redis": "ALERTPIPE_REDIS_URL",
     "kubeconfig": "KUBECONFIG",
     "helm": "ALERTPIPE_HELM",
+    "kubectl": "ALERTPIPE_KUBECTL",
+    "webhook_cert_dir": "ALERTPIPE_WEBHOOK_CERT_DIR",
     "run_dir": "ALERTPIPE_DEVSTACK_RUN_DIR",
     "pid": "ALERTPIPE_DEVSTACK_PID",
     "pod_runner_node": "ALERTPIPE_POD_RUNNER_NODE",
@@ -98,7 +101,8 @@ def ensure_provisioned(*needs: str) -> None:
     if "go" in needs and any(n in gone for n in GO_BINARIES):
         # a cold Go build takes ~16 minutes on 2 cores: not inside a test's timeout
         raise StartError(
-            "the Go binaries (etcd, Kubernetes, kwok, helm) are not built: run `alertpipe devstack provision`"
+            "the Go binaries (etcd, Kubernetes, kubectl, kwok, helm) are not built: run"
+            " `alertpipe devstack provision`"
             " (or `make provision`) once; a cold build takes ~16 min on 2 cores"
         )
     if "kafka" in needs and ("kafka" in gone or "kafka-cds" in gone):
@@ -189,6 +193,10 @@ class Stack:
         ensure_provisioned("go")
         return bin_dir() / "helm"
 
+    def kubectl(self) -> Path:
+        ensure_provisioned("go")
+        return bin_dir() / "kubectl"
+
     def start(self, components: tuple[str, ...] = ("redis", "kafka", "kube")) -> None:
         """Start the given components concurrently (each waits for what it depends on)."""
         getters: dict[str, Callable[[], object]] = {
@@ -212,6 +220,8 @@ class Stack:
         if self._kube.value is not None:
             out[ENV_KEYS["kubeconfig"]] = str(self._kube.value.kubeconfig)
             out[ENV_KEYS["helm"]] = str(bin_dir() / "helm")
+            out[ENV_KEYS["kubectl"]] = str(bin_dir() / "kubectl")
+            out[ENV_KEYS["webhook_cert_dir"]] = str(make_webhook_cert(self.run_dir / "webhook-cert"))
         if self._pod_runner.value is not None:
             out[ENV_KEYS["pod_runner_node"]] = self._pod_runner.value.node
         return out

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import random
+import sys
 from typing import Any
 
 import kopf
@@ -14,7 +15,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from alertpipe.operator.diffbase import LeanDiffBaseStorage
-from alertpipe.operator.handlers import register
+from alertpipe.operator.flags import WebhookFlags, check_webhook_flags
+from alertpipe.operator.handlers import PIPELINE_WEBHOOK_ID, RULE_WEBHOOK_ID, register
 from alertpipe.operator.kube import Kube, load_client
 from alertpipe.operator.models import ROLES
 from alertpipe.operator.ownedwatch import OwnedWatch
@@ -106,10 +108,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--webhook-key", default=None, help="TLS private key file (PEM)")
     g.add_argument(
         "--webhook-cert-dir",
-        default=None,
+        default=env("ALERTPIPE_WEBHOOK_CERT_DIR"),
         help=(
             "folder with tls.crt, tls.key (and ca.crt) as a Secret volume mounts them"
-            " (sets --webhook-cert, --webhook-key, --webhook-ca)"
+            " (sets --webhook-cert, --webhook-key, --webhook-ca; env ALERTPIPE_WEBHOOK_CERT_DIR,"
+            " which `alertpipe devstack env` sets)"
         ),
     )
     g.add_argument("--webhook-ca", default=None, help="CA bundle file for caBundle (managed mode)")
@@ -281,7 +284,34 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
     return registry, settings, rec
 
 
+def flag_errors(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the flags, one line each; checked before anything starts."""
+    errors = check_webhook_flags(
+        WebhookFlags(
+            port=args.webhook_port,
+            cert=args.webhook_cert,
+            key=args.webhook_key,
+            cert_dir=args.webhook_cert_dir,
+            ca=args.webhook_ca,
+            manage=args.webhook_manage,
+        ),
+        (RULE_WEBHOOK_ID, PIPELINE_WEBHOOK_ID),
+    )
+    for flag in ("health_port", "metrics_port"):
+        value = getattr(args, flag)
+        if not 0 <= value <= 65535:
+            errors.append(f"--{flag.replace('_', '-')} {value}: a port is 0..65535 (0 turns it off)")
+    if args.kubeconfig and not any(os.path.isfile(p) for p in args.kubeconfig.split(os.pathsep)):
+        errors.append(f"--kubeconfig {args.kubeconfig}: no such file (or unset KUBECONFIG to run in-cluster)")
+    return errors
+
+
 def run(args: argparse.Namespace) -> int:
+    errors = flag_errors(args)
+    if errors:
+        for e in errors:
+            print(f"alertpipe operator: {e}", file=sys.stderr)
+        return 2
     registry, settings, _ = build(args)
     peering = args.peering
     clusterwide = bool(args.all_namespaces or not args.namespace)

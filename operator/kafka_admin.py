@@ -2,6 +2,9 @@
 a consumer group's committed offsets with the topic's watermarks (for the scaler's lag).
 
 One AdminClient per (bootstrap, options) is kept; calls block, so the reconciler runs them in a thread.
+A failed call becomes a KafkaAdminError with a condition reason (decisions.connectivity) and the
+client's own words: the connection errors librdkafka reported meanwhile, not only "timed out". Its log
+lines go, rate-limited, into the operator's logging (clientlogs).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     OffsetSpec,
 )
 
+from alertpipe.operator.clientlogs import librdkafka_logger
+from alertpipe.operator.decisions.connectivity import kafka_failure
 from alertpipe.operator.decisions.lag import GroupOffsets, PartitionOffsets
 from alertpipe.operator.decisions.topics import TopicPlan, TopicSeen
 
@@ -35,7 +40,12 @@ WAIT = TIMEOUT + 20.0  # how long a caller waits for a request sent with TIMEOUT
 
 
 class KafkaAdminError(Exception):
-    """A Kafka admin call failed; the message is one line (no credentials)."""
+    """A Kafka admin call failed; the message is one line (no credentials), ``reason`` a condition
+    reason (KafkaUnreachable, AuthFailed, TopicAuthorizationFailed, SecretNotFound, KafkaError)."""
+
+    def __init__(self, message: str, reason: str = "KafkaError") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _one_line(exc: BaseException) -> str:
@@ -45,14 +55,43 @@ def _one_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def _code(exc: BaseException) -> str:
+    if isinstance(exc, KafkaException) and exc.args:
+        return str(getattr(exc.args[0], "name", lambda: "UNKNOWN")())
+    return "_TIMED_OUT" if isinstance(exc, TimeoutError) else type(exc).__name__
+
+
 class KafkaAdmin:
     """Topic operations against one Kafka cluster."""
 
     def __init__(self, bootstrap: str, options: Mapping[str, str] | None = None) -> None:
-        conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "socket.timeout.ms": 10_000}
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "socket.timeout.ms": 10_000,
+            "reconnect.backoff.ms": 500,
+            "reconnect.backoff.max.ms": 10_000,
+            "error_cb": self._on_error,
+            "logger": librdkafka_logger(),
+        }
         conf.update(options or {})
         self.bootstrap = bootstrap
+        self._errors: list[tuple[float, str, str]] = []  # (when, code, detail) from error_cb
         self._client = AdminClient(conf)
+
+    def _on_error(self, err: Any) -> None:
+        self._errors.append((time.monotonic(), str(err.name()), str(err.str())))
+        del self._errors[:-20]
+
+    def _begin(self) -> None:
+        """Serve the callbacks (logs, errors) queued since the last call."""
+        self._client.poll(0)
+
+    def failed(self, what: str, exc: BaseException) -> KafkaAdminError:
+        """The error for a failed call ``what``, with what the client reported while it ran."""
+        self._client.poll(0)  # serves error_cb: why a request timed out
+        recent = [(c, d) for t, c, d in self._errors if t > time.monotonic() - 2 * WAIT]
+        f = kafka_failure(what, self.bootstrap, _code(exc), _one_line(exc), recent)
+        return KafkaAdminError(f.message, f.reason)
 
     def observe(self, names: list[str]) -> dict[str, TopicSeen]:
         """Partitions and retention.ms of those of ``names`` that exist.
@@ -61,16 +100,15 @@ class KafkaAdmin:
         topic in the cluster (~100 ms with 6,000 topics), on every pipeline's create and resync.
         """
         partitions: dict[str, int] = {}
+        self._begin()
         described = self._client.describe_topics(TopicCollection(names), request_timeout=TIMEOUT)
         for name, topic in described.items():
             try:
-                partitions[name] = len(topic.result(timeout=TIMEOUT).partitions)
-            except KafkaException as exc:
-                if exc.args and getattr(exc.args[0], "name", lambda: "")() == "UNKNOWN_TOPIC_OR_PART":
+                partitions[name] = len(topic.result(timeout=WAIT).partitions)
+            except (KafkaException, TimeoutError) as exc:
+                if _code(exc) == "UNKNOWN_TOPIC_OR_PART":
                     continue
-                raise KafkaAdminError(
-                    f"cannot describe topic {name} at {self.bootstrap}: {_one_line(exc)}"
-                ) from None
+                raise self.failed(f"describe topic {name}", exc) from None
         present = [n for n in names if n in partitions]
         retention: dict[str, int | None] = {n: None for n in present}
         if present:
@@ -79,9 +117,9 @@ class KafkaAdmin:
             )
             for res, fut in futures.items():
                 try:
-                    entries = fut.result(timeout=TIMEOUT)
-                except KafkaException as exc:
-                    raise KafkaAdminError(f"describe topic {res.name}: {_one_line(exc)}") from None
+                    entries = fut.result(timeout=WAIT)
+                except (KafkaException, TimeoutError) as exc:
+                    raise self.failed(f"describe the config of topic {res.name}", exc) from None
                 entry = entries.get("retention.ms")
                 if entry is not None and entry.value is not None:
                     retention[res.name] = int(entry.value)
@@ -90,6 +128,7 @@ class KafkaAdmin:
     def apply(self, plan: TopicPlan) -> list[str]:
         """Carry out ``plan``; returns what was done, one line each (for Events)."""
         done: list[str] = []
+        self._begin()
         if plan.create:
             futures = self._client.create_topics(
                 [
@@ -102,12 +141,12 @@ class KafkaAdmin:
             )
             for name, fut in futures.items():
                 try:
-                    fut.result(timeout=TIMEOUT)
+                    fut.result(timeout=WAIT)
                     done.append(f"created topic {name}")
-                except KafkaException as exc:
-                    if exc.args and getattr(exc.args[0], "name", lambda: "")() == "TOPIC_ALREADY_EXISTS":
+                except (KafkaException, TimeoutError) as exc:
+                    if _code(exc) == "TOPIC_ALREADY_EXISTS":
                         continue
-                    raise KafkaAdminError(f"create topic {name}: {_one_line(exc)}") from None
+                    raise self.failed(f"create topic {name}", exc) from None
         if plan.grow:
             futures = self._client.create_partitions(
                 [NewPartitions(name, want) for name, _, want in plan.grow], request_timeout=TIMEOUT
@@ -116,10 +155,10 @@ class KafkaAdmin:
             want = {name: w for name, _, w in plan.grow}
             for name, fut in futures.items():
                 try:
-                    fut.result(timeout=TIMEOUT)
+                    fut.result(timeout=WAIT)
                     done.append(f"grew topic {name} from {have[name]} to {want[name]} partitions")
-                except KafkaException as exc:
-                    raise KafkaAdminError(f"grow topic {name}: {_one_line(exc)}") from None
+                except (KafkaException, TimeoutError) as exc:
+                    raise self.failed(f"grow topic {name}", exc) from None
         if plan.retention:
             resources = [
                 ConfigResource(
@@ -135,10 +174,10 @@ class KafkaAdmin:
                 resources, request_timeout=TIMEOUT
             ).items():
                 try:
-                    fut.result(timeout=TIMEOUT)
+                    fut.result(timeout=WAIT)
                     done.append(f"set retention.ms of topic {res.name}")
-                except KafkaException as exc:
-                    raise KafkaAdminError(f"set retention of topic {res.name}: {_one_line(exc)}") from None
+                except (KafkaException, TimeoutError) as exc:
+                    raise self.failed(f"set retention of topic {res.name}", exc) from None
         return done
 
     def group_offsets(self, group: str, topic: str) -> GroupOffsets:
@@ -148,6 +187,7 @@ class KafkaAdmin:
         group that is not listed), one DescribeTopics and two ListOffsets for the topic: the cost
         does not grow with the group's members.
         """
+        self._begin()
         try:
             described = self._client.describe_topics(TopicCollection([topic]), request_timeout=TIMEOUT)
             count = len(described[topic].result(timeout=WAIT).partitions)
@@ -178,12 +218,8 @@ class KafkaAdmin:
                 asked = {TopicPartition(topic, p): spec for p in range(count)}
                 futures = self._client.list_offsets(asked, request_timeout=TIMEOUT)
                 marks[which] = {tp.partition: f.result(timeout=WAIT).offset for tp, f in futures.items()}
-        except KafkaException as exc:
-            raise KafkaAdminError(f"lag of group {group} on topic {topic}: {_one_line(exc)}") from None
-        except TimeoutError:
-            raise KafkaAdminError(
-                f"lag of group {group} on topic {topic}: Kafka did not answer in {WAIT:.0f} s"
-            ) from None
+        except (KafkaException, TimeoutError) as exc:
+            raise self.failed(f"read the lag of group {group} on topic {topic}", exc) from None
         parts = tuple(
             PartitionOffsets(p, marks["low"].get(p, 0), marks["high"].get(p, 0), committed.get(p))
             for p in range(count)
@@ -191,16 +227,17 @@ class KafkaAdmin:
         return GroupOffsets(group, topic, parts, seen_any, time.time())
 
     def delete(self, names: list[str]) -> list[str]:
+        self._begin()
         futures = self._client.delete_topics(names, request_timeout=TIMEOUT)
         done = []
         for name, fut in futures.items():
             try:
-                fut.result(timeout=TIMEOUT)
+                fut.result(timeout=WAIT)
                 done.append(name)
-            except KafkaException as exc:
-                if exc.args and getattr(exc.args[0], "name", lambda: "")() == "UNKNOWN_TOPIC_OR_PART":
+            except (KafkaException, TimeoutError) as exc:
+                if _code(exc) == "UNKNOWN_TOPIC_OR_PART":
                     continue
-                raise KafkaAdminError(f"delete topic {name}: {_one_line(exc)}") from None
+                raise self.failed(f"delete topic {name}", exc) from None
         return done
 
 

@@ -306,7 +306,7 @@ class Condition(Model):
     """A Kubernetes-style status condition."""
 
     type: str = Field(
-        description="Ready, TopicsReady, RulesReady, WorkersAvailable, KillSwitchActive, Valid."
+        description="Ready, TopicsReady, RedisReady, RulesReady, WorkersAvailable, KillSwitchActive, Valid."
     )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(description="CamelCase reason.")

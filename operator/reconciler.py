@@ -24,6 +24,7 @@ from typing import Any
 from alertpipe.operator import metrics
 from alertpipe.operator.decisions.compile import CONFIG_KEY, compile_config, config_map_name
 from alertpipe.operator.decisions.conditions import Observed, Want, merge_conditions, pipeline_conditions
+from alertpipe.operator.decisions.connectivity import CONNECTIVITY_REASONS, secret_not_found
 from alertpipe.operator.decisions.killswitches import active_switches, describe_active, next_expiry
 from alertpipe.operator.decisions.patch import merge_patch
 from alertpipe.operator.decisions.replicas import operator_scaled, reconciled_replicas
@@ -50,6 +51,7 @@ from alertpipe.operator.keda_engine import reconcile_keda
 from alertpipe.operator.kube import Kube, KubeError
 from alertpipe.operator.models import ROLES, AlertPipelineSpec
 from alertpipe.operator.queue import WorkQueue
+from alertpipe.operator.redis_check import RedisChecks
 from alertpipe.workers.config.connection import kafka_options
 from alertpipe.workers.config.models import ChannelSpec, RuleEntry
 from alertpipe.workers.errors import ConfigError
@@ -133,6 +135,10 @@ class Reconciler:
         self._failures: dict[Key, int] = {}
         self._verdicts: dict[tuple[Any, ...], RuleVerdict] = {}
         self._kafka_failures: dict[tuple[str, str], int] = {}
+        self._redis_failures: dict[tuple[str, str], int] = {}
+        self._redis_checks = RedisChecks(
+            lambda ns, n: self.kube.get("Secret", ns, n), 0.9 * settings.resync
+        )
         self._kafka_pool = ThreadPoolExecutor(8, thread_name_prefix="kafka-admin")
         self._specs: dict[tuple[Any, Any], tuple[AlertPipelineSpec | None, list[tuple[str, str]]]] = {}
         # pipeline -> (wanted topics, when verified, refused shrinks)
@@ -161,6 +167,7 @@ class Reconciler:
         self.store.pipelines.pop((namespace, name), None)
         self.store.compiled.pop((namespace, name), None)
         self._topics_ok.pop((namespace, name), None)
+        self._redis_checks.forget(namespace, name)
         for key in [k for k in self._applied if k[1] == namespace and k[2].startswith(f"{name}-")]:
             del self._applied[key]
         for key in [k for k in self._owned if k[1] == namespace and k[2].startswith(f"{name}-")]:
@@ -330,16 +337,22 @@ class Reconciler:
     async def _kafka_options(self, namespace: str, spec: AlertPipelineSpec) -> dict[str, str]:
         ref = spec.kafka.credentials_secret_ref
         data: dict[str, str] = {}
+        field = "spec.kafka.credentialsSecretRef"
         if ref is not None:
             secret = await self.kube.get("Secret", namespace, ref.name)
             if secret is None:
-                raise KafkaAdminError(f"spec.kafka.credentialsSecretRef: Secret {ref.name!r} not found")
+                f = secret_not_found(field, ref.name, None, namespace)
+                raise KafkaAdminError(f.message, f.reason)
             import base64
 
             data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
         try:  # the workers build theirs the same way (alertpipe.workers.config.connection)
             options = kafka_options(spec.kafka, data.get)
         except ConfigError as exc:
+            key = next((k for k in ("sasl.username", "sasl.password") if k not in data), None)
+            if ref is not None and key is not None:
+                f = secret_not_found(field, ref.name, key, namespace)
+                raise KafkaAdminError(f.message, f.reason) from None
             raise KafkaAdminError(f"spec.{exc}") from None
         options.pop("bootstrap.servers")
         return options
@@ -401,6 +414,7 @@ class Reconciler:
         # 1. topics run in a thread while the config and workloads are written
         want = desired_topics(namespace, name, spec.kafka)
         topics_task = asyncio.create_task(self._reconcile_topics(body, status, spec, want))
+        redis_task = asyncio.create_task(self._check_redis(body, spec))
 
         # 2. workloads. The Deployments (and the ServiceAccount their pods need) go out first, on
         # their own: on a busy apiserver every concurrent write slows the others, and the Deployments
@@ -451,6 +465,7 @@ class Reconciler:
         except BaseException:
             first_task.cancel()
             topics_task.cancel()
+            redis_task.cancel()
             raise
         for role in ROLES:
             if not getattr(spec, role).enabled:
@@ -479,7 +494,10 @@ class Reconciler:
             newest = dep if rv_store >= rv_fresh else fresh
             available[r] = int((newest.get("status") or {}).get("availableReplicas") or 0)
 
-        topics_error, refused, retry = await topics_task
+        topics_error, topics_reason, refused, retry = await topics_task
+        redis_error, redis_reason, redis_retry = await redis_task
+        if redis_retry is not None:
+            retry = redis_retry if retry is None else min(retry, redis_retry)
 
         # 4. kill switches and status
         active = active_switches(spec.kill_switches, now)
@@ -488,6 +506,9 @@ class Reconciler:
         expired = tuple(x for x in all_lines if x not in lines)
         observed = Observed(
             topics_error=topics_error,
+            topics_reason=topics_reason or "KafkaUnavailable",
+            redis_error=redis_error,
+            redis_reason=redis_reason or "RedisUnreachable",
             refused_shrinks=refused,
             rules_valid=len(entries),
             rules_invalid=tuple(invalid),
@@ -529,8 +550,8 @@ class Reconciler:
         status: Mapping[str, Any],
         spec: AlertPipelineSpec,
         want: list[TopicWant],
-    ) -> tuple[str, tuple[tuple[str, int, int], ...], float | None]:
-        """(error, refused shrinks, retry-after) for the pipeline's topics.
+    ) -> tuple[str, str, tuple[tuple[str, int, int], ...], float | None]:
+        """(error, its condition reason, refused shrinks, retry-after) for the pipeline's topics.
 
         A pipeline whose topics were verified with the same wanted set within ``resync`` seconds is
         not asked about again: rule edits then never wait on Kafka.
@@ -544,7 +565,7 @@ class Reconciler:
             and cached[0] == wanted
             and time.monotonic() - cached[1] < 0.9 * self.settings.resync
         ):
-            return "", cached[2], None
+            return "", "", cached[2], None
         try:
             options = await self._kafka_options(meta["namespace"], spec)
             loop = asyncio.get_running_loop()
@@ -559,7 +580,9 @@ class Reconciler:
             attempt = self._kafka_failures.get(key, 0)
             self._kafka_failures[key] = attempt + 1
             self._topics_ok.pop(key, None)
-            return str(exc), (), _backoff(attempt)
+            delay = _backoff(attempt)
+            logger.warning("%s/%s: %s; retrying in %.1f s", *key, exc, delay)
+            return str(exc), exc.reason, (), delay
         self._kafka_failures.pop(key, None)
         refused = tuple(plan.refused_shrinks)
         self._topics_ok[key] = (wanted, time.monotonic(), refused)
@@ -578,7 +601,22 @@ class Reconciler:
                 by_reason.setdefault("TopicAdopted", []).append(f"adopted existing topic {topic}")
         for reason, lines in by_reason.items():
             self.event_soon(body, "Normal", reason, "; ".join(lines))
-        return "", refused, None
+        return "", "", refused, None
+
+    async def _check_redis(
+        self, body: Mapping[str, Any], spec: AlertPipelineSpec
+    ) -> tuple[str, str, float | None]:
+        """(error, its condition reason, retry-after) for the pipeline's Redis (redis_check)."""
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        failure = await self._redis_checks.check(*key, spec.redis)
+        if failure is None:
+            self._redis_failures.pop(key, None)
+            return "", "", None
+        attempt = self._redis_failures.get(key, 0)
+        self._redis_failures[key] = attempt + 1
+        delay = _backoff(attempt)
+        logger.warning("%s/%s: %s; retrying in %.1f s", *key, failure.message, delay)
+        return failure.message, failure.reason, delay
 
     def event_soon(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Post an Event without holding up the reconcile."""
@@ -762,6 +800,8 @@ class Reconciler:
             elif t == "KillSwitchActive" and old is not None and old.get("status") == "True":
                 await self.event(body, "Normal", "KillSwitchOff", "every kill switch is off")
             elif t == "TopicsReady" and reason == "PartitionDecreaseNotSupported":
+                await self.event(body, "Warning", reason, c["message"])
+            elif t in ("TopicsReady", "RedisReady") and reason in CONNECTIVITY_REASONS:
                 await self.event(body, "Warning", reason, c["message"])
             elif t == "Ready" and c["status"] == "True":
                 await self.event(body, "Normal", "Ready", c["message"])

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from typing import Any
+from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import redis
 from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
 
-__all__ = ["Readiness", "health_app", "start_health_server"]
+from alertpipe.workers.config.models import PipelineConfig
+from alertpipe.workers.errors import AlertpipeError
+from alertpipe.workers.secrets import SecretResolver
+
+__all__ = ["Readiness", "RedisReadiness", "health_app", "redis_url", "start_health_server"]
 
 Readiness = Callable[[], tuple[bool, str]]
 """Returns (ready, reason): reason says what is missing when not ready."""
@@ -28,6 +35,59 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 def _always_ready() -> tuple[bool, str]:
     return True, "ok"
+
+
+def redis_url(cfg: PipelineConfig | None, secrets: SecretResolver) -> str | None:
+    """The Redis URL of ``cfg`` (read from its Secret when it names one); None without a config."""
+    if cfg is None:
+        return None
+    if cfg.redis.url is not None:
+        return cfg.redis.url
+    if cfg.redis.url_secret_ref is None:
+        return None
+    return secrets.resolve(cfg.redis.url_secret_ref).get_secret_value()
+
+
+class RedisReadiness:
+    """The Redis part of ``/readyz``: a worker that cannot reach its Redis cannot dedup, checkpoint or
+    claim deliveries, so it is not ready, and says where it tried (host:port: the URL may hold a
+    password). ``url()`` gives the current config's URL (None: no config yet); one PING per ``every``
+    seconds at most, whatever the probe rate."""
+
+    def __init__(self, url: Callable[[], str | None], every: float = 2.0, timeout: float = 1.0) -> None:
+        self._url = url
+        self._every = every
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._client: tuple[str, redis.Redis] | None = None
+        self._answer: tuple[float, bool, str] = (float("-inf"), False, "")
+
+    def _ping(self) -> tuple[bool, str]:
+        try:
+            url = self._url()
+        except AlertpipeError as exc:
+            return False, f"Redis URL: {exc}"
+        if url is None:
+            return False, "no pipeline config (or no Redis URL in it) loaded yet"
+        if self._client is None or self._client[0] != url:
+            if self._client is not None:
+                self._client[1].close()
+            opts = {"socket_connect_timeout": self._timeout, "socket_timeout": self._timeout}
+            self._client = (url, redis.Redis.from_url(url, **opts))
+        parts = urlsplit(url)
+        try:
+            self._client[1].ping()
+        except (redis.RedisError, OSError) as exc:
+            return False, f"Redis at {parts.hostname}:{parts.port or 6379} unreachable: {exc}"
+        return True, "ok"
+
+    def __call__(self) -> tuple[bool, str]:
+        with self._lock:
+            at, ok, reason = self._answer
+            if time.monotonic() - at >= self._every:
+                ok, reason = self._ping()
+                self._answer = (time.monotonic(), ok, reason)
+            return ok, reason
 
 
 def health_app(registry: CollectorRegistry = REGISTRY, ready: Readiness = _always_ready) -> WsgiApp:

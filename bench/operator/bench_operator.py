@@ -33,16 +33,21 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
 
 
+REDIS_URL = ["redis://127.0.0.1:6379/0"]  # the stack's, set by stack(): the operator PINGs it (RedisReady)
+
+
 def stack() -> tuple[str, Path, Any]:
     from devstack.stack import Stack, StackEnv, new_run_dir
 
     env = os.environ.get("ALERTPIPE_DEVSTACK_ENV")
     if env:
         e = StackEnv.load(Path(env))
+        REDIS_URL[0] = e.check_redis()
         return e.check_kafka(), e.check_kube(), None
     from devstack.paths import runs_dir
 
     s = Stack(new_run_dir(runs_dir(), "bench-operator"))
+    REDIS_URL[0] = s.redis().url
     return s.kafka().bootstrap, s.kube().kubeconfig, s
 
 
@@ -91,7 +96,7 @@ def pipeline(name: str, bootstrap: str) -> dict[str, Any]:
                 "bootstrapServers": bootstrap,
                 "topics": {"events": {"partitions": 1}, "alerts": {"partitions": 1}},
             },
-            "redis": {"url": "redis://127.0.0.1:6379/0"},
+            "redis": {"url": REDIS_URL[0]},
             "channels": [{"name": "ops", "webhook": {"url": "http://127.0.0.1:9/h"}}],
             "ruleSelector": {"matchLabels": {"pipeline": name}},
         },

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the devstack's Go binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kwok, helm) from Go modules into "$ALERTPIPE_CACHE/bin". Idempotent and resumable: each binary is
+# kubectl, kwok, helm) from Go modules into "$ALERTPIPE_CACHE/bin". Idempotent and resumable: each binary is
 # built into a temporary name and moved into place with a stamp recording its version; a finished
 # binary whose stamp matches is reused, a half-finished build is simply redone.
 set -euo pipefail
@@ -29,11 +29,11 @@ build_etcd() {
   mv "$bin/etcd.tmp" "$bin/etcd"; mark etcd "$ETCD_VERSION"
 }
 
-build_kube() {
-  local v=$KUBERNETES_VERSION all=1
-  for c in kube-apiserver kube-controller-manager kube-scheduler; do stamp_ok "$c" "$v" || all=0; done
-  [ $all = 1 ] && return 0
-  log "kubernetes $v (apiserver, controller-manager, scheduler in one build)"
+build_kube() {  # the Kubernetes commands not yet built at $KUBERNETES_VERSION, in one go build
+  local v=$KUBERNETES_VERSION todo=()
+  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do stamp_ok "$c" "$v" || todo+=("$c"); done
+  [ ${#todo[@]} = 0 ] && return 0
+  log "kubernetes $v (${todo[*]} in one build)"
   local minor=${v#v1.}; minor=${minor%%.*}; local patch=${v##*.}
   local staging="v0.$minor.$patch"
   wrapper k8sbin
@@ -43,15 +43,17 @@ build_kube() {
   while read -r name; do args+=("-replace=$name=$name@$staging"); done \
     < <(sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod")
   go mod edit "${args[@]}"
-  # go get of the three command packages (not just the module) records every go.sum entry they need
-  go get "k8s.io/kubernetes/cmd/kube-apiserver@$v" "k8s.io/kubernetes/cmd/kube-controller-manager@$v" \
-    "k8s.io/kubernetes/cmd/kube-scheduler@$v"
-  local ld="-X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-  mkdir -p "$work/k8sout"
-  go build -trimpath -o "$work/k8sout/" -ldflags "$ld" \
-    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler
-  for c in kube-apiserver kube-controller-manager kube-scheduler; do
+  local pkgs=() c
+  for c in "${todo[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  # go get of the command packages (not just the module) records every go.sum entry they need
+  go get "${pkgs[@]/%/@$v}"
+  local ld="" p
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do  # kubectl version reads the second
+    ld+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+  done
+  rm -rf "$work/k8sout"; mkdir -p "$work/k8sout"
+  go build -trimpath -o "$work/k8sout/" -ldflags "$ld" "${pkgs[@]}"
+  for c in "${todo[@]}"; do
     mv "$work/k8sout/$c" "$bin/$c"; mark "$c" "$v"
   done
 }

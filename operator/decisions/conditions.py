@@ -60,6 +60,9 @@ class Observed:
 
     spec_errors: str = ""  # non-empty: the spec itself is impossible
     topics_error: str = ""  # Kafka unreachable or a call failed
+    topics_reason: str = "KafkaUnavailable"  # why (decisions.connectivity): KafkaUnreachable, AuthFailed, ...
+    redis_error: str = ""  # Redis did not answer PING
+    redis_reason: str = "RedisUnreachable"
     refused_shrinks: tuple[tuple[str, int, int], ...] = ()
     rules_valid: int = 0
     rules_invalid: tuple[str, ...] = ()  # "name: message"
@@ -71,7 +74,7 @@ class Observed:
 
 def _topics(o: Observed) -> Want:
     if o.topics_error:
-        return Want("TopicsReady", "False", "KafkaUnavailable", o.topics_error)
+        return Want("TopicsReady", "False", o.topics_reason, o.topics_error)
     if o.refused_shrinks:
         parts = ", ".join(f"{n} has {have}, spec asks {want}" for n, have, want in o.refused_shrinks)
         return Want(
@@ -81,6 +84,12 @@ def _topics(o: Observed) -> Want:
             f"Kafka cannot remove partitions ({parts}); set partitions back to at least the current count",
         )
     return Want("TopicsReady", "True", "TopicsReconciled", "every topic exists with the asked partitions")
+
+
+def _redis(o: Observed) -> Want:
+    if o.redis_error:
+        return Want("RedisReady", "False", o.redis_reason, o.redis_error)
+    return Want("RedisReady", "True", "RedisReachable", "Redis answers PING")
 
 
 def _rules(o: Observed) -> Want:
@@ -114,23 +123,27 @@ def _kill(o: Observed) -> Want:
 
 
 def pipeline_conditions(o: Observed) -> list[Want]:
-    """Ready, TopicsReady, RulesReady, WorkersAvailable, KillSwitchActive for one observation.
+    """Ready, TopicsReady, RedisReady, RulesReady, WorkersAvailable, KillSwitchActive for one observation.
 
-    Ready needs topics and workers; invalid rules do not block it (one bad rule never stops the
+    Ready needs topics and workers, not RedisReady: the workers' readiness probes PING Redis, so in a
+    cluster a Redis they cannot reach makes WorkersAvailable (and Ready) False by itself, while the
+    operator's own PING may be blocked (network policy) where the workers' is not. Ready needs topics
+    and workers; invalid rules do not block it (one bad rule never stops the
     others), they show in RulesReady.
     """
     if o.spec_errors:
         return [
             Want("Ready", "False", "InvalidSpec", o.spec_errors),
             Want("TopicsReady", "Unknown", "InvalidSpec", "not reconciled: the spec is invalid"),
+            Want("RedisReady", "Unknown", "InvalidSpec", "not reconciled: the spec is invalid"),
             Want("RulesReady", "Unknown", "InvalidSpec", "not reconciled: the spec is invalid"),
             Want("WorkersAvailable", "Unknown", "InvalidSpec", "not reconciled: the spec is invalid"),
             _kill(o),
         ]
-    topics, rules, workers, kill = _topics(o), _rules(o), _workers(o), _kill(o)
+    topics, redis, rules, workers, kill = _topics(o), _redis(o), _rules(o), _workers(o), _kill(o)
     blocking = [c for c in (topics, workers) if c.status != "True"]
     if blocking:
         ready = Want("Ready", "False", blocking[0].reason, blocking[0].message)
     else:
         ready = Want("Ready", "True", "PipelineReady", "topics, config and workers are in place")
-    return [ready, topics, rules, workers, kill]
+    return [ready, topics, redis, rules, workers, kill]

@@ -13,7 +13,7 @@ from alertpipe.workers.config import SecretKeyRef
 from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
 from alertpipe.workers.deliverer.worker import Deliverer, DelivererSettings
 from alertpipe.workers.errors import AlertpipeError
-from alertpipe.workers.health import start_health_server
+from alertpipe.workers.health import RedisReadiness, redis_url, start_health_server
 from alertpipe.workers.loops import LOOP_CHOICES, loop_factory
 from alertpipe.workers.secrets import SecretResolver, add_secrets_argument
 
@@ -90,8 +90,7 @@ def run(args: argparse.Namespace) -> int:
     def secret(ref: SecretKeyRef) -> str:
         return resolver.resolve(ref).get_secret_value()
 
-    def readiness() -> tuple[bool, str]:
-        return (True, "ok") if source.current() is not None else (False, "no pipeline config loaded yet")
+    readiness = RedisReadiness(lambda: redis_url(source.current(), resolver))  # no config: not ready
 
     if args.metrics_port:  # /healthz, /readyz and /metrics on one port: the pod's probes use it
         start_health_server(args.metrics_port, args.metrics_host, ready=readiness)

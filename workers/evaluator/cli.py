@@ -18,7 +18,7 @@ from alertpipe.workers.config.choose import add_config_argument, parse_config_ar
 from alertpipe.workers.errors import ConfigError
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.worker import RESTART, Evaluator, EvaluatorOptions
-from alertpipe.workers.health import start_health_server
+from alertpipe.workers.health import RedisReadiness, redis_url, start_health_server
 from alertpipe.workers.secrets import SecretResolver, add_secrets_argument
 
 __all__ = ["add_arguments", "run"]
@@ -72,16 +72,18 @@ def run(args: argparse.Namespace) -> int:
     cfg = source.current()
     assert cfg is not None  # noqa: S101 - loop above
     metrics = EvaluatorMetrics(cfg.tenant)
+    secrets = SecretResolver(args.secrets_dir)
     if args.metrics_port:
-        # /healthz, /readyz (503 once stopping) and /metrics on one port: the pod's probes use it.
+        # /healthz, /readyz (503 once stopping or while Redis does not answer) and /metrics on one
+        # port: the pod's probes use it.
+        redis_ready = RedisReadiness(lambda: redis_url(source.current(), secrets))
         start_health_server(
             args.metrics_port, args.metrics_host, metrics.registry,
-            lambda: (False, "stopping") if stop.is_set() else (True, "ok"),
+            lambda: (False, "stopping") if stop.is_set() else redis_ready(),
         )
     options = EvaluatorOptions(batch_size=args.batch_size, checkpoint_interval=args.checkpoint_interval,
                                group_id=args.group, instance_id=args.instance_id,
                                dedup=not args.no_dedup, dedup_depth=args.dedup_depth)
-    secrets = SecretResolver(args.secrets_dir)
     try:
         while not stop.is_set():
             result = Evaluator(source, options=options, secrets=secrets, metrics=metrics).run(stop)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from devstack.paths import bin_dir
 from devstack.processes import wait_until
 from devstack.stack import StackEnv
 
@@ -59,6 +60,7 @@ def test_up_prints_endpoints_env_and_down_leaves_nothing(run_root: dict[str, str
     exports = cli(run_root, "env")
     assert f"export ALERTPIPE_REDIS_URL={url}" in exports.stdout
     assert f"export ALERTPIPE_DEVSTACK_ENV={env_file}" in exports.stdout
+    assert f'export PATH={bin_dir()}:"$PATH"' in exports.stdout  # the stack's kubectl and helm first
     status = cli(run_root, "status")
     assert status.returncode == 0 and "healthy" in status.stdout
 
