@@ -190,8 +190,8 @@ class _Gen:
             bcode, btyp = self.gen(n.other)
             if atyp == btyp:
                 typ = atyp
-            elif {atyp, btyp} <= _NUMERIC:
-                typ = "number"
+            elif {atyp, btyp} <= _NUMERIC:  # promoted as arithmetic promotes: int and double give double
+                typ = "double" if "double" in (atyp, btyp) else "number"
             elif "dyn" in (atyp, btyp):
                 typ = "dyn"
             else:
