@@ -17,13 +17,13 @@ from alertpipe.operator.autoscaling import (
     ScalingBehavior,
     ScalingPolicy,
 )
+from alertpipe.workers.config.base import Model
 from alertpipe.workers.config.durations import Duration
 from alertpipe.workers.config.models import (
     ChannelSpec,
     DeliverySettings,
     IngestSettings,
     KillSwitches,
-    Model,
     RuleSpec,
     SecretKeyRef,
 )
