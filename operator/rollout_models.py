@@ -84,9 +84,6 @@ class RolloutSpec(Model):
     )
     shadow: ShadowSpec = Field(default_factory=ShadowSpec, description="Shadow mode settings.")
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec, description="SLO analysis.")
-    image: str | None = Field(
-        None, max_length=1024, description="Candidate evaluator image; omitted: the stable one."
-    )
     promote: bool = Field(False, description="Skip the remaining steps and promote the candidate.")
     abort: bool = Field(False, description="Stop the rollout: the stable track takes every key back.")
 
@@ -99,7 +96,8 @@ class RolloutSpec(Model):
 
 
 CanaryPhase = Literal[
-    "Starting", "Shadow", "Progressing", "WaitingForPromote", "Promoting", "Succeeded", "RolledBack", "Aborted"
+    "Starting", "Shadow", "Progressing", "WaitingForPromote", "Promoting",
+    "Succeeded", "RolledBack", "Aborted",
 ]
 
 
