@@ -114,7 +114,8 @@ def engine_settings(cfg: PipelineConfig) -> EngineSettings:
 
 
 def _connection(cfg: PipelineConfig) -> tuple[Any, ...]:
-    track = (cfg.track.name, cfg.track.consumer_group, cfg.track.start_at) if cfg.track else None
+    # the track's group and start position, not its ranges: a step changes ranges in place
+    track = (cfg.track.consumer_group, cfg.track.start_at) if cfg.track else (None, "earliest")
     return (cfg.kafka.bootstrap_servers, cfg.kafka.topics, tuple(sorted(cfg.kafka.client_options.items())),
             cfg.kafka.credentials_secret_ref, cfg.redis, track)
 
