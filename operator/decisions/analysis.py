@@ -39,6 +39,7 @@ class Totals:
     pods: int = 0
     counters: Mapping[str, float] = field(default_factory=dict)
     lag: float = 0.0
+    assigned: float = 0.0  # events partitions the track's consumers hold
     latency_buckets: Mapping[float, float] = field(default_factory=dict)  # le -> cumulative count
 
 
@@ -60,7 +61,7 @@ def totals(texts: Iterable[str]) -> Totals:
     """Sum the evaluator metrics of a track's pods (each text one pod's /metrics)."""
     counters: dict[str, float] = dict.fromkeys(_COUNTERS.values(), 0.0)
     buckets: dict[float, float] = {}
-    lag = 0.0
+    lag = assigned = 0.0
     pods = 0
     for text in texts:
         pods += 1
@@ -71,11 +72,13 @@ def totals(texts: Iterable[str]) -> Totals:
                     counters[key] += s.value
                 elif fam.name == "alertpipe_evaluator_consumer_lag_messages":
                     lag += s.value
+                elif fam.name == "alertpipe_evaluator_assigned_partitions":
+                    assigned += s.value
                 elif (fam.name == "alertpipe_evaluator_event_to_alert_seconds" and s.name.endswith("_bucket")
                       and s.labels.get("basis") == "ingest_time"):
                     le = float(s.labels["le"])
                     buckets[le] = buckets.get(le, 0.0) + s.value
-    return Totals(pods=pods, counters=counters, lag=lag, latency_buckets=buckets)
+    return Totals(pods=pods, counters=counters, lag=lag, assigned=assigned, latency_buckets=buckets)
 
 
 def _delta(now: float, before: float) -> float:

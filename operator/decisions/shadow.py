@@ -2,9 +2,9 @@
 candidate (shadow topic), tallied by rule. Pure: operator/shadow_reader.py reads the topics.
 
 A transition is (alert id, status); ids are deterministic (tenant, pipeline, rule, group key,
-episode start), so the same verdict from both tracks is the same transition. Only transitions
-whose event time lies in [since, until) count: the candidate starts fresh, so its first warm-up
-is left out, and the newest stretch may still be on its way.
+episode start), so the same verdict from both tracks is the same transition. Only episodes that
+start at or after ``since`` count (the candidate starts fresh: episodes open before its warm-up
+ended are not comparable), and only transitions before ``until`` (newer ones may be on their way).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ MAX_EXAMPLES = 5
 def _keyed(alerts: Iterable[Mapping[str, Any]], since: int, until: int) -> dict[tuple[str, str], str]:
     out = {}
     for a in alerts:
-        at = a.get("eventTimeMs")
-        if not isinstance(at, int) or not since <= at < until:
+        at, start = a.get("eventTimeMs"), a.get("startsAtMs")
+        if not isinstance(at, int) or not isinstance(start, int) or start < since or at >= until:
             continue
         out[(str(a.get("id")), str(a.get("status")))] = str(a.get("rule"))
     return out

@@ -51,7 +51,7 @@ def shadow_topic(cfg: PipelineConfig) -> str:
 
 
 def rules_revision(rules: Sequence[RuleEntry]) -> str:
-    return PipelineConfig.model_construct(rules=list(rules)).rules_revision()
+    return PipelineConfig.revision_of_rules(list(rules))
 
 
 def splittable(rules: Sequence[RuleEntry]) -> bool:

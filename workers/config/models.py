@@ -349,7 +349,11 @@ class PipelineConfig(Model):
 
     def rules_revision(self) -> str:
         """A hash of the rules alone: what a canary rollout rolls out (the rest applies at once)."""
-        body = [r.model_dump(mode="json", by_alias=True) for r in self.rules]
+        return self.revision_of_rules(self.rules)
+
+    @staticmethod
+    def revision_of_rules(rules: list[RuleEntry]) -> str:
+        body = [r.model_dump(mode="json", by_alias=True) for r in rules]
         return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
     def channel(self, name: str) -> ChannelSpec | None:

@@ -53,7 +53,8 @@ class Run:
     """Drives the machine like the timer does: every tick, an analysis whenever one is due."""
 
     def __init__(self, s: RolloutSpec, verdict: Any = ok) -> None:
-        self.spec, self.verdict, self.st, self.now = s, verdict, None, 1_000_000
+        self.spec, self.verdict, self.now = s, verdict, 1_000_000
+        self.st: CanaryStatus | None = None
         self.events: list[tuple[str, str, str]] = []
         self.seen: list[tuple[str, int]] = []
 

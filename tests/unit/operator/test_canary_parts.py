@@ -194,11 +194,13 @@ def test_silence_is_no_data() -> None:
 
 
 def alert(i: str, status: str, rule: str = "hot", at: int = 50) -> dict[str, Any]:
-    return {"id": i, "status": status, "rule": rule, "eventTimeMs": at}
+    return {"id": i, "status": status, "rule": rule, "eventTimeMs": at, "startsAtMs": at}
 
 
 def test_shadow_tally_by_rule_with_examples_and_window() -> None:
-    stable = [alert("a", "firing"), alert("a", "resolved"), alert("b", "firing"), alert("z", "firing", at=5)]
+    old_episode = {**alert("y", "resolved", at=50), "startsAtMs": 5}  # opened before the comparison
+    stable = [alert("a", "firing"), alert("a", "resolved"), alert("b", "firing"), alert("z", "firing", at=5),
+              old_episode, alert("late", "firing", at=100)]
     cand = [alert("a", "firing"), alert("a", "resolved"), alert("c", "firing", "cold")]
     d = tally(stable, cand, since=10, until=100)
     assert (d.both, d.only_stable, d.only_candidate, d.differing) == (2, 1, 1, 2)
