@@ -61,6 +61,14 @@ def _has_rollout(spec: kopf.Spec, **_: Any) -> bool:
     return spec.get("rollout") is not None
 
 
+class _QuietRolloutTimer(logging.Filter):
+    """Kopf logs every successful timer run at INFO; the rollout timer runs every second or two and
+    logs its decisions itself (operator/rollouts.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "rollout_step' succeeded" not in record.getMessage()
+
+
 def _plain(body: kopf.Body) -> dict[str, Any]:
     """The watch event's own dicts (top level copied): Kopf's field views cost a lookup per key."""
     return dict(body)
@@ -117,6 +125,8 @@ def register(
     @kopf.on.event("apps", "v1", "deployments", labels=MANAGED, registry=registry)
     async def deployment_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         rec.deployment_seen(_plain(body), deleted=type == "DELETED")
+
+    logging.getLogger("kopf.objects").addFilter(_QuietRolloutTimer())
 
     @kopf.timer(GROUP, VERSION, PIPELINE_PLURAL, interval=rollout_interval, when=_has_rollout,
                 registry=registry)

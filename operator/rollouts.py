@@ -254,5 +254,7 @@ class Rollouts:
         stored = self.rec.store.pipelines.get((meta["namespace"], meta["name"]))
         if stored is not None and stored["metadata"].get("uid") == patched.get("metadata", {}).get("uid"):
             stored["status"] = patched.get("status", {})
-        logger.info("%s/%s: canary %s", meta["namespace"], meta["name"],
-                    f"{st.phase} {st.weight}%: {st.message}" if st is not None else "cleared")
+        judged = f" (analysis {st.last_analysis.verdict}: {st.last_analysis.message})" if (
+            st is not None and st.last_analysis is not None) else ""
+        logger.info("%s/%s: canary %s%s", meta["namespace"], meta["name"],
+                    f"{st.phase} {st.weight}%: {st.message}" if st is not None else "cleared", judged)
