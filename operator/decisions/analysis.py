@@ -29,7 +29,7 @@ _COUNTERS = {
     "alertpipe_evaluator_events_skipped": "skipped",
     "alertpipe_evaluator_alerts": "alerts",
 }
-MIN_EVENTS_FOR_RATIO = 20  # fewer evaluated events than this: the alert ratio is not judged
+MIN_EVENTS_FOR_RATIO = 10  # fewer evaluated events than this: the alert ratio is not judged
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,9 @@ def judge(spec: AnalysisSpec, stable: Sample | None, candidate: Sample | None, a
         return AnalysisResult(at=at, verdict="noData", values=values,
                               message="the candidate consumed no events in the interval")
     checks: list[tuple[str, float, float, str]] = []  # (name, value, limit, shown value)
+    configured = sum(x is not None for x in (spec.max_event_to_alert_p99, spec.max_late_ratio,
+                                             spec.max_dead_letter_ratio, spec.max_consumer_lag,
+                                             spec.max_alert_ratio))
     if spec.max_event_to_alert_p99 is not None and candidate.p99 is not None:
         limit = parse_duration(spec.max_event_to_alert_p99)
         values["eventToAlertP99"] = candidate.p99
@@ -151,5 +154,8 @@ def judge(spec: AnalysisSpec, stable: Sample | None, candidate: Sample | None, a
     for name, value, limit, shown in checks:
         if value > limit:
             return AnalysisResult(at=at, verdict="fail", values=values, message=f"{name}: {shown}")
+    if configured and not checks:  # e.g. no alert for a latency p99, too few events for a ratio
+        return AnalysisResult(at=at, verdict="noData", values=values, message="too little traffic to judge"
+                              f" ({candidate.evaluated:.0f} event(s) evaluated)")
     return AnalysisResult(at=at, verdict="pass", values=values,
                           message=f"healthy: {len(checks)} check(s) over {candidate.consumed:.0f} event(s)")

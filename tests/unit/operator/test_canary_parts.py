@@ -207,3 +207,11 @@ def test_shadow_tally_by_rule_with_examples_and_window() -> None:
     assert d.by_rule["hot"].only_stable == 1 and d.by_rule["cold"].only_candidate == 1
     assert "only-stable hot b firing" in d.examples and "only-candidate cold c firing" in d.examples
     assert tally(stable, stable, 10, 100).differing == 0
+
+
+def test_configured_checks_that_cannot_be_judged_are_no_data_not_a_pass() -> None:
+    spec = AnalysisSpec.model_validate({"maxEventToAlertP99": "1s", "maxAlertRatio": 3})
+    quiet = Sample(pods=1, consumed=100, evaluated=3, alerts=0, p99=None)
+    res = judge(spec, Sample(pods=1, consumed=100, evaluated=97), quiet, "now")
+    assert res.verdict == "noData" and "too little traffic" in res.message
+    assert judge(AnalysisSpec(), None, quiet, "now").verdict == "pass"  # nothing asked, it ran
