@@ -10,50 +10,29 @@ stable track keeps paging for the canary's devices.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client
 
 from alertpipe.workers.config import bucket_of
-from devstack.pipeline import GROUP, VERSION, condition, http, pod_address, wait_for
+from devstack.pipeline import condition, wait_for
 from devstack.pytest_plugin import LocalPods
-from devstack.rollout_load import EventLoad, alerts_on, expected, per_device
+from devstack.rollout_load import (
+    RULE,
+    EventLoad,
+    alerts_on,
+    expected,
+    per_device,
+    replace_rule,
+    settle,
+    start,
+)
 
 pytestmark = pytest.mark.e2e
 
 API_KEY = "canary-key-0123456789abcdef"
-RULE = "cpu-hot"
-
-
-def pipeline(name: str, bootstrap: str, redis_url: str, pods: LocalPods, rollout: dict[str, Any]) -> Any:
-    placed = {"nodeSelector": pods.node_selector}
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "AlertPipeline", "metadata": {"name": name},
-        "spec": {
-            "kafka": {"bootstrapServers": bootstrap,
-                      "topics": {"events": {"partitions": 2}, "alerts": {"partitions": 1}}},
-            "redis": {"url": redis_url}, "allowedLateness": "1s", "idleTimeout": "2s",
-            "ingestor": placed, "evaluator": placed, "deliverer": {"enabled": False},
-            "ingest": {"apiKeysSecretRef": {"name": "ingest-keys", "key": "keys"}},
-            "ruleSelector": {"matchLabels": {"alertpipe.io/pipeline": name}},
-            "rollout": rollout,
-        },
-    }
-
-
-def rule(pipeline_name: str, condition_text: str, summary: str) -> Any:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "AlertRule",
-        "metadata": {"name": RULE, "labels": {"alertpipe.io/pipeline": pipeline_name}},
-        "spec": {"select": {"types": ["cpu"]}, "threshold": {"condition": condition_text},
-                 "annotations": {"summary": summary}},
-    }
-
-
 ROLLOUT = {
     "steps": [{"weight": 10, "pause": "2s"}, {"weight": 50, "pause": "2s"}],
     "warmup": "3s",
@@ -61,77 +40,12 @@ ROLLOUT = {
 }
 
 
-class Setup:
-    def __init__(self, api: client.ApiClient, namespace: str, name: str) -> None:
-        self.core, self.co = client.CoreV1Api(api), client.CustomObjectsApi(api)
-        self.ns, self.name = namespace, name
-        self.phases: list[tuple[str, int]] = []
-
-    def canary(self) -> dict[str, Any]:
-        obj = self.co.get_namespaced_custom_object(GROUP, VERSION, self.ns, "alertpipelines", self.name)
-        return dict(obj.get("status", {}).get("canary") or {})
-
-    def watch_phase(self) -> dict[str, Any]:
-        c = self.canary()
-        if c and (not self.phases or self.phases[-1] != (c["phase"], c["weight"])):
-            self.phases.append((c["phase"], c["weight"]))
-        return c
-
-    def config(self, suffix: str = "") -> dict[str, Any]:
-        cm = self.core.read_namespaced_config_map(f"{self.name}-config{suffix}", self.ns)
-        return dict(json.loads(cm.data["config.json"]))
-
-
-def start(api: client.ApiClient, namespace: str, bootstrap: str, redis_url: str, pods: LocalPods,
-          operator: Path, rollout: dict[str, Any]) -> tuple[Setup, str]:
-    s = Setup(api, namespace, "edge")
-    s.core.create_namespaced_secret(namespace, client.V1Secret(
-        metadata=client.V1ObjectMeta(name="ingest-keys"), string_data={"keys": f"{namespace}:{API_KEY}\n"}))
-    s.co.create_namespaced_custom_object(GROUP, VERSION, namespace, "alertpipelines",
-                                         pipeline("edge", bootstrap, redis_url, pods, rollout))
-    s.co.create_namespaced_custom_object(GROUP, VERSION, namespace, "alertrules",
-                                         rule("edge", "value > 80", "v1 {{ value }}"))
-
-    def ready() -> bool:
-        c = condition(s.co, namespace, "edge", "Ready")
-        return c is not None and c["status"] == "True"
-
-    try:
-        wait_for(ready, "AlertPipeline Ready=True", 180)
-    except AssertionError:
-        raise AssertionError(operator.read_text()[-3000:]) from None
-    ingestor = f"{pod_address(s.core, namespace, 'edge', 'ingestor')}:8080"
-    wait_for(lambda: http("GET", f"http://{ingestor}/readyz")[0] == 200, "ingestor /readyz", 120)
-    evaluator = f"{pod_address(s.core, namespace, 'edge', 'evaluator')}:9102"
-    wait_for(lambda: b"alertpipe_evaluator_assigned_partitions 2.0" in http(
-        "GET", f"http://{evaluator}/metrics")[1], "the stable evaluator holding both partitions", 120)
-    return s, ingestor
-
-
-def replace_rule(s: Setup, condition_text: str, summary: str) -> None:
-    live = s.co.get_namespaced_custom_object(GROUP, VERSION, s.ns, "alertrules", RULE)
-    body = rule("edge", condition_text, summary)
-    body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"]
-    s.co.replace_namespaced_custom_object(GROUP, VERSION, s.ns, "alertrules", RULE, body)
-
-
-def settle(bootstrap: str, topic: str, want: int) -> list[dict[str, Any]]:
-    """The alerts topic once it stops growing (and holds at least ``want`` records)."""
-    last: list[dict[str, Any]] = []
-    for _ in range(30):
-        got = alerts_on(bootstrap, topic)
-        if len(got) >= want and len(got) == len(last):
-            return got
-        last = got
-        time.sleep(2)
-    return last
-
-
 def test_rule_change_rolls_out_10_50_100_without_losing_or_doubling_an_alert(
     api: client.ApiClient, namespace: str, operator: Path, pod_runner: LocalPods,
     kafka_bootstrap: str, redis_url: str,
 ) -> None:
-    s, ingestor = start(api, namespace, kafka_bootstrap, redis_url, pod_runner, operator, ROLLOUT)
+    s, ingestor = start(api, namespace, kafka_bootstrap, redis_url, pod_runner.node_selector, operator,
+                        API_KEY, ROLLOUT)
     topic = s.config()["kafka"]["topics"]["alerts"]
     load = EventLoad(ingestor, API_KEY, namespace).start()
     try:
@@ -168,7 +82,8 @@ def test_a_noisy_candidate_is_rolled_back_and_stable_keeps_paging(
     api: client.ApiClient, namespace: str, operator: Path, pod_runner: LocalPods,
     kafka_bootstrap: str, redis_url: str,
 ) -> None:
-    s, ingestor = start(api, namespace, kafka_bootstrap, redis_url, pod_runner, operator, ROLLOUT)
+    s, ingestor = start(api, namespace, kafka_bootstrap, redis_url, pod_runner.node_selector, operator,
+                        API_KEY, ROLLOUT)
     topic = s.config()["kafka"]["topics"]["alerts"]
     load = EventLoad(ingestor, API_KEY, namespace).start()
     try:
@@ -205,7 +120,8 @@ def test_shadow_reports_no_diff_for_a_no_op_change_and_a_real_one_for_a_changed_
     api: client.ApiClient, namespace: str, operator: Path, pod_runner: LocalPods,
     kafka_bootstrap: str, redis_url: str,
 ) -> None:
-    s, ingestor = start(api, namespace, kafka_bootstrap, redis_url, pod_runner, operator, SHADOW)
+    s, ingestor = start(api, namespace, kafka_bootstrap, redis_url, pod_runner.node_selector, operator,
+                        API_KEY, SHADOW)
     load = EventLoad(ingestor, API_KEY, namespace).start()
     try:
         wait_for(lambda: load.rounds >= 10, "events flowing", 30)
