@@ -190,10 +190,11 @@ def start(
     s = Setup(api, namespace, "edge")
     s.core.create_namespaced_secret(namespace, client.V1Secret(
         metadata=client.V1ObjectMeta(name="ingest-keys"), string_data={"keys": f"{namespace}:{api_key}\n"}))
-    s.co.create_namespaced_custom_object(GROUP, VERSION, namespace, "alertpipelines",
-                                         pipeline("edge", bootstrap, redis_url, node_selector, rollout))
+    # the rule first: a pipeline compiled before its rule is seen would roll the rule out as a change
     s.co.create_namespaced_custom_object(GROUP, VERSION, namespace, "alertrules",
                                          rule("edge", "value > 80", "v1 {{ value }}"))
+    s.co.create_namespaced_custom_object(GROUP, VERSION, namespace, "alertpipelines",
+                                         pipeline("edge", bootstrap, redis_url, node_selector, rollout))
 
     def ready() -> bool:
         c = condition(s.co, namespace, "edge", "Ready")
@@ -208,6 +209,8 @@ def start(
     evaluator = f"{pod_address(s.core, namespace, 'edge', 'evaluator')}:9102"
     wait_for(lambda: b"alertpipe_evaluator_assigned_partitions 2.0" in http(
         "GET", f"http://{evaluator}/metrics")[1], "the stable evaluator holding both partitions", 120)
+    if s.canary():
+        raise AssertionError(f"a rollout runs before any change: {s.canary()}")
     return s, ingestor
 
 

@@ -434,6 +434,7 @@ class Reconciler:
             self.settings.image_pull_secrets,
             scaled,
         )
+        desired = self.rollouts.pin_stable_image(body, spec, desired)  # an image being rolled out
         first = [o for o in desired if o["kind"] in FIRST_KINDS]
         rest = [o for o in desired if o["kind"] not in FIRST_KINDS]
         first_task = asyncio.ensure_future(asyncio.gather(*(self._apply(o, body) for o in first)))

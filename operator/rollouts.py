@@ -31,13 +31,22 @@ from alertpipe.operator.decisions.tracks import (
     candidate_deployment,
     candidate_deployment_name,
     candidate_replicas,
+    pinned_image,
+    revision,
     rules_revision,
     shadow_topic,
     splittable,
     track_documents,
     warmup_ms,
 )
-from alertpipe.operator.decisions.workloads import Owner, desired_config_map, labels
+from alertpipe.operator.decisions.workloads import (
+    DESIRED_HASH,
+    Owner,
+    deployment_name,
+    desired_config_map,
+    labels,
+    with_hash,
+)
 from alertpipe.operator.kafka_admin import KafkaAdminError
 from alertpipe.operator.rollout_models import CanaryStatus, RolloutSpec, ShadowDiff
 from alertpipe.operator.scrape import Scraper
@@ -72,6 +81,8 @@ def condition_of(body: Any) -> Want | None:
 @dataclass(frozen=True)
 class _Inputs:
     compiled: PipelineConfig
+    candidate_revision: str  # rules and image the spec asks for
+    stable_revision: str  # rules and image the stable track runs now
     stable_rules: list[RuleEntry]
     splittable: bool
     warmup_ms: int
@@ -92,6 +103,7 @@ class Rollouts:
         self._baseline: dict[Key, tuple[int, Totals, Totals]] = {}
         self._shadow_at: dict[Key, float] = {}
         self._topics_ok: set[tuple[str, ...]] = set()
+        self._images: dict[Key, tuple[str, str]] = {}  # (the spec's evaluator image, what stable runs)
 
     # --- called by the reconciler -----------------------------------------------------------------
 
@@ -102,6 +114,38 @@ class Rollouts:
             text = ((cm or {}).get("data") or {}).get(CONFIG_KEY)
             self._stable[key] = list(PipelineConfig.from_json(text).rules) if text else None
         return self._stable[key]
+
+    def pin_stable_image(self, body: Any, spec: AlertPipelineSpec, desired: list[JSON]) -> list[JSON]:
+        """``desired`` with the stable evaluator's image held at the live one while the spec's image
+        is a rollout's candidate (decisions/tracks.pinned_image); remembers both images."""
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        dname = deployment_name(meta["name"], "evaluator")
+        index = next((i for i, o in enumerate(desired)
+                      if o["kind"] == "Deployment" and o["metadata"]["name"] == dname), None)
+        if index is None:
+            return desired
+        want = str(desired[index]["spec"]["template"]["spec"]["containers"][0]["image"])
+        live_dep = self.rec.store.deployments.get((key[0], dname))
+        live = None
+        if live_dep is not None:
+            pod_spec = ((live_dep.get("spec") or {}).get("template") or {}).get("spec") or {}
+            live = str(pod_spec["containers"][0].get("image")) if pod_spec.get("containers") else None
+        inputs = self._inputs.get(key)
+        rules_rev = inputs.compiled.rules_revision() if inputs is not None else ""
+        image = pinned_image(want, live, canary_status(body), spec.rollout, revision(rules_rev, want))
+        self._images[key] = (want, image)
+        if image == want:
+            return desired
+        dep = desired[index]
+        containers = [{**dep["spec"]["template"]["spec"]["containers"][0], "image": image},
+                      *dep["spec"]["template"]["spec"]["containers"][1:]]
+        pod = {**dep["spec"]["template"]["spec"], "containers": containers}
+        template = {**dep["spec"]["template"], "spec": pod}
+        meta = {**dep["metadata"], "annotations": {k: v for k, v in dep["metadata"]["annotations"].items()
+                                                   if k != DESIRED_HASH}}
+        pinned = with_hash({**dep, "metadata": meta, "spec": {**dep["spec"], "template": template}})
+        return [*desired[:index], pinned, *desired[index + 1:]]
 
     async def documents(
         self, body: Any, spec: AlertPipelineSpec, compiled: PipelineConfig
@@ -114,10 +158,14 @@ class Rollouts:
             self._inputs.pop(key, None)
             return compiled, None
         stable_rules = await self._stable_rules(*key)
-        stable, candidate = track_documents(compiled, stable_rules, canary_status(body), spec.rollout)
+        want, runs = self._images.get(key, ("", ""))
+        candidate_rev = revision(compiled.rules_revision(), want)
+        stable, candidate = track_documents(compiled, stable_rules, canary_status(body), spec.rollout,
+                                            candidate_rev)
         self._stable[key] = list(stable.rules)
         self._inputs[key] = _Inputs(
-            compiled=compiled, stable_rules=list(stable.rules),
+            compiled=compiled, candidate_revision=candidate_rev,
+            stable_revision=revision(rules_revision(stable.rules), runs), stable_rules=list(stable.rules),
             splittable=splittable(compiled.rules) and splittable(stable.rules),
             warmup_ms=warmup_ms(spec.rollout, compiled),
             lateness_ms=round(parse_duration(compiled.allowed_lateness) * 1000),
@@ -147,7 +195,8 @@ class Rollouts:
         stable = next((o for o in desired if o["kind"] == "Deployment"
                        and o["metadata"]["name"].endswith("-evaluator")), None)
         if stable is not None:
-            dep = candidate_deployment(stable, name, candidate_replicas(spec.evaluator.replicas))
+            want = self._images.get((ns, name), ("", ""))[0] or None
+            dep = candidate_deployment(stable, name, candidate_replicas(spec.evaluator.replicas), want)
             await self.rec._apply(dep, body)  # noqa: SLF001 - the reconciler's writer
 
     async def _ensure_topics(self, ns: str, spec: AlertPipelineSpec, candidate: PipelineConfig) -> None:
@@ -188,9 +237,9 @@ class Rollouts:
         st = canary_status(body)
         now = _now_ms()
         active = st is not None and st.phase in ACTIVE
-        stable_rev = st.stable_revision if st is not None and active else rules_revision(inputs.stable_rules)
+        stable_rev = st.stable_revision if st is not None and active else inputs.stable_revision
         obs = Observation(
-            now_ms=now, candidate_revision=inputs.compiled.rules_revision(), stable_revision=stable_rev,
+            now_ms=now, candidate_revision=inputs.candidate_revision, stable_revision=stable_rev,
             splittable=inputs.splittable, warmup_ms=inputs.warmup_ms, lateness_ms=inputs.lateness_ms,
             candidate_ready=bool(st and st.phase == "Starting") and await self._ready(key, inputs),
             analysis=await self._analyse(key, rollout, st, now) if analysis_due(rollout, st, now) else None,

@@ -9,6 +9,7 @@ config for both tracks (they apply at once); only the rules are rolled out.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ __all__ = [
     "candidate_deployment",
     "candidate_deployment_name",
     "candidate_replicas",
+    "pinned_image",
+    "revision",
     "rules_revision",
     "shadow_topic",
     "splittable",
@@ -52,6 +55,28 @@ def shadow_topic(cfg: PipelineConfig) -> str:
 
 def rules_revision(rules: Sequence[RuleEntry]) -> str:
     return PipelineConfig.revision_of_rules(list(rules))
+
+
+def revision(rules_rev: str, image: str | None) -> str:
+    """What a rollout rolls out: a rule set and the evaluator image that runs it."""
+    if not image:
+        return rules_rev
+    return hashlib.sha256(f"{rules_rev}\x1f{image}".encode()).hexdigest()[:16]
+
+
+def pinned_image(
+    desired: str, live: str | None, st: CanaryStatus | None, rollout: RolloutSpec | None, candidate_rev: str
+) -> str:
+    """The image the *stable* evaluator runs: the spec's, unless a rollout holds the live one while
+    the spec's image is a candidate (it reaches stable with the promotion's second handover)."""
+    if rollout is None or live is None or live == desired:
+        return desired
+    if st is not None and st.phase == "Succeeded" and st.stable_revision == candidate_rev:
+        return desired
+    if (st is not None and st.phase in ACTIVE and st.candidate_revision == candidate_rev
+            and st.handover is not None and st.handover.kind == "toStable"):
+        return desired
+    return live
 
 
 def splittable(rules: Sequence[RuleEntry]) -> bool:
@@ -84,17 +109,17 @@ def _live(st: CanaryStatus | None, revision: str) -> bool:
 
 def stable_rules_for(
     compiled: PipelineConfig, stable_rules: Sequence[RuleEntry] | None, st: CanaryStatus | None,
-    rollout: RolloutSpec | None,
+    rollout: RolloutSpec | None, candidate_rev: str | None = None,
 ) -> list[RuleEntry]:
     """The rules the stable track runs: the compiled ones unless a rollout holds them back."""
     if rollout is None or stable_rules is None:
         return list(compiled.rules)
-    revision = compiled.rules_revision()
-    if rules_revision(stable_rules) == revision:
+    if rules_revision(stable_rules) == compiled.rules_revision():
         return list(compiled.rules)
-    if st is not None and st.phase == "Succeeded" and st.stable_revision == revision:
+    cand = candidate_rev or compiled.rules_revision()
+    if st is not None and st.phase == "Succeeded" and st.stable_revision == cand:
         return list(compiled.rules)
-    if _live(st, revision) and st is not None and st.handover is not None and st.handover.kind == "toStable":
+    if _live(st, cand) and st is not None and st.handover is not None and st.handover.kind == "toStable":
         return list(compiled.rules)
     return list(stable_rules)  # a rollout runs, is about to start, or rolled this candidate back
 
@@ -146,12 +171,13 @@ def _candidate_config(compiled: PipelineConfig, st: CanaryStatus, shadow: bool) 
 
 def track_documents(
     compiled: PipelineConfig, stable_rules: Sequence[RuleEntry] | None, st: CanaryStatus | None,
-    rollout: RolloutSpec | None,
+    rollout: RolloutSpec | None, candidate_rev: str | None = None,
 ) -> tuple[PipelineConfig, PipelineConfig | None]:
-    """(stable config, candidate config or None) for the compiled config and the rollout's state."""
-    rules = stable_rules_for(compiled, stable_rules, st, rollout)
+    """(stable config, candidate config or None) for the compiled config and the rollout's state;
+    ``candidate_rev`` is the candidate's revision (rules and image), by default the rules'."""
+    rules = stable_rules_for(compiled, stable_rules, st, rollout, candidate_rev)
     stable = compiled.model_copy(update={"rules": rules})
-    if rollout is None or st is None or not _live(st, compiled.rules_revision()):
+    if rollout is None or st is None or not _live(st, candidate_rev or compiled.rules_revision()):
         return stable.with_revision(), None
     shadowing = rollout.strategy == "shadow-then-canary" and st.phase in (
         "Starting", "Shadow", "WaitingForPromote")
@@ -170,9 +196,10 @@ def candidate_replicas(stable_replicas: int) -> int:
     return max(1, stable_replicas)
 
 
-def candidate_deployment(stable: JSON, pipeline: str, replicas: int) -> JSON:
+def candidate_deployment(stable: JSON, pipeline: str, replicas: int, image: str | None = None) -> JSON:
     """The candidate track's Deployment, from the stable evaluator's desired one: its own name,
-    component label and selector (the stable ReplicaSet must never adopt its pods), its own config."""
+    component label and selector (the stable ReplicaSet must never adopt its pods), its own config,
+    and ``image`` (the spec's evaluator image, which the stable one may be pinned away from)."""
     dep: JSON = {k: v for k, v in stable.items()}
     meta = dict(dep["metadata"])
     meta["name"] = candidate_deployment_name(pipeline)
@@ -189,6 +216,8 @@ def candidate_deployment(stable: JSON, pipeline: str, replicas: int) -> JSON:
     containers = []
     for c in pod["containers"]:
         c = dict(c)
+        if image:
+            c["image"] = image
         c["command"] = [
             f"configmap:{meta['namespace']}/{candidate_config_map_name(pipeline)}"
             if a.startswith("configmap:") else a for a in c["command"]

@@ -215,3 +215,34 @@ def test_configured_checks_that_cannot_be_judged_are_no_data_not_a_pass() -> Non
     res = judge(spec, Sample(pods=1, consumed=100, evaluated=97), quiet, "now")
     assert res.verdict == "noData" and "too little traffic" in res.message
     assert judge(AnalysisSpec(), None, quiet, "now").verdict == "pass"  # nothing asked, it ran
+
+
+def test_an_image_change_is_a_candidate_and_reaches_stable_only_with_the_promotion() -> None:
+    from alertpipe.operator.decisions.tracks import pinned_image, revision
+
+    rules = config(OLD).rules_revision()
+    assert revision(rules, "img:1") != revision(rules, "img:2") and revision(rules, None) == rules
+    cand = revision(rules, "img:2")
+    base: dict[str, Any] = {"candidateRevision": cand, "stableRevision": revision(rules, "img:1")}
+    # no rollout, a new pipeline, or nothing changed: the spec's image
+    assert pinned_image("img:2", "img:1", None, None, cand) == "img:2"
+    assert pinned_image("img:2", None, None, ROLLOUT, cand) == "img:2"
+    assert pinned_image("img:1", "img:1", None, ROLLOUT, cand) == "img:1"
+    # pending, running, rolled back: the live one
+    for phase in ("Progressing", "RolledBack", "Aborted"):
+        st = CanaryStatus.model_validate({**base, "phase": phase, "weight": 10})
+        assert pinned_image("img:2", "img:1", st, ROLLOUT, cand) == "img:1", phase
+    assert pinned_image("img:2", "img:1", None, ROLLOUT, cand) == "img:1"
+    # the promotion's second handover, and after it
+    back = CanaryStatus.model_validate({**base, "phase": "Promoting", "weight": 100, "handover": {
+        "kind": "toStable", "fromWeight": 0, "toWeight": 100, "cutMs": 1, "doneMs": 2}})
+    assert pinned_image("img:2", "img:1", back, ROLLOUT, cand) == "img:2"
+    done = CanaryStatus.model_validate({**base, "phase": "Succeeded", "stableRevision": cand})
+    assert pinned_image("img:2", "img:1", done, ROLLOUT, cand) == "img:2"
+    stable = {"apiVersion": "apps/v1", "kind": "Deployment",
+              "metadata": {"name": "p-evaluator", "namespace": "t", "labels": {}, "annotations": {}},
+              "spec": {"replicas": 1, "selector": {"matchLabels": {}}, "template": {
+                  "metadata": {"labels": {}},
+                  "spec": {"containers": [{"name": "evaluator", "image": "img:1", "command": []}]}}}}
+    assert candidate_deployment(stable, "p", 1, "img:2")["spec"]["template"]["spec"]["containers"][0][
+        "image"] == "img:2"
