@@ -111,8 +111,10 @@ def stable_rules_for(
     compiled: PipelineConfig, stable_rules: Sequence[RuleEntry] | None, st: CanaryStatus | None,
     rollout: RolloutSpec | None, candidate_rev: str | None = None,
 ) -> list[RuleEntry]:
-    """The rules the stable track runs: the compiled ones unless a rollout holds them back."""
-    if rollout is None or stable_rules is None:
+    """The rules the stable track runs: the compiled ones unless a rollout holds them back. A stable
+    track without rules (a new pipeline whose rules were seen after it) has nothing to compare a
+    candidate with: its first rules apply at once."""
+    if rollout is None or not stable_rules:
         return list(compiled.rules)
     if rules_revision(stable_rules) == compiled.rules_revision():
         return list(compiled.rules)

@@ -71,6 +71,9 @@ def test_no_rollout_or_no_stable_yet_means_one_document_with_the_compiled_rules(
 def test_a_pending_rollout_keeps_the_stable_rules() -> None:
     stable, cand = track_documents(config(NEW), OLD, None, ROLLOUT)
     assert stable.rules == OLD and stable.track is None and cand is None
+    # a stable track without rules has nothing to compare with: the first rules apply at once
+    stable, cand = track_documents(config(NEW), [], None, ROLLOUT)
+    assert stable.rules == NEW and cand is None
 
 
 @given(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=30), st.sampled_from([10, 50]),
