@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from alertpipe.operator.decisions.analysis import Totals, judge, sample
-from alertpipe.operator.decisions.canary import ACTIVE, Observation, advance, analysis_due
+from alertpipe.operator.decisions.canary import ACTIVE, Observation, advance, analysis_due, canary_condition
 from alertpipe.operator.decisions.compile import CONFIG_KEY, config_map_name
 from alertpipe.operator.decisions.conditions import Want
 from alertpipe.operator.decisions.shadow import tally
@@ -48,7 +48,7 @@ from alertpipe.operator.decisions.workloads import (
     with_hash,
 )
 from alertpipe.operator.kafka_admin import KafkaAdminError
-from alertpipe.operator.rollout_models import CanaryStatus, RolloutSpec, ShadowDiff
+from alertpipe.operator.rollout_models import AnalysisResult, CanaryStatus, RolloutSpec, ShadowDiff
 from alertpipe.operator.scrape import Scraper
 from alertpipe.operator.shadow_reader import read_alerts
 from alertpipe.workers.config.durations import parse_duration
@@ -73,8 +73,6 @@ def canary_status(body: Any) -> CanaryStatus | None:
 
 
 def condition_of(body: Any) -> Want | None:
-    from alertpipe.operator.decisions.canary import canary_condition
-
     return canary_condition(canary_status(body))
 
 
@@ -242,7 +240,7 @@ class Rollouts:
             now_ms=now, candidate_revision=inputs.candidate_revision, stable_revision=stable_rev,
             splittable=inputs.splittable, warmup_ms=inputs.warmup_ms, lateness_ms=inputs.lateness_ms,
             candidate_ready=bool(st and st.phase == "Starting") and await self._ready(key, inputs),
-            analysis=await self._analyse(key, rollout, st, now) if analysis_due(rollout, st, now) else None,
+            analysis=await self._analyse(key, rollout, now) if analysis_due(rollout, st, now) else None,
             shadow_diff=await self._shadow(key, spec, st, inputs, now),
         )
         decision = advance(rollout, st, obs)
@@ -257,7 +255,7 @@ class Rollouts:
         t = await self.scraper.track(key[0], key[1], CANDIDATE_COMPONENT)
         return t.pods > 0 and t.assigned >= inputs.partitions
 
-    async def _analyse(self, key: Key, rollout: RolloutSpec, st: CanaryStatus | None, now: int) -> Any:
+    async def _analyse(self, key: Key, rollout: RolloutSpec, now: int) -> AnalysisResult | None:
         stable = await self.scraper.track(key[0], key[1], "evaluator")
         cand = await self.scraper.track(key[0], key[1], CANDIDATE_COMPONENT)
         interval = parse_duration(rollout.analysis.interval) * 1000

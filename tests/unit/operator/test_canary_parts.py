@@ -249,3 +249,14 @@ def test_an_image_change_is_a_candidate_and_reaches_stable_only_with_the_promoti
                   "spec": {"containers": [{"name": "evaluator", "image": "img:1", "command": []}]}}}}
     assert candidate_deployment(stable, "p", 1, "img:2")["spec"]["template"]["spec"]["containers"][0][
         "image"] == "img:2"
+
+
+def test_kill_switches_reach_both_tracks_at_once() -> None:
+    from alertpipe.workers.config import KillSwitch, KillSwitches
+
+    cfg = config(NEW).model_copy(update={"kill_switches": KillSwitches(
+        stop_evaluation=KillSwitch(reason="incident"))}).with_revision()
+    stable, cand = track_documents(cfg, OLD, status("Progressing", 10), ROLLOUT)
+    assert cand is not None
+    assert stable.kill_switches.stop_evaluation is not None and cand.kill_switches.stop_evaluation is not None
+    assert stable.rules == OLD  # the switch is not rolled out, the rules are
