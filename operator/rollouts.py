@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from alertpipe.operator.decisions.analysis import Totals, judge, sample
+from alertpipe.operator.decisions.analysis import Totals, judge, past, sample
 from alertpipe.operator.decisions.canary import ACTIVE, Observation, advance, analysis_due, canary_condition
 from alertpipe.operator.decisions.compile import CONFIG_KEY, config_map_name
 from alertpipe.operator.decisions.conditions import Want
@@ -242,6 +242,7 @@ class Rollouts:
             candidate_ready=bool(st and st.phase == "Starting") and await self._ready(key, inputs),
             analysis=await self._analyse(key, rollout, now) if analysis_due(rollout, st, now) else None,
             shadow_diff=await self._shadow(key, spec, st, inputs, now),
+            old_owner_past_cut=await self._past_cut(key, st, now),
         )
         decision = advance(rollout, st, obs)
         if decision.status != st:
@@ -249,6 +250,15 @@ class Rollouts:
             self.rec.queue.schedule(("pipeline", namespace, name), 0.0)
         for type_, reason, message in decision.events:
             self.rec.event_soon(body, type_, reason, message)
+
+    async def _past_cut(self, key: Key, st: CanaryStatus | None, now: int) -> bool:
+        """A due handover's old owner (stable, or the candidate when stable takes keys back) has a
+        watermark past the cut: it published everything before the cut before it drops the keys."""
+        h = st.handover if st is not None else None
+        if h is None or now < h.done_ms:
+            return True
+        old = CANDIDATE_COMPONENT if h.kind == "toStable" else "evaluator"
+        return past(await self.scraper.track(key[0], key[1], old), h.cut_ms, now)
 
     async def _ready(self, key: Key, inputs: _Inputs) -> bool:
         """Candidate pods answer and hold every events partition."""

@@ -100,7 +100,10 @@ def cpu_cost(bootstrap: str, redis_url: str, events: int, repeats: int = 3) -> d
 
     def best(cfg: dict[str, Any]) -> dict[str, Any]:
         """The run with the median CPU per event of ``repeats`` (the machine is shared)."""
-        runs = sorted((in_subprocess(cfg, events) for _ in range(repeats)), key=lambda r: r["cpu_us_per_event"])
+        # a fresh Redis prefix per run: a run must neither restore another's checkpoints nor see its dedup keys
+        fresh = [{**cfg, "redis": {**cfg["redis"], "keyPrefix": f"bench:{uuid.uuid4().hex[:8]}"}}
+                 for _ in range(repeats)]
+        runs = sorted((in_subprocess(c, events) for c in fresh), key=lambda r: r["cpu_us_per_event"])
         return {**runs[len(runs) // 2], "runs_cpu_us_per_event": [r["cpu_us_per_event"] for r in runs]}
 
     single = best(base)

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from alertpipe.operator.rollout_models import AnalysisResult, AnalysisSpec
 from alertpipe.workers.config.durations import format_duration, parse_duration
 
-__all__ = ["Sample", "Totals", "judge", "sample", "totals"]
+__all__ = ["Sample", "Totals", "judge", "past", "sample", "totals"]
 
 _COUNTERS = {
     "alertpipe_evaluator_events_consumed": "consumed",
@@ -40,6 +40,7 @@ class Totals:
     counters: Mapping[str, float] = field(default_factory=dict)
     lag: float = 0.0
     assigned: float = 0.0  # events partitions the track's consumers hold
+    watermark_delays: tuple[float, ...] = ()  # seconds behind the wall clock, per partition
     latency_buckets: Mapping[float, float] = field(default_factory=dict)  # le -> cumulative count
 
 
@@ -62,6 +63,7 @@ def totals(texts: Iterable[str]) -> Totals:
     counters: dict[str, float] = dict.fromkeys(_COUNTERS.values(), 0.0)
     buckets: dict[float, float] = {}
     lag = assigned = 0.0
+    delays: list[float] = []
     pods = 0
     for text in texts:
         pods += 1
@@ -74,11 +76,28 @@ def totals(texts: Iterable[str]) -> Totals:
                     lag += s.value
                 elif fam.name == "alertpipe_evaluator_assigned_partitions":
                     assigned += s.value
+                elif fam.name == "alertpipe_evaluator_watermark_delay_seconds":
+                    delays.append(s.value)
                 elif (fam.name == "alertpipe_evaluator_event_to_alert_seconds" and s.name.endswith("_bucket")
                       and s.labels.get("basis") == "ingest_time"):
                     le = float(s.labels["le"])
                     buckets[le] = buckets.get(le, 0.0) + s.value
-    return Totals(pods=pods, counters=counters, lag=lag, assigned=assigned, latency_buckets=buckets)
+    return Totals(pods=pods, counters=counters, lag=lag, assigned=assigned, latency_buckets=buckets,
+                  watermark_delays=tuple(delays))
+
+
+IDLE_DELAY_S = 120.0  # a partition this far behind is idle or gone, not slow: it holds nothing back
+GAUGE_AGE_S = 1.0  # the gauge is set once a second: it may be this much older than the scrape
+
+
+def past(t: Totals, cut_ms: int, now_ms: int) -> bool:
+    """Every partition of this track has a watermark at or after ``cut_ms`` (event time): all of its
+    transitions before the cut are out. No answering pod: True (nobody is left to publish them; a
+    handover must not wait forever for a track that is gone)."""
+    if t.pods == 0:
+        return True
+    live = [d for d in t.watermark_delays if d < IDLE_DELAY_S]
+    return all(now_ms - (d + GAUGE_AGE_S) * 1000 >= cut_ms for d in live)
 
 
 def _delta(now: float, before: float) -> float:

@@ -61,6 +61,7 @@ class Observation:
     lateness_ms: int = 5000
     analysis: AnalysisResult | None = None  # judged now (analysis_due was True), else None
     shadow_diff: ShadowDiff | None = None  # the comparison so far, in Shadow / WaitingForPromote
+    old_owner_past_cut: bool = True  # the handover's old owner's watermark passed the cut
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,8 @@ def _progress(spec: RolloutSpec, st: CanaryStatus, obs: Observation) -> CanarySt
     if st.handover is not None:
         if now < st.handover.done_ms:
             return st
+        if not obs.old_owner_past_cut:
+            return _set(st, message="handover: waiting for the old owner's watermark to pass the cut")
         st = _set(st, handover=None, step_started_ms=now, message=f"candidate owns {st.weight} %")
     if spec.promote:
         return _promote(st, obs, "rollout.promote is set")
@@ -236,6 +239,8 @@ def _promoting(st: CanaryStatus, obs: Observation) -> CanaryStatus:
         return _promote(st, obs, "promoting")
     if obs.now_ms < h.done_ms:
         return st
+    if not obs.old_owner_past_cut:
+        return _set(st, message="handover: waiting for the old owner's watermark to pass the cut")
     if h.kind == "toCandidate":
         return _phase(st, "Promoting", obs.now_ms, "the stable track takes every key back on the new rules",
                       handover=_handover("toStable", 0, 100, obs))

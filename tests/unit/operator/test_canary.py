@@ -219,3 +219,24 @@ def test_condition_is_true_while_active() -> None:
 def test_steps_must_increase() -> None:
     with pytest.raises(ValueError, match="must increase"):
         spec(steps=[{"weight": 50}, {"weight": 10}])
+
+
+def test_a_handover_waits_for_the_old_owner_to_pass_the_cut() -> None:
+    r = Run(spec())
+    r.until("Progressing")
+    assert r.st is not None and r.st.handover is not None
+    for _ in range(HANDOVER // 1000 + 20):
+        r.tick(old_owner_past_cut=False)
+    assert r.st is not None and r.st.handover is not None and "watermark" in r.st.message
+    r.tick()
+    assert r.st is not None and r.st.handover is None
+
+
+def test_watermarks_past_the_cut() -> None:
+    from alertpipe.operator.decisions.analysis import Totals, past
+
+    now = 100_000
+    assert past(Totals(pods=1, watermark_delays=(2.0, 3.0)), cut_ms=now - 5000, now_ms=now)
+    assert not past(Totals(pods=1, watermark_delays=(2.0, 30.0)), cut_ms=now - 5000, now_ms=now)
+    assert past(Totals(pods=1, watermark_delays=(2.0, 500.0)), cut_ms=now - 5000, now_ms=now)  # idle
+    assert past(Totals(pods=0), cut_ms=now, now_ms=now)  # a track that is gone holds nothing back
