@@ -229,20 +229,23 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 4))
     cpu = results.get("cpu", {})
     if cpu:
-        a.bar(["single track", "stable 90 % + canary 10 %"],
-              [cpu["cpu_us_per_event_single"], cpu["cpu_us_per_event_with_canary"]], color=["#4477aa", "#ee6677"])
+        bars = a.bar(["single track", "stable 90 % + canary 10 %"],
+                     [cpu["cpu_us_per_event_single"], cpu["cpu_us_per_event_with_canary"]], color=["#4477aa", "#ee6677"])
+        a.bar_label(bars, fmt="%.2f")
         a.set_ylabel("CPU µs per event")
         a.set_title(f"second track: {cpu['overhead_percent']:+.1f} % CPU")
     rb = results.get("rollback", {})
     if rb:
-        b.bar(["Canary=RolledBack", "candidate pods gone"],
-              [rb["breach_to_rolled_back_s"], rb["breach_to_candidate_gone_s"]], color="#228833")
+        bars = b.bar(["Canary=RolledBack", "candidate pods gone"],
+                     [rb["breach_to_rolled_back_s"], rb["breach_to_candidate_gone_s"]], color="#228833")
+        b.bar_label(bars, fmt="%.1f s")
         b.set_ylabel("seconds after the breach began")
         b.set_title("breach to rollback")
     st = results.get("steps", {})
     if st:
-        c.bar(["expected", "lost", "duplicated"], [st["expected_transitions"], st["lost"], st["duplicated"]],
-              color=["#bbbbbb", "#ee6677", "#ccbb44"])
+        bars = c.bar(["expected", "lost", "duplicated"], [st["expected_transitions"], st["lost"], st["duplicated"]],
+                     color=["#bbbbbb", "#ee6677", "#ccbb44"])
+        c.bar_label(bars, fmt="%d")
         c.set_title(f"3 step changes + promotion, {st['events_per_s']} ev/s")
         c.set_ylabel("alert transitions")
     fig.tight_layout()
@@ -256,7 +259,11 @@ def main() -> int:
     ap.add_argument("--every", type=float, default=0.1, help="seconds between two events of a device")
     ap.add_argument("--quick", action="store_true", help="small figures (a smoke run)")
     ap.add_argument("--drain", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--plot-only", action="store_true", help="redraw canary.png from results.json")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads((HERE / "results.json").read_text()), HERE / "canary.png")
+        return 0
     if args.drain:
         print(json.dumps(drain(sys.stdin.read(), args.drain)))
         return 0
