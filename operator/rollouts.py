@@ -102,6 +102,7 @@ class Rollouts:
         self._shadow_at: dict[Key, float] = {}
         self._topics_ok: set[tuple[str, ...]] = set()
         self._images: dict[Key, tuple[str, str]] = {}  # (the spec's evaluator image, what stable runs)
+        self._leftover: set[Key] = set()  # candidate ConfigMaps whose Deployment is being removed
 
     # --- called by the reconciler -----------------------------------------------------------------
 
@@ -178,12 +179,20 @@ class Rollouts:
         """The candidate track's ConfigMap, topics and Deployment; removed when there is none."""
         ns, name = owner.namespace, owner.name
         dname = candidate_deployment_name(name)
+        cm_name = candidate_config_map_name(name)
         if candidate is None:
             if (ns, dname) in self.rec.store.deployments:
+                # silence it first: a stopping pod takes seconds to exit and must not publish meanwhile
+                await self._silence(ns, cm_name)
                 await self.rec.kube.delete("Deployment", ns, dname)
-                await self.rec.kube.delete("ConfigMap", ns, candidate_config_map_name(name))
+                self._leftover.add((ns, cm_name))
                 self.rec.event_soon(body, "Normal", "WorkloadRemoved", f"canary track removed: {dname}")
+            elif (ns, cm_name) in self._leftover:  # its pods are gone: the config can go too
+                self.rec._owned.pop(("ConfigMap", ns, cm_name), None)  # noqa: SLF001 - not drift: ours
+                await self.rec.kube.delete("ConfigMap", ns, cm_name)
+                self._leftover.discard((ns, cm_name))
             return
+        self._leftover.discard((ns, cm_name))
         await self._ensure_topics(ns, spec, candidate)
         cm = desired_config_map(owner, candidate)
         cm["metadata"]["name"] = candidate_config_map_name(name)
@@ -196,6 +205,24 @@ class Rollouts:
             want = self._images.get((ns, name), ("", ""))[0] or None
             dep = candidate_deployment(stable, name, candidate_replicas(spec.evaluator.replicas), want)
             await self.rec._apply(dep, body)  # noqa: SLF001 - the reconciler's writer
+
+    async def _silence(self, ns: str, cm_name: str) -> None:
+        """The candidate's config with no bucket range (it evaluates and publishes nothing)."""
+        cm = await self.rec.kube.get("ConfigMap", ns, cm_name)
+        text = ((cm or {}).get("data") or {}).get(CONFIG_KEY)
+        if not text:
+            return
+        cfg = PipelineConfig.from_json(text)
+        if cfg.track is None or not cfg.track.ranges:
+            return
+        quiet = cfg.model_copy(update={"track": cfg.track.model_copy(update={"ranges": []})}).with_revision()
+        key = ("ConfigMap", ns, cm_name)
+        patch = {"data": {CONFIG_KEY: quiet.to_json().decode()}}
+        out = await self.rec.kube.merge_patch("ConfigMap", ns, cm_name, patch)
+        # the reconciler's memory of that ConfigMap: ours is this write now (not drift), nothing cached
+        self.rec._wrote(key, out)  # noqa: SLF001
+        self.rec._applied.pop(key, None)  # noqa: SLF001
+        self.rec._owned.pop(key, None)  # noqa: SLF001
 
     async def _ensure_topics(self, ns: str, spec: AlertPipelineSpec, candidate: PipelineConfig) -> None:
         topics = spec.kafka.topics
