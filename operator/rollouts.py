@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,7 +23,7 @@ import orjson
 from alertpipe.operator.decisions.analysis import Totals, judge, past, sample
 from alertpipe.operator.decisions.canary import ACTIVE, Observation, advance, analysis_due, canary_condition
 from alertpipe.operator.decisions.compile import CONFIG_KEY, config_map_name
-from alertpipe.operator.decisions.conditions import Want
+from alertpipe.operator.decisions.conditions import Want, merge_conditions
 from alertpipe.operator.decisions.shadow import tally
 from alertpipe.operator.decisions.topics import TopicWant, plan_topics
 from alertpipe.operator.decisions.tracks import (
@@ -333,8 +334,16 @@ class Rollouts:
     async def _write(self, body: Any, st: CanaryStatus | None) -> None:
         meta = body["metadata"]
         value = orjson.loads(st.model_dump_json(by_alias=True)) if st is not None else None
+        # the Canary condition in the same write, so status.canary and the condition never disagree
+        # (the reconciler computes the same one from status.canary on its next pass)
+        previous = list((body.get("status") or {}).get("conditions") or [])
+        want = canary_condition(st)
+        conditions = [c for c in previous if c.get("type") != "Canary"]
+        if want is not None:
+            conditions += merge_conditions(previous, [want], datetime.now(UTC), meta.get("generation"))
         patched = await self.rec.kube.merge_patch(
-            "AlertPipeline", meta["namespace"], meta["name"], {"status": {"canary": value}}, sub="status")
+            "AlertPipeline", meta["namespace"], meta["name"],
+            {"status": {"canary": value, "conditions": conditions}}, sub="status")
         stored = self.rec.store.pipelines.get((meta["namespace"], meta["name"]))
         if stored is not None and stored["metadata"].get("uid") == patched.get("metadata", {}).get("uid"):
             stored["status"] = patched.get("status", {})
