@@ -24,6 +24,7 @@ from alertpipe.operator.decisions.analysis import Totals, judge, past, sample
 from alertpipe.operator.decisions.canary import ACTIVE, Observation, advance, analysis_due, canary_condition
 from alertpipe.operator.decisions.compile import CONFIG_KEY, config_map_name
 from alertpipe.operator.decisions.conditions import Want, merge_conditions
+from alertpipe.operator.decisions.replicas import autoscaled
 from alertpipe.operator.decisions.shadow import tally
 from alertpipe.operator.decisions.topics import TopicWant, plan_topics
 from alertpipe.operator.decisions.tracks import (
@@ -204,7 +205,9 @@ class Rollouts:
                        and o["metadata"]["name"].endswith("-evaluator")), None)
         if stable is not None:
             want = self._images.get((ns, name), ("", ""))[0] or None
-            dep = candidate_deployment(stable, name, candidate_replicas(spec.evaluator.replicas), want)
+            auto = autoscaled(spec, "evaluator")
+            base = auto.min_replicas if auto is not None else spec.evaluator.replicas
+            dep = candidate_deployment(stable, name, candidate_replicas(base), want)
             await self.rec._apply(dep, body)  # noqa: SLF001 - the reconciler's writer
 
     async def _silence(self, ns: str, cm_name: str) -> None:

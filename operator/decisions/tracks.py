@@ -190,10 +190,9 @@ def track_documents(
 
 
 def candidate_replicas(stable_replicas: int) -> int:
-    """Replicas of the candidate Deployment while a rollout runs.
-
-    HOOK(issue 9, lag autoscaling): the scaler's single replica budget for the evaluator must count
-    these too; today the candidate mirrors the stable replica count (at least one pod).
+    """Replicas of the candidate Deployment while a rollout runs: the evaluator's replicas, or its
+    autoscaling minReplicas (at least one pod). The lag scaler counts them against the evaluator's
+    maxReplicas (operator/scaler.py, ``other_tracks_replicas``); the candidate itself is not scaled.
     """
     return max(1, stable_replicas)
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import Field, model_validator
 
-from alertpipe.workers.config.base import Model
+from alertpipe.workers.config.base import Model as Model  # re-exported: models import it from here
 from alertpipe.workers.config.durations import Duration
 from alertpipe.workers.config.tracks import Track
 
