@@ -51,7 +51,8 @@ e2e: provision
 bench: provision
 	for b in devstack.startup ingestor.bench_ingest evaluator.bench_evaluator evaluator.bench_engine_ab \
 	         evaluator.bench_reference deliverer.bench_deliverer \
-	         operator.bench_operator operator.bench_killswitch scaling.bench_scaling; do PYTHONSAFEPATH= $(BIN)/python -m bench.$$b || exit 1; done
+	         operator.bench_operator operator.bench_killswitch scaling.bench_scaling \
+	         canary.bench_canary; do PYTHONSAFEPATH= $(BIN)/python -m bench.$$b || exit 1; done
 
 crds: bootstrap
 	$(BIN)/alertpipe crds --out crds/

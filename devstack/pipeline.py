@@ -112,7 +112,8 @@ def run_operator(
         sys.executable, "-m", "alertpipe", "--log-level=INFO", "operator",
         "--kubeconfig", str(kubeconfig), "--namespace", namespace,
         "--health-port", str(health), "--metrics-port", str(free_port()),
-        "--image", "alertpipe:devstack", "--rule-debounce", "0.2", *extra,
+        "--image", "alertpipe:devstack", "--rule-debounce", "0.2",
+        "--pod-address-annotation", "devstack.alertpipe.io/address", "--rollout-interval", "1", *extra,
     ]  # fmt: skip
     with log.open("ab") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,

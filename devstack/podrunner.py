@@ -48,6 +48,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 RUNNER_ANNOTATION = "devstack.alertpipe.io/pod-runner"
+ADDRESS_ANNOTATION = "devstack.alertpipe.io/address"  # the pod's loopback address (operator: scraping)
 _VAR = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 Json = dict[str, Any]
 Lookup = Callable[[str, str, str], Mapping[str, str] | None]  # (kind, namespace, name) -> data
@@ -330,6 +331,7 @@ class PodRunner:
             )
             local.procs[c["name"]] = proc
         self.pods[local.uid] = local
+        self._annotate_address(meta)
         for proc in local.procs.values():
             try:
                 proc.start()
@@ -339,6 +341,16 @@ class PodRunner:
                 self._stop_pod(local.uid)
                 return
             logger.info("pod runner: started %s (pid %s): %s", proc.name, proc.pid, " ".join(proc.argv))
+
+    def _annotate_address(self, meta: Json) -> None:
+        """Write the pod's loopback address where the operator (--pod-address-annotation) finds it."""
+        from kubernetes.client import ApiException
+
+        patch = {"metadata": {"annotations": {ADDRESS_ANNOTATION: local_ip(meta["uid"])}}}
+        try:
+            self._core().patch_namespaced_pod(meta["name"], meta["namespace"], patch, _request_timeout=10)
+        except ApiException as e:  # the pod went meanwhile: nothing to annotate
+            logger.info("pod runner: could not annotate %s: %s", meta["name"], e.status)
 
     def _stop_pod(self, uid: str) -> None:
         local = self.pods.pop(uid)

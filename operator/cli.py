@@ -156,6 +156,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         help="seconds between lag observations of an autoscaled pipeline (default 10)",
     )
+    g = parser.add_argument_group("canary rollouts")
+    g.add_argument("--rollout-interval", type=float, default=2.0,
+                   help="seconds between two steps of the rollout timer (default 2)")
+    g.add_argument("--pod-address-annotation", default=None,
+                   help="read a worker pod's address from this annotation instead of status.podIP"
+                        " (the devstack's pod runner writes devstack.alertpipe.io/address)")
 
 
 async def _serve(rec: Reconciler, bind: str, health_port: int, metrics_port: int) -> list[web.AppRunner]:
@@ -206,10 +212,12 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
             resync=args.resync,
             concurrency=args.concurrency,
             scale_interval=args.scale_interval,
+            pod_address_annotation=args.pod_address_annotation,
         ),
     )
     registry = kopf.OperatorRegistry()
-    register(registry, rec, webhooks=bool(args.webhook_port), scaler=Scaler(rec))
+    register(registry, rec, webhooks=bool(args.webhook_port), scaler=Scaler(rec),
+             rollout_interval=args.rollout_interval)
     tasks: list[asyncio.Task[None]] = []
     runners: list[web.AppRunner] = []
     watches: list[OwnedWatch] = []
@@ -252,6 +260,7 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await rec.queue.stop()
+        await rec.rollouts.scraper.close()
         for r in runners:
             await r.cleanup()
 

@@ -245,6 +245,7 @@ def build_crds() -> dict[str, JSON]:
             {"name": "Deliverers", "type": "integer", "jsonPath": ".status.replicas.deliverer.available"},
             {"name": "Lag", "type": "integer", "jsonPath": ".status.scaling.evaluator.lag"},
             {"name": "Revision", "type": "string", "jsonPath": ".status.revision"},
+            {"name": "Canary", "type": "string", "jsonPath": ".status.canary.phase"},
             age,
         ],
         "A tenant's real-time alert pipeline: Kafka topics, a compiled config and worker Deployments.",

@@ -57,6 +57,18 @@ class _QuietAutoscale(logging.Filter):
         return record.getMessage() != "Timer 'autoscale' succeeded."
 
 
+def _has_rollout(spec: kopf.Spec, **_: Any) -> bool:
+    return spec.get("rollout") is not None
+
+
+class _QuietRolloutTimer(logging.Filter):
+    """Kopf logs every successful timer run at INFO; the rollout timer runs every second or two and
+    logs its decisions itself (operator/rollouts.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "rollout_step' succeeded" not in record.getMessage()
+
+
 def _plain(body: kopf.Body) -> dict[str, Any]:
     """The watch event's own dicts (top level copied): Kopf's field views cost a lookup per key."""
     return dict(body)
@@ -68,9 +80,10 @@ def register(
     *,
     webhooks: bool = True,
     scaler: Scaler | None = None,
+    rollout_interval: float = 2.0,
 ) -> None:
     """Attach every handler to ``registry``, bound to ``rec``; admission handlers only with ``webhooks``;
-    the autoscaling timer with ``scaler``."""
+    the autoscaling timer with ``scaler``; the canary rollout timer every ``rollout_interval`` s."""
 
     if scaler is not None:
         objects = logging.getLogger("kopf.objects")
@@ -112,6 +125,13 @@ def register(
     @kopf.on.event("apps", "v1", "deployments", labels=MANAGED, registry=registry)
     async def deployment_event(type: str | None, body: kopf.Body, **_: Any) -> None:
         rec.deployment_seen(_plain(body), deleted=type == "DELETED")
+
+    logging.getLogger("kopf.objects").addFilter(_QuietRolloutTimer())
+
+    @kopf.timer(GROUP, VERSION, PIPELINE_PLURAL, interval=rollout_interval, when=_has_rollout,
+                registry=registry)
+    async def rollout_step(name: str, namespace: str | None, **_: Any) -> None:
+        await rec.rollouts.tick(namespace or "", name)
 
     @kopf.on.delete(GROUP, VERSION, PIPELINE_PLURAL, when=_deletes_topics, registry=registry)
     async def delete_topics(spec: kopf.Spec, name: str, namespace: str | None, **_: Any) -> None:

@@ -17,13 +17,14 @@ from alertpipe.operator.autoscaling import (
     ScalingBehavior,
     ScalingPolicy,
 )
+from alertpipe.operator.rollout_models import CanaryStatus, RolloutSpec
+from alertpipe.workers.config.base import Model
 from alertpipe.workers.config.durations import Duration
 from alertpipe.workers.config.models import (
     ChannelSpec,
     DeliverySettings,
     IngestSettings,
     KillSwitches,
-    Model,
     RuleSpec,
     SecretKeyRef,
 )
@@ -278,6 +279,9 @@ class AlertPipelineSpec(Model):
     kill_switches: KillSwitches = Field(
         default_factory=KillSwitches, description="Emergency stops, each with a reason and optional expiry."
     )
+    rollout: RolloutSpec | None = Field(
+        None, description="Canary rollout of rule and image changes; omitted: changes apply at once."
+    )
     deletion_policy: Literal["Retain", "Delete"] = Field(
         "Retain",
         description="Retain keeps the Kafka topics when the pipeline is deleted; Delete removes them.",
@@ -340,6 +344,7 @@ class AlertPipelineStatus(Model):
     scaling: dict[str, RoleScalingStatus] = Field(
         default_factory=dict, description="Autoscaling per role: lag, rates, the last decision."
     )
+    canary: CanaryStatus | None = Field(None, description="The canary rollout, while one runs or ran.")
 
 
 class RuleLiveness(Model):

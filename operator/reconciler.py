@@ -52,6 +52,8 @@ from alertpipe.operator.kube import Kube, KubeError
 from alertpipe.operator.models import ROLES, AlertPipelineSpec
 from alertpipe.operator.queue import WorkQueue
 from alertpipe.operator.redis_check import RedisChecks
+from alertpipe.operator.rollouts import Rollouts, condition_of
+from alertpipe.operator.scrape import Scraper
 from alertpipe.workers.config.connection import kafka_options
 from alertpipe.workers.config.models import ChannelSpec, RuleEntry
 from alertpipe.workers.errors import ConfigError
@@ -76,6 +78,7 @@ class OperatorSettings:
     resync: float = 300.0  # seconds between full resyncs
     concurrency: int = 8
     scale_interval: float = 10.0  # seconds between lag observations (our engine; KEDA's pollingInterval)
+    pod_address_annotation: str | None = None  # canary analysis: pod address from this annotation
 
 
 def _essence(body: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -153,6 +156,8 @@ class Reconciler:
         # resourceVersions the operator's own writes produced, per owned object (the last few): a
         # watch event of one of them is never drift, however late it arrives
         self._ours: dict[tuple[str, str, str], deque[str]] = {}
+        # canary rollouts: the tracks' documents, the candidate's objects, the step timer (rollouts.py)
+        self.rollouts = Rollouts(self, Scraper(kube, settings.pod_address_annotation))
 
     # --- inputs from Kopf -------------------------------------------------------------------
 
@@ -429,6 +434,7 @@ class Reconciler:
             self.settings.image_pull_secrets,
             scaled,
         )
+        desired = self.rollouts.pin_stable_image(body, spec, desired)  # an image being rolled out
         first = [o for o in desired if o["kind"] in FIRST_KINDS]
         rest = [o for o in desired if o["kind"] not in FIRST_KINDS]
         first_task = asyncio.ensure_future(asyncio.gather(*(self._apply(o, body) for o in first)))
@@ -446,6 +452,7 @@ class Reconciler:
                 else:
                     invalid.append(f"{rule['metadata']['name']}: {verdict.message}")
             config = compile_config(namespace, name, spec, entries, now)
+            config, candidate = await self.rollouts.documents(body, spec, config)
             cm = desired_config_map(owner, config)
             summary = f"config revision {config.revision}: {len(entries)} rule(s)"
 
@@ -457,6 +464,7 @@ class Reconciler:
                 asyncio.gather(*(self._apply(o, body) for o in rest)),
                 self._apply_config_map(body, cm, summary),
             )
+            await self.rollouts.apply_candidate(body, owner, spec, candidate, desired)
             compiled = (config.revision, frozenset(e.name for e in entries))
             if self.store.compiled.get((namespace, name)) != compiled:
                 self.store.compiled[(namespace, name)] = compiled
@@ -516,6 +524,7 @@ class Reconciler:
             available_replicas=dict(available),
             kill_switches=lines,
             expired_switches=expired,
+            canary=condition_of(body),
         )
         extra = {
             "observedGeneration": generation,

@@ -32,6 +32,7 @@ from alertpipe.operator.decisions.scaling import (
     scaling_conditions,
 )
 from alertpipe.operator.decisions.topics import topic_names
+from alertpipe.operator.decisions.tracks import candidate_deployment_name
 from alertpipe.operator.decisions.workloads import deployment_name
 from alertpipe.operator.kafka_admin import KafkaAdminError
 from alertpipe.operator.kube import KubeError
@@ -45,6 +46,14 @@ logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 PERSIST_TICKS = 3  # intervals between status writes while nothing visible changes (30 s at 10 s)
+
+
+def _candidate_replicas(rec: Reconciler, namespace: str, name: str, role: str) -> int:
+    """Replicas of the evaluator's canary track (one budget: maxReplicas counts both tracks)."""
+    if role != "evaluator":
+        return 0
+    dep = rec.store.deployments.get((namespace, candidate_deployment_name(name))) or {}
+    return int((dep.get("spec") or {}).get("replicas") or 0)
 
 
 def consumed_topic(namespace: str, name: str, spec: AlertPipelineSpec, role: str) -> str:
@@ -133,7 +142,7 @@ class Scaler:
                     current_replicas=int((dep.get("spec") or {}).get("replicas") or 0),
                     available_replicas=int((dep.get("status") or {}).get("availableReplicas") or 0),
                     previous=prev,
-                    other_tracks_replicas=0,  # a canary track's replicas, once there is one
+                    other_tracks_replicas=_candidate_replicas(rec, namespace, name, role),
                     pinned_by=pinned_by(spec, role, now),
                     unknown_reason=got if isinstance(got, str) else "lag not observed",
                 )

@@ -70,6 +70,7 @@ class Observed:
     available_replicas: Mapping[str, int] | None = None
     kill_switches: tuple[str, ...] = ()  # active switch descriptions
     expired_switches: tuple[str, ...] = ()
+    canary: Want | None = None  # decisions/canary.py canary_condition; None: no rollout ran
 
 
 def _topics(o: Observed) -> Want:
@@ -146,4 +147,4 @@ def pipeline_conditions(o: Observed) -> list[Want]:
         ready = Want("Ready", "False", blocking[0].reason, blocking[0].message)
     else:
         ready = Want("Ready", "True", "PipelineReady", "topics, config and workers are in place")
-    return [ready, topics, redis, rules, workers, kill]
+    return [ready, topics, redis, rules, workers, kill] + ([o.canary] if o.canary is not None else [])

@@ -180,7 +180,8 @@ def desired_role(owner: Owner) -> JSON:
                 {
                     "apiGroups": [""],
                     "resources": ["configmaps"],
-                    "resourceNames": [config_map_name(owner.name)],
+                    # the stable config and a canary rollout's candidate config (rollouts)
+                    "resourceNames": [config_map_name(owner.name), f"{owner.name}-config-canary"],
                     "verbs": ["get", "list", "watch"],
                 }
             ],

@@ -31,13 +31,16 @@ from alertpipe.workers.config.models import (
     WebhookChannel,
 )
 from alertpipe.workers.config.source import ConfigSource, FileConfigSource, StaticConfigSource
+from alertpipe.workers.config.tracks import BUCKETS, BucketRange, Track, alert_filter, bucket_of, key_filter
 
 __all__ = [
     "kafka_options",
     "GROUPS_STAGE_SUFFIX",
     "OFFSET_RESET",
+    "BUCKETS",
     "AbsenceSpec",
     "AggregateSpec",
+    "BucketRange",
     "ChannelSpec",
     "ConfigSource",
     "DeliverySettings",
@@ -63,10 +66,14 @@ __all__ = [
     "StaticConfigSource",
     "ThresholdSpec",
     "Topics",
+    "Track",
     "WebhookChannel",
     "add_config_argument",
     "consumer_group",
+    "alert_filter",
+    "bucket_of",
     "format_duration",
+    "key_filter",
     "parse_config_arg",
     "parse_duration",
 ]

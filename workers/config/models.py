@@ -14,10 +14,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, model_validator
 
+from alertpipe.workers.config.base import Model as Model  # re-exported: models import it from here
 from alertpipe.workers.config.durations import Duration
+from alertpipe.workers.config.tracks import Track
 
 __all__ = [
     "AbsenceSpec",
@@ -50,17 +51,6 @@ Name = Annotated[
     Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
 ]
 CelExpr = Annotated[str, Field(min_length=1, max_length=4096)]
-
-
-class Model(BaseModel):
-    """Frozen, camelCase on the wire, unknown fields rejected."""
-
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        alias_generator=to_camel,
-        populate_by_name=True,
-    )
 
 
 # --- secrets -----------------------------------------------------------------------------------
@@ -338,6 +328,8 @@ class PipelineConfig(Model):
     channels: list[ChannelSpec] = Field(default_factory=list)
     rules: list[RuleEntry] = Field(default_factory=list)
     kill_switches: KillSwitches = Field(default_factory=KillSwitches)
+    # a canary rollout's split of the keys (tracks.py); None: this evaluator owns every key
+    track: Track | None = None
     revision: str = ""
 
     def content_revision(self) -> str:
@@ -355,5 +347,15 @@ class PipelineConfig(Model):
     def from_json(cls, data: bytes | str) -> PipelineConfig:
         return cls.model_validate(orjson.loads(data))
 
+    def rules_revision(self) -> str:
+        """A hash of the rules alone: what a canary rollout rolls out (the rest applies at once)."""
+        return self.revision_of_rules(self.rules)
+
+    @staticmethod
+    def revision_of_rules(rules: list[RuleEntry]) -> str:
+        body = [r.model_dump(mode="json", by_alias=True) for r in rules]
+        return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
     def channel(self, name: str) -> ChannelSpec | None:
         return next((c for c in self.channels if c.name == name), None)
+

@@ -48,6 +48,12 @@ class EvaluatorMetrics:
                                  registry=r).labels(tenant)
         self.deduped = Counter("alertpipe_evaluator_events_deduped_total",
                                "Replayed or duplicated events skipped.", ("tenant", "by"), registry=r)
+        self.skipped = Counter("alertpipe_evaluator_events_skipped_total",
+                               "Events of keys another canary track owns, skipped before decoding.", t,
+                               registry=r).labels(tenant)
+        self.suppressed = Counter("alertpipe_evaluator_alerts_suppressed_total",
+                                  "Alert transitions another canary track publishes (a handover's warm-up).",
+                                  t, registry=r).labels(tenant)
         self.late = Counter("alertpipe_evaluator_events_late_total",
                             "Events older than the watermark, sent to the late topic.", t,
                             registry=r).labels(tenant)

@@ -44,8 +44,10 @@ from alertpipe.workers.config import (
     OFFSET_RESET,
     ConfigSource,
     PipelineConfig,
+    alert_filter,
     consumer_group,
     kafka_options,
+    key_filter,
     parse_duration,
 )
 from alertpipe.workers.errors import RuleCompileError
@@ -112,8 +114,10 @@ def engine_settings(cfg: PipelineConfig) -> EngineSettings:
 
 
 def _connection(cfg: PipelineConfig) -> tuple[Any, ...]:
+    # the track's group and start position, not its ranges: a step changes ranges in place
+    track = (cfg.track.consumer_group, cfg.track.start_at) if cfg.track else (None, "earliest")
     return (cfg.kafka.bootstrap_servers, cfg.kafka.topics, tuple(sorted(cfg.kafka.client_options.items())),
-            cfg.kafka.credentials_secret_ref, cfg.redis)
+            cfg.kafka.credentials_secret_ref, cfg.redis, track)
 
 
 class Evaluator:
@@ -164,6 +168,9 @@ class Evaluator:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="evaluator-dedup")
         self.groups = self._group_worker(cfg) if self.topics.repartition else None
         self._pending: deque[_Batch] = deque()
+        # a canary track's share of the keys (None: all); checked on the Kafka key, before decoding
+        self.track_keys = key_filter(cfg.track)
+        self.track_alerts = alert_filter(cfg.track)
 
     # --- clients ---------------------------------------------------------------------------------
 
@@ -175,13 +182,15 @@ class Evaluator:
             opts.update({"linger.ms": 5, "compression.type": "lz4", "client.id": "alertpipe-evaluator",
                          "enable.idempotence": True, "acks": "all"})
         else:
-            group = self.opts.group_id or consumer_group(self.cfg.tenant, self.cfg.pipeline, "evaluator")
+            track = self.cfg.track
+            group = (self.opts.group_id or (track.consumer_group if track else None)
+                     or consumer_group(self.cfg.tenant, self.cfg.pipeline, "evaluator"))
             opts.update({
                 "group.id": group,
                 "client.id": "alertpipe-evaluator",
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
-                "auto.offset.reset": OFFSET_RESET,
+                "auto.offset.reset": track.start_at if track else OFFSET_RESET,
                 "partition.assignment.strategy": "range",
                 "session.timeout.ms": self.opts.session_timeout_ms,
                 "fetch.max.bytes": 52_428_800,
@@ -344,6 +353,8 @@ class Evaluator:
         ps: list[int] = []
         offs: list[int] = []
         loads = orjson.loads
+        owns = self.track_keys
+        skipped = 0
         for msg in msgs:
             if msg.error() is not None:
                 err = msg.error()
@@ -352,6 +363,12 @@ class Evaluator:
                 continue
             p = msg.partition()
             off = msg.offset()
+            if owns is not None:
+                key = msg.key()
+                if key is not None and not owns(key):
+                    items.append((msg, p, off, None, None, 0, -1))  # another track's key
+                    skipped += 1
+                    continue
             fast = _fast_decode(loads, msg.value(), tenant)
             if fast is None:
                 try:
@@ -361,6 +378,10 @@ class Evaluator:
                     continue
                 fast = (ev.data, ev.device_id, ev.seq, ev.ts_ms)
             d, dev, seq, ts = fast
+            if owns is not None and msg.key() is None and not owns(dev):  # unkeyed: judged by deviceId
+                items.append((msg, p, off, None, None, 0, -1))
+                skipped += 1
+                continue
             items.append((msg, p, off, d, dev, seq, ts))
             if dedup:
                 keys.append(key_of(dev, seq))
@@ -371,6 +392,8 @@ class Evaluator:
         for p in {item[1] for item in items}:
             last[p] = now
         self.metrics.consumed.inc(len(msgs))
+        if skipped:
+            self.metrics.skipped.inc(skipped)
         seen: Future[bytes] | None = None
         if keys:
             seen = self._pool.submit(self.state.check, keys, ps, offs, self.dedup_ttl)
@@ -393,6 +416,11 @@ class Evaluator:
         k = 0
         for msg, p, off, d, dev, seq, ts in batch.items:
             if d is None:
+                if dev is None:  # another track's key: only the position moves
+                    if p in parts:
+                        positions[p] = off + 1
+                        touched.add(p)
+                    continue
                 if p in parts:
                     malformed += 1
                     self._dead_letter(msg, dev)
@@ -444,6 +472,12 @@ class Evaluator:
 
     def _emit(self, part: Partition, p: int) -> None:
         alerts = part.take_alerts()
+        if alerts and self.track_alerts is not None:
+            publishes = self.track_alerts
+            kept = [a for a in alerts if publishes(a)]
+            if len(kept) < len(alerts):
+                self.metrics.suppressed.inc(len(alerts) - len(kept))
+            alerts = kept
         if alerts:
             now_ms = int(self.clock() * 1000)
             m = self.metrics
@@ -567,6 +601,8 @@ class Evaluator:
         self.engine.set_rules(rules, engine_settings(cfg))
         self._disabled_now = self._disabled_set(cfg, now)
         self.cfg = cfg
+        self.track_keys = key_filter(cfg.track)
+        self.track_alerts = alert_filter(cfg.track)
         self.idle_ms = round(parse_duration(cfg.idle_timeout) * 1000)
         self.dedup_ttl = int(parse_duration(cfg.dedup_ttl))
         self.metrics.set_revision(cfg.revision)

@@ -29,6 +29,10 @@ are the read-only cluster-scoped bits Kopf needs in either mode.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# Canary rollouts: the analysis scrapes the evaluator pods' metrics port, found by listing pods.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list"]
 {{- if .Values.rbac.readSecrets }}
 # The Kafka credentials an AlertPipeline references (spec.kafka.credentialsSecretRef), to create its
 # topics: get by name only (workers get Secrets as volumes, not through the API).

@@ -75,7 +75,7 @@ def test_pipeline_gets_topics_config_workloads_and_ready(
     ]
     assert k.core.read_namespaced_service("main-ingestor", ns).spec.ports[0].port == 80
     role = client.RbacAuthorizationV1Api(k.core.api_client).read_namespaced_role("main-worker", ns)
-    assert role.rules[0].resource_names == ["main-config"] and role.rules[0].verbs == ["get", "list", "watch"]
+    assert role.rules[0].resource_names == ["main-config", "main-config-canary"] and role.rules[0].verbs == ["get", "list", "watch"]
     assert any("created topic" in m for m in k.events("TopicCreated"))
 
     assert operator.http_get(operator.health_port, "/healthz")[0] == 200

@@ -76,6 +76,7 @@ def test_pipeline_crd_names_columns_and_validations() -> None:
         "Deliverers",
         "Lag",
         "Revision",
+        "Canary",
         "Age",
     ]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]

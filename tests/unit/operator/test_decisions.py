@@ -255,7 +255,7 @@ def test_desired_objects_owned_labelled_and_least_privilege() -> None:
         {
             "apiGroups": [""],
             "resources": ["configmaps"],
-            "resourceNames": ["p-config"],
+            "resourceNames": ["p-config", "p-config-canary"],  # stable and canary candidate
             "verbs": ["get", "list", "watch"],
         }
     ]
