@@ -26,8 +26,9 @@ def test_stdlib_operator_is_untouched() -> None:
 
 def test_every_package_is_listed_for_the_wheel() -> None:
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {"alertpipe"}
-    for folder, name in (("operator", "alertpipe.operator"), ("workers", "alertpipe.workers")):
+    found = set()
+    for folder, name in (("alertpipe", "alertpipe"), ("operator", "alertpipe.operator"),
+                         ("workers", "alertpipe.workers")):
         for init in (ROOT / folder).rglob("__init__.py"):
             rel = init.parent.relative_to(ROOT / folder)
             found.add(".".join([name, *rel.parts]))
