@@ -10,10 +10,12 @@ __all__ = [
     "CONFIG_REVISION",
     "DEAD_LETTERS",
     "DELIVERY_LATENCY",
+    "E2E_LATENCY",
     "INFLIGHT",
     "OUTCOMES",
     "PARKED",
     "PAUSED",
+    "READ_DELAY",
     "RETRIES",
     "RETRY_WAITING",
     "SEND_LATENCY",
@@ -40,6 +42,21 @@ DELIVERY_LATENCY = Histogram(
     "From the alert's produce time on the alerts topic to the receiver's 2xx.",
     ["tenant", "channel"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+# The product's headline: from the triggering event to the receiver's 2xx. ``basis`` ingest: the
+# event's Kafka timestamp at the ingestor (wall clock, comparable); event: the event's own ``ts``
+# (includes the device's clock skew and anything held by the lateness bound, e.g. absence timers).
+E2E_LATENCY = Histogram(
+    "alertpipe_e2e_latency_seconds",
+    "From the triggering event (basis: ingest time or event time) to the receiver's 2xx.",
+    ["pipeline", "channel", "basis"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)
+READ_DELAY = Histogram(
+    "alertpipe_deliverer_read_delay_seconds",
+    "From the alert's produce time on the alerts topic to the deliverer reading it.",
+    ["tenant"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 60),
 )
 SEND_LATENCY = Histogram(
     "alertpipe_deliverer_send_seconds",

@@ -65,23 +65,22 @@ def alert_link(alert: Alert) -> str | None:
 # --- webhook -----------------------------------------------------------------------------------
 
 
-def webhook_body(alert: Alert, channel: str, delivery_key: str, raw: bytes | None = None) -> bytes:
+def webhook_body(
+    alert: Alert, channel: str, delivery_key: str, raw: bytes | None = None, sent_at_ms: int | None = None
+) -> bytes:
     """The JSON a webhook receives: a small envelope around the alert as the evaluator wrote it.
 
     ``raw`` is the alert's JSON as read from the topic (already validated); embedding it as is
-    saves a model dump per delivery on the hot path.
+    saves a model dump per delivery on the hot path. ``sentAtMs`` (this attempt's wall clock)
+    completes the alert's own stamps (``ingestTimeMs``, ``processedAtMs``) for per-hop latency.
     """
+    env: dict[str, Any] = {"version": 1, "channel": channel, "idempotencyKey": delivery_key}
+    if sent_at_ms is not None:
+        env["sentAtMs"] = sent_at_ms
     if raw is not None and raw[:1] == b"{":
-        head = orjson.dumps({"version": 1, "channel": channel, "idempotencyKey": delivery_key})
+        head = orjson.dumps(env)
         return head[:-1] + b',"alert":' + raw + b"}"
-    return orjson.dumps(
-        {
-            "version": 1,
-            "channel": channel,
-            "idempotencyKey": delivery_key,
-            "alert": alert.model_dump(mode="json", by_alias=True),
-        }
-    )
+    return orjson.dumps({**env, "alert": alert.model_dump(mode="json", by_alias=True)})
 
 
 def sign(secret: bytes, timestamp: int, body: bytes) -> str:

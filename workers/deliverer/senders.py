@@ -177,8 +177,9 @@ class Senders:
     ) -> SendResult:
         spec = channel.webhook
         assert spec is not None  # noqa: S101 - dispatched on it
-        body = payloads.webhook_body(alert, channel.name, key, raw)
-        ts = int(time.time())
+        now = time.time()
+        body = payloads.webhook_body(alert, channel.name, key, raw, sent_at_ms=int(now * 1000))
+        ts = int(now)
         headers = {payloads.IDEMPOTENCY_HEADER: key, payloads.TIMESTAMP_HEADER: str(ts)}
         if spec.signing_secret_ref is not None:
             secret = self._lookup(spec.signing_secret_ref, "webhook signing secret")

@@ -567,6 +567,8 @@ class Deliverer:
                 )
             )
             return
+        if not replay:
+            _child(m.READ_DELAY, cfg.tenant).observe(max(0.0, now - produced))
         ctx = _Ctx(value, replay, origin, produced)
         # One decision-log record per delivery, not one more per alert: the tasks' records carry
         # when the alert was read (``received_ms``); `alertpipe explain` shows it as its own row.
@@ -837,7 +839,14 @@ class Deliverer:
                     logger.warning("claim on %s had expired before the delivered mark", key)
                 _child(m.ATTEMPTS, tenant, name, "delivered").inc()
                 _child(m.OUTCOMES, tenant, name, "delivered").inc()
-                _child(m.DELIVERY_LATENCY, tenant, name).observe(max(0.0, time.time() - ctx.produced_s))
+                done_ms = time.time() * 1000
+                _child(m.DELIVERY_LATENCY, tenant, name).observe(max(0.0, done_ms / 1000 - ctx.produced_s))
+                if not ctx.replay:  # a replay's age is the operator's doing, not the pipeline's latency
+                    if alert.ingest_time_ms:
+                        _child(m.E2E_LATENCY, alert.pipeline, name, "ingest").observe(
+                            max(0.0, (done_ms - alert.ingest_time_ms) / 1000))
+                    _child(m.E2E_LATENCY, alert.pipeline, name, "event").observe(
+                        max(0.0, (done_ms - alert.event_time_ms) / 1000))
                 self._log(
                     alert,
                     "delivered",

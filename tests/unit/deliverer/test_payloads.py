@@ -191,3 +191,15 @@ def test_kill_switches() -> None:
     assert is_muted(cfg, "hook", now) == "noisy" and is_muted(cfg, "other", now) is None
     expired = _config(stopDelivery={"reason": "x", "until": (now - timedelta(minutes=1)).isoformat()})
     assert not is_paused(expired, now) and not is_paused(_config(), now)
+
+
+def test_webhook_body_carries_the_send_time_on_both_paths() -> None:
+    alert = make_alert()
+    key = alert.delivery_key("hook")
+    raw = alert.to_json()
+    for body in (payloads.webhook_body(alert, "hook", key, raw, sent_at_ms=1_767_225_600_123),
+                 payloads.webhook_body(alert, "hook", key, None, sent_at_ms=1_767_225_600_123)):
+        doc = orjson.loads(body)
+        assert doc["sentAtMs"] == 1_767_225_600_123
+        assert doc["alert"]["id"] == alert.id and doc["idempotencyKey"] == key
+    assert "sentAtMs" not in orjson.loads(payloads.webhook_body(alert, "hook", key, raw))
