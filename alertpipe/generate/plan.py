@@ -101,11 +101,12 @@ class Expected:
     exact: bool  # due_s is the trigger's send time (nothing held it back in the engine)
     device: str
     seq: int | None  # the triggering event (None: a watermark timer)
+    trigger_s: float | None = None  # the planned send time of the triggering event
 
     def to_json(self) -> dict[str, Any]:
         return {"id": self.id, "rule": self.rule, "groupKey": self.group_key, "status": self.status,
                 "atMs": self.at_ms, "startsAtMs": self.starts_at_ms, "dueS": self.due_s,
-                "exact": self.exact, "deviceId": self.device, "seq": self.seq}
+                "exact": self.exact, "deviceId": self.device, "seq": self.seq, "triggerS": self.trigger_s}
 
 
 @dataclass(slots=True)
@@ -289,7 +290,7 @@ class Plan:
                 fire = d.last_seen + s.absence_ms
                 wm_due = (fire - d.skew - self.start_ms + s.lateness_ms) / 1000
                 self._expect(SILENT_RULE, d, "firing", fire, fire, min(wm_due, due), False, None)
-                self._expect(SILENT_RULE, d, "resolved", ts, fire, due, exact, seq)
+                self._expect(SILENT_RULE, d, "resolved", ts, fire, due, exact, seq, at)
             if d.last_seen is None or ts > d.last_seen:
                 d.last_seen = ts
             return
@@ -298,14 +299,14 @@ class Plan:
                 d.run_start = ts
                 if s.for_ms == 0:
                     d.run_fired = ts
-                    self._expect(HOT_RULE, d, "firing", ts, ts, due, exact, seq)
+                    self._expect(HOT_RULE, d, "firing", ts, ts, due, exact, seq, at)
             elif d.run_fired is None and ts >= d.run_start + s.for_ms:
                 self._fire_pending(d, due)
         elif d.run_start is not None:
             if d.run_fired is None and ts >= d.run_start + s.for_ms:
                 self._fire_pending(d, due)
             if d.run_fired is not None:
-                self._expect(HOT_RULE, d, "resolved", ts, d.run_fired, due, exact, seq)
+                self._expect(HOT_RULE, d, "resolved", ts, d.run_fired, due, exact, seq, at)
             d.run_start = d.run_fired = None
 
     def _fire_pending(self, d: _Device, due: float) -> None:
@@ -316,11 +317,11 @@ class Plan:
         self._expect(HOT_RULE, d, "firing", at, at, min(due, wm_due), False, None)
 
     def _expect(self, rule: str, d: _Device, status: str, at: int, start: int, due: float | None,
-                exact: bool, seq: int | None) -> None:
+                exact: bool, seq: int | None, trigger: float | None = None) -> None:
         s = self.scenario
         group = f"deviceId={d.name}"
         self.expected.append(Expected(alert_id(s.tenant, s.pipeline, rule, group, start), rule, group,
-                                      status, at, start, due, exact, d.name, seq))
+                                      status, at, start, due, exact, d.name, seq, trigger))
 
     def _end(self) -> None:
         """Timers the watermark fires once the stream has ended (the evaluator's idle rule)."""

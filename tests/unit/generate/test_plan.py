@@ -161,7 +161,7 @@ def test_due_times_of_a_clean_stream_are_the_trigger_send_times() -> None:
     assert len(exact) >= 0.8 * len(hot)
     for e in exact:
         assert e.seq is not None
-        assert e.due_s == sends[(e.device, e.seq)].at
+        assert e.due_s == e.trigger_s == sends[(e.device, e.seq)].at
         assert e.at_ms == sends[(e.device, e.seq)].body["ts"]
 
 
