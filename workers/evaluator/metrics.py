@@ -32,7 +32,6 @@ class _LoopSeconds(Collector):
             fam.add_metric((phase,), secs)
         yield fam
 
-_ACK_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 5)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
@@ -72,9 +71,6 @@ class EvaluatorMetrics:
         self.event_to_alert = Histogram("alertpipe_evaluator_event_to_alert_seconds",
                                         "From the triggering event (event time or ingest time) to the alert"
                                         " being produced.", ("basis",), buckets=_LATENCY_BUCKETS, registry=r)
-        self.alert_ack = Histogram("alertpipe_evaluator_alert_ack_seconds",
-                                   "From producing an alert to the broker's acknowledgement.",
-                                   buckets=_ACK_BUCKETS, registry=r)
         self.watermark_delay = Gauge("alertpipe_evaluator_watermark_delay_seconds",
                                      "Wall clock minus the partition's watermark.", ("partition",),
                                      registry=r)

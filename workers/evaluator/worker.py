@@ -483,7 +483,7 @@ class Evaluator:
             m = self.metrics
             for a in alerts:
                 self.producer.produce(self.topics.alerts, orjson.dumps(a), a["id"].encode(),
-                                      on_delivery=self._on_alert_delivery)
+                                      on_delivery=self._on_delivery)
                 m.alerts.labels(self.cfg.tenant, a["rule"], a["status"]).inc()
                 by_event = m.event_to_alert.labels("event_time")
                 by_event.observe(max(0.0, (now_ms - a["eventTimeMs"]) / 1000))
@@ -529,16 +529,6 @@ class Evaluator:
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
             self.delivery_errors.append(str(err))
-
-    def _on_alert_delivery(self, err: Any, msg: Any) -> None:
-        """An alert's delivery report: the evaluated → alert acknowledged hop (librdkafka's own
-        produce-to-ack time, so it does not depend on when the report is served)."""
-        if err is not None:
-            self.delivery_errors.append(str(err))
-            return
-        took = msg.latency()
-        if took is not None:
-            self.metrics.alert_ack.observe(took)
 
     # --- checkpoints -----------------------------------------------------------------------------
 
