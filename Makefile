@@ -52,7 +52,7 @@ bench: provision
 	for b in devstack.startup ingestor.bench_ingest evaluator.bench_evaluator evaluator.bench_engine_ab \
 	         evaluator.bench_reference deliverer.bench_deliverer \
 	         operator.bench_operator operator.bench_killswitch scaling.bench_scaling \
-	         canary.bench_canary; do PYTHONSAFEPATH= $(BIN)/python -m bench.$$b || exit 1; done
+	         canary.bench_canary e2e.bench_e2e; do PYTHONSAFEPATH= $(BIN)/python -m bench.$$b || exit 1; done
 
 crds: bootstrap
 	$(BIN)/alertpipe crds --out crds/

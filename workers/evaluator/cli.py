@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="consumed batches whose Redis dedup round trip may be in flight at once")
     parser.add_argument("--checkpoint-interval", type=float, default=1.0,
                         help="seconds between checkpoints (flush, snapshot, commit)")
+    parser.add_argument("--linger-ms", type=int, default=5,
+                        help="producer linger.ms of alerts, late and forwarded records (default 5)")
     parser.add_argument("--wait-config", type=float, default=60.0,
                         help="seconds to wait for the first config revision")
 
@@ -83,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         )
     options = EvaluatorOptions(batch_size=args.batch_size, checkpoint_interval=args.checkpoint_interval,
                                group_id=args.group, instance_id=args.instance_id,
-                               dedup=not args.no_dedup, dedup_depth=args.dedup_depth)
+                               dedup=not args.no_dedup, dedup_depth=args.dedup_depth,
+                               linger_ms=args.linger_ms)
     try:
         while not stop.is_set():
             result = Evaluator(source, options=options, secrets=secrets, metrics=metrics).run(stop)

@@ -80,6 +80,7 @@ class EvaluatorOptions:
     dedup: bool = True  # off only where the source is known not to replay (benchmarks)
     dedup_depth: int = 4  # consumed batches whose dedup round trip may be in flight at once
     housekeeping_interval: float = 1.0
+    linger_ms: int = 5  # the producer's: alerts wait up to this long for company (bench/e2e)
 
 
 @dataclass(slots=True)
@@ -179,7 +180,8 @@ class Evaluator:
         ref = k.credentials_secret_ref
         opts = kafka_options(k, self.secrets.key_of(ref.name) if ref is not None else None)
         if producer:
-            opts.update({"linger.ms": 5, "compression.type": "lz4", "client.id": "alertpipe-evaluator",
+            opts.update({"linger.ms": self.opts.linger_ms, "compression.type": "lz4",
+                         "client.id": "alertpipe-evaluator",
                          "enable.idempotence": True, "acks": "all"})
         else:
             track = self.cfg.track
