@@ -44,8 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="consumed batches whose Redis dedup round trip may be in flight at once")
     parser.add_argument("--checkpoint-interval", type=float, default=1.0,
                         help="seconds between checkpoints (flush, snapshot, commit)")
-    parser.add_argument("--linger-ms", type=int, default=5,
-                        help="producer linger.ms of alerts, late and forwarded records (default 5)")
+    parser.add_argument("--linger-ms", type=int, default=1,
+                        help="producer linger.ms of alerts, late and forwarded records (default 1)")
     parser.add_argument("--wait-config", type=float, default=60.0,
                         help="seconds to wait for the first config revision")
 

@@ -80,7 +80,7 @@ class EvaluatorOptions:
     dedup: bool = True  # off only where the source is known not to replay (benchmarks)
     dedup_depth: int = 4  # consumed batches whose dedup round trip may be in flight at once
     housekeeping_interval: float = 1.0
-    linger_ms: int = 5  # the producer's: alerts wait up to this long for company (bench/e2e)
+    linger_ms: int = 1  # the producer's: alerts waited up to 5 ms for company before (bench/e2e)
 
 
 @dataclass(slots=True)

@@ -57,7 +57,7 @@ MAX_REJECTS_LISTED = 1000
 class IngestorSettings:
     delivery_timeout: float = 15.0  # seconds a request waits for the broker before 503
     max_inflight: int = 200_000  # unacknowledged events before 429
-    linger_ms: int = 5
+    linger_ms: int = 1  # a request is a batch already; 5 cost ~4 ms of POST -> 202 (bench/e2e)
     health_interval: float = 1.0
     key_reload_interval: float = 5.0
     config_poll_interval: float = 0.5

@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-inflight", type=int, default=200_000, metavar="EVENTS",
         help="unacknowledged events before requests get 429 (default 200000)",
     )
-    parser.add_argument("--linger-ms", type=int, default=5, help="producer linger.ms (default 5)")
+    parser.add_argument("--linger-ms", type=int, default=1, help="producer linger.ms (default 1)")
     parser.add_argument(
         "--drain-seconds", type=float, default=0.0, metavar="SECONDS",
         help="on SIGTERM, answer 503 on /readyz this long before closing the listener (default 0;"

@@ -39,7 +39,7 @@ class ProducerNotReady(Exception):
 
 
 def producer_options(
-    bootstrap: str, client_options: Mapping[str, str], *, delivery_timeout_ms: int, linger_ms: int = 5
+    bootstrap: str, client_options: Mapping[str, str], *, delivery_timeout_ms: int, linger_ms: int = 1
 ) -> dict[str, Any]:
     """librdkafka settings of the ingestor; ``client_options`` (the pipeline's) may add but not weaken."""
     opts: dict[str, Any] = {
