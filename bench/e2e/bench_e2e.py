@@ -74,6 +74,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def infra_cpu(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of the stack's Kafka broker and Redis (when this benchmark started them)."""
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
 def load() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
@@ -203,10 +208,11 @@ def run_case(label: str, schedule: str, seconds: float, ctx: dict[str, Any], dev
     pipe.start()
     try:
         plan = Plan(scenario, start_ms=int((time.time() + 0.3) * 1000))
-        cpu0, t0 = {**pipe.cpu(), "generator": cpu_seconds(os.getpid())}, time.time()
+        infra = ctx["infra"]
+        cpu0, t0 = {**pipe.cpu(), **infra_cpu(infra), "generator": cpu_seconds(os.getpid())}, time.time()
         ledger = asyncio.run(run_http(plan, f"http://127.0.0.1:{pipe.port}/v1/events", API_KEY,
                                       batch=ctx["batch"], linger_ms=ctx["linger"]))
-        cpu1, t1 = {**pipe.cpu(), "generator": cpu_seconds(os.getpid())}, time.time()  # the schedule, not the drain
+        cpu1, t1 = {**pipe.cpu(), **infra_cpu(infra), "generator": cpu_seconds(os.getpid())}, time.time()
         want = {f"{e.id}:{e.status}:ops": e for e in ledger.expected if e.due_s is not None}
         deadline = time.time() + ctx["drain"]
         rows: list[list[Any]] = []
@@ -335,6 +341,7 @@ def main() -> int:
     ap.add_argument("--burst", default="1000x10@15+30", help="base x factor @ start + length (seconds)")
     ap.add_argument("--burst-seconds", type=float, default=60.0)
     ap.add_argument("--no-burst", action="store_true")
+    ap.add_argument("--warmup", type=float, default=10.0, help="seconds at 2k ev/s before measuring (0: none)")
     ap.add_argument("--quick", action="store_true", help="1k and 10k only, 15 s each, no burst")
     ap.add_argument("--batch", type=int, default=500, help="generator: events per request at most")
     ap.add_argument("--linger", type=float, default=5.0, help="generator: send due events every N ms")
@@ -351,7 +358,10 @@ def main() -> int:
     rport = free_port()
     receiver = subprocess.Popen([sys.executable, "-m", "bench.e2e.receiver", "--port", str(rport)], cwd=ROOT)
     work = ROOT / ".devstack" / "runs" / f"bench-e2e-{uuid.uuid4().hex[:6]}"
-    ctx = {"bootstrap": bootstrap, "redis": redis_url, "receiver": f"http://127.0.0.1:{rport}", "work": work,
+    infra: dict[str, int] = {}
+    if stack is not None:
+        infra = {"kafka": stack.kafka().process.pid, "redis": stack.redis().process.pid}
+    ctx = {"infra": infra, "bootstrap": bootstrap, "redis": redis_url, "receiver": f"http://127.0.0.1:{rport}", "work": work,
            "batch": args.batch, "linger": args.linger, "drain": args.drain,
            "args": {"ingestor": args.ingestor_args.split(), "evaluator": args.evaluator_args.split(),
                     "deliverer": args.deliverer_args.split()}}
@@ -362,6 +372,9 @@ def main() -> int:
         deadline = time.monotonic() + 20
         while status(f"http://127.0.0.1:{rport}/records/x") != 200 and time.monotonic() < deadline:
             time.sleep(0.1)
+        if args.warmup:  # a fresh broker's JIT and page cache: not measured
+            w = run_case("warmup", "steady:2000", args.warmup, ctx)
+            results["warmup"] = {k: w[k] for k in ("latency_ms", "cpu_utilisation")}
         max_ok = 0
         for rate in [int(r) for r in args.rates.split(",")]:
             case = run_case(f"steady_{rate}", f"steady:{rate}", args.seconds, ctx)
