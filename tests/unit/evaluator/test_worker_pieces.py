@@ -131,13 +131,6 @@ class _Consumer:
         self.queued = queued
         self.calls: list[tuple[str, int, float]] = []
 
-    def poll(self, timeout: float) -> Any:
-        self.calls.append(("poll", 1, timeout))
-        if not self.queued:
-            return None
-        self.queued -= 1
-        return "m"
-
     def consume(self, n: int, timeout: float) -> list[Any]:
         self.calls.append(("consume", n, timeout))
         k = min(n, self.queued)
@@ -155,6 +148,6 @@ def test_a_batch_waits_for_its_first_record_only(queued: int, full: int, got: in
     c = _Consumer(queued)
     me = SimpleNamespace(consumer=c, opts=SimpleNamespace(poll_timeout=0.1))
     assert len(Evaluator._next_batch(me, full)) == got  # type: ignore[arg-type]
-    # never consume(n, timeout > 0): it would wait for n records, below n/timeout ev/s the timeout
-    assert c.calls[0] == ("poll", 1, 0.1)
-    assert all(timeout == 0 for kind, _n, timeout in c.calls if kind == "consume")
+    # never consume(n > 1, timeout > 0): it would wait for n records, below n/timeout ev/s the timeout
+    assert c.calls[0] == ("consume", 1, 0.1)
+    assert all(timeout == 0 for _kind, _n, timeout in c.calls[1:])
