@@ -302,7 +302,7 @@ class Evaluator:
                     break
                 t0 = perf()
                 # with batches in flight, do not sit in consume: their answers may be ready
-                msgs = self.consumer.consume(full, 0) if pending else self._next_batch(full)
+                msgs = self.consumer.consume(full, 0 if pending else self.opts.poll_timeout)
                 t1 = perf()
                 loop["consume"] += t1 - t0
                 if msgs:
@@ -340,17 +340,6 @@ class Evaluator:
             self.groups.close()
         self.producer.flush(10)
         self._pool.shutdown(wait=True)
-
-    def _next_batch(self, full: int) -> list[Any]:
-        """Up to ``full`` records, blocking for the first one only: ``consume(n, timeout)`` waits
-        for n records or the timeout, so below ~n/timeout ev/s every batch would wait the whole
-        timeout (bench/e2e measured 60 ms p50 of the event → page latency at 1k ev/s).
-        ``consume(1, …)`` rather than ``poll``: a rebalance callback that raises (Redis down while
-        restoring) is handled as before (tests/integration/evaluator/test_redis_readiness.py)."""
-        head = self.consumer.consume(1, self.opts.poll_timeout)
-        if not head or full <= 1:
-            return list(head)
-        return [*head, *self.consumer.consume(full - 1, 0)]
 
     def process(self, msgs: list[Any]) -> None:
         """One consumed batch: decode, dedup (one Redis round trip), evaluate, produce."""
