@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Any
 
+import redis
+
 from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
 from alertpipe.workers.errors import ConfigError
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
@@ -87,9 +89,20 @@ def run(args: argparse.Namespace) -> int:
                                group_id=args.group, instance_id=args.instance_id,
                                dedup=not args.no_dedup, dedup_depth=args.dedup_depth,
                                linger_ms=args.linger_ms)
+    delay = 1.0
     try:
         while not stop.is_set():
-            result = Evaluator(source, options=options, secrets=secrets, metrics=metrics).run(stop)
+            try:
+                result = Evaluator(source, options=options, secrets=secrets, metrics=metrics).run(stop)
+            except redis.RedisError as exc:
+                # Redis went away (a restore on assignment, a checkpoint): hold, never exit. The next
+                # evaluator reads the config again, so a corrected Redis URL is picked up; /readyz
+                # says Redis is unreachable meanwhile.
+                logger.warning("evaluator: Redis unavailable (%s); starting again in %.0f s", exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            delay = 1.0
             if result != RESTART:
                 break
     finally:
