@@ -23,6 +23,7 @@ from typing import Any
 from kubernetes import client, config
 
 from bench.operator.bench_operator import ROOT, G, V, load, pct, start_operator
+from devstack.pipeline import apply_crds
 from devstack.processes import free_port
 
 ROLES = ("evaluator", "deliverer")
@@ -124,21 +125,7 @@ def main() -> int:
     bootstrap, redis_url, kubeconfig, own = stack()
     api = config.new_client_from_config(config_file=str(kubeconfig))
     core, co = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        subprocess.run(
-            [
-                "kubectl",
-                "--kubeconfig",
-                str(kubeconfig),
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "-f",
-                str(path),
-            ],
-            check=True,
-            capture_output=True,
-        )
+    apply_crds(api)  # the generated CRDs, Established before the operator starts
     ns = f"benchks{int(time.time()) % 100000}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
     log = args.out / "killswitch.log"

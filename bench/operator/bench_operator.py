@@ -24,6 +24,8 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+from devstack.pipeline import apply_crds
+
 G, V = "alertpipe.io", "v1alpha1"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,21 +155,7 @@ def main() -> int:
     bootstrap, kubeconfig, own = stack()
     api = config.new_client_from_config(config_file=str(kubeconfig))
     core, apps, co = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        subprocess.run(
-            [
-                "kubectl",
-                "--kubeconfig",
-                str(kubeconfig),
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "-f",
-                str(path),
-            ],
-            check=True,
-            capture_output=True,
-        )
+    apply_crds(api)  # the generated CRDs, Established before the operator starts
     ns = f"bench{int(time.time()) % 100000}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
     log = args.out / "operator.log"
