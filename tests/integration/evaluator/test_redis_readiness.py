@@ -43,4 +43,8 @@ def test_evaluator_not_ready_while_redis_is_unreachable(
     assert body.startswith(f"Redis at {dead} unreachable: ") and "s3cret" not in body, body
 
     pipeline.write()  # the live config now names a Redis that answers
-    wait_for(lambda: readyz(e.metrics_port) == (200, "ok\n"), "ready once Redis answers", 90)
+    def ready() -> bool:
+        assert e.running(), e.log_text()[-3000:]  # a Redis error must never end the process
+        return readyz(e.metrics_port) == (200, "ok\n")
+
+    wait_for(ready, "ready once Redis answers", 90)
