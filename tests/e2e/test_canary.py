@@ -11,6 +11,8 @@ stable track keeps paging for the canary's devices.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from devstack.pytest_plugin import LocalPods
 from devstack.rollout_load import (
     RULE,
     EventLoad,
+    Setup,
     alerts_on,
     expected,
     per_device,
@@ -40,25 +43,39 @@ ROLLOUT = {
 }
 
 
+@contextmanager
+def rolling(api: client.ApiClient, namespace: str, operator: Path, pod_runner: LocalPods,
+            kafka_bootstrap: str, redis_url: str, rollout: dict[str, object],
+            ) -> Iterator[tuple[Setup, EventLoad]]:
+    """A pipeline with `rollout` under a running event load (10 rounds sent); the load stops after."""
+    s, ingestor = start(api, namespace, kafka_bootstrap, redis_url, pod_runner.node_selector, operator,
+                        API_KEY, rollout)
+    load = EventLoad(ingestor, API_KEY, namespace).start()
+    try:
+        wait_for(lambda: load.rounds >= 10, "events flowing", 30)
+        yield s, load
+    finally:
+        load.stop()
+
+
+def await_phase(s: Setup, operator: Path, phases: tuple[str, ...], what: str, timeout: float) -> None:
+    """Wait for the canary to reach one of `phases`; on time-out fail with the phases seen and the
+    operator's log."""
+    try:
+        wait_for(lambda: s.watch_phase().get("phase") in phases, what, timeout, every=0.2)
+    except AssertionError:
+        raise AssertionError(f"{s.phases}\n{operator.read_text()[-4000:]}") from None
+
+
 def test_rule_change_rolls_out_10_50_100_without_losing_or_doubling_an_alert(
     api: client.ApiClient, namespace: str, operator: Path, pod_runner: LocalPods,
     kafka_bootstrap: str, redis_url: str,
 ) -> None:
-    s, ingestor = start(api, namespace, kafka_bootstrap, redis_url, pod_runner.node_selector, operator,
-                        API_KEY, ROLLOUT)
-    topic = s.config()["kafka"]["topics"]["alerts"]
-    load = EventLoad(ingestor, API_KEY, namespace).start()
-    try:
-        wait_for(lambda: load.rounds >= 10, "events flowing", 30)
+    with rolling(api, namespace, operator, pod_runner, kafka_bootstrap, redis_url, ROLLOUT) as (s, load):
+        topic = s.config()["kafka"]["topics"]["alerts"]
         replace_rule(s, "value > 80", "v2 {{ value }}")  # same verdicts, a new revision
-        try:
-            wait_for(lambda: s.watch_phase().get("phase") == "Succeeded", "the rollout to succeed", 180,
-                     every=0.2)
-        except AssertionError:
-            raise AssertionError(f"{s.phases}\n{operator.read_text()[-4000:]}") from None
+        await_phase(s, operator, ("Succeeded",), "the rollout to succeed", 180)
         wait_for(lambda: load.rounds >= 10 + 15, "events after promotion", 30)
-    finally:
-        load.stop()
     assert [p for p, _ in s.phases if p == "Progressing"] and ("Progressing", 10) in s.phases
     assert ("Progressing", 50) in s.phases and ("Promoting", 100) in s.phases, s.phases
     stable = s.config()
@@ -82,17 +99,10 @@ def test_a_noisy_candidate_is_rolled_back_and_stable_keeps_paging(
     api: client.ApiClient, namespace: str, operator: Path, pod_runner: LocalPods,
     kafka_bootstrap: str, redis_url: str,
 ) -> None:
-    s, ingestor = start(api, namespace, kafka_bootstrap, redis_url, pod_runner.node_selector, operator,
-                        API_KEY, ROLLOUT)
-    topic = s.config()["kafka"]["topics"]["alerts"]
-    load = EventLoad(ingestor, API_KEY, namespace).start()
-    try:
-        wait_for(lambda: load.rounds >= 10, "events flowing", 30)
+    with rolling(api, namespace, operator, pod_runner, kafka_bootstrap, redis_url, ROLLOUT) as (s, load):
+        topic = s.config()["kafka"]["topics"]["alerts"]
         replace_rule(s, "value % 2 == 1", "bad {{ value }}")  # fires and resolves on every event
-        try:
-            wait_for(lambda: s.watch_phase().get("phase") == "RolledBack", "the rollback", 180, every=0.2)
-        except AssertionError:
-            raise AssertionError(f"{s.phases}\n{operator.read_text()[-4000:]}") from None
+        await_phase(s, operator, ("RolledBack",), "the rollback", 180)
         rolled_back = time.time() * 1000
         cond = condition(s.co, namespace, "edge", "Canary")
         assert cond is not None and (cond["status"], cond["reason"]) == ("False", "RolledBack")
@@ -105,8 +115,6 @@ def test_a_noisy_candidate_is_rolled_back_and_stable_keeps_paging(
         assert s.config()["rules"][0]["spec"]["threshold"]["condition"] == "value > 80"
         at_rollback = load.rounds
         wait_for(lambda: load.rounds >= at_rollback + 40, "events after the rollback", 60)
-    finally:
-        load.stop()
     canary_devices = {d for d in load.devices if bucket_of(d) < 1000}
     assert canary_devices, "no device in the first 10 % of buckets"
     after = [a for a in settle(kafka_bootstrap, topic, 1)
@@ -121,17 +129,9 @@ def test_shadow_reports_no_diff_for_a_no_op_change_and_a_real_one_for_a_changed_
     api: client.ApiClient, namespace: str, operator: Path, pod_runner: LocalPods,
     kafka_bootstrap: str, redis_url: str,
 ) -> None:
-    s, ingestor = start(api, namespace, kafka_bootstrap, redis_url, pod_runner.node_selector, operator,
-                        API_KEY, SHADOW)
-    load = EventLoad(ingestor, API_KEY, namespace).start()
-    try:
-        wait_for(lambda: load.rounds >= 10, "events flowing", 30)
+    with rolling(api, namespace, operator, pod_runner, kafka_bootstrap, redis_url, SHADOW) as (s, load):
         replace_rule(s, "value > 80", "v2 {{ value }}")  # no-op for verdicts
-        try:
-            wait_for(lambda: s.watch_phase().get("phase") in ("Progressing", "WaitingForPromote"),
-                     "the shadow phase to end", 120, every=0.2)
-        except AssertionError:
-            raise AssertionError(f"{s.phases}\n{operator.read_text()[-4000:]}") from None
+        await_phase(s, operator, ("Progressing", "WaitingForPromote"), "the shadow phase to end", 120)
         assert ("Shadow", 0) in s.phases, s.phases
         clean = s.canary()
         assert clean["phase"] == "Progressing", clean
@@ -145,8 +145,6 @@ def test_shadow_reports_no_diff_for_a_no_op_change_and_a_real_one_for_a_changed_
         s.phases.clear()
         wait_for(lambda: s.watch_phase().get("phase") == "WaitingForPromote", "the diff to hold the rollout",
                  120, every=0.2)
-    finally:
-        load.stop()
     held = s.canary()
     diff = held["shadowDiff"]
     assert diff["onlyStable"] > 0 and diff["onlyCandidate"] > 0, diff
