@@ -22,10 +22,10 @@ bootstrap: $(BIN)/alertpipe
 provision: bootstrap
 	$(BIN)/alertpipe devstack provision
 
-## test: everything CI runs — static checks, then unit, tooling, integration and e2e tests
+## test: everything CI runs — static checks, then unit, integration (tooling included) and e2e tests
 test: provision
 	bash tools/check.sh
-	$(BIN)/python -m pytest -m "unit or tooling or integration or e2e" -p no:cacheprovider
+	$(BIN)/python -m pytest -m "unit or integration or e2e" -p no:cacheprovider
 
 ## demo: bring the whole local stack up and run the demo
 demo: provision

@@ -9,7 +9,7 @@ from typing import Any
 from kubernetes import client
 
 from devstack.kube import LOCAL_NODE_LABEL, kube_client
-from tests.unit.chart.helm import CHART, HelmError, run_helm
+from tests.integration.tooling.helm import CHART, HelmError, run_helm
 
 TIMEOUT = "300s"  # helm --wait on a loaded 2-core machine (a 180 s upgrade once ran out)
 

@@ -18,7 +18,7 @@ from kubernetes import client
 from devstack.kube import LOCAL_NODE_LABEL
 from devstack.processes import wait_until
 from tests.integration.chart.helpers import Release, base_values, can, established
-from tests.unit.chart.helm import CRDS, load_crd_dir
+from tests.integration.tooling.helm import CRDS, load_crd_dir
 
 # helm --wait, kwok scheduling and a reconcile on a loaded 2-core machine: more than the default 300 s.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

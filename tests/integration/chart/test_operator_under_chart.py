@@ -30,7 +30,7 @@ from kubernetes import client
 
 from devstack.processes import free_port, wait_until
 from tests.integration.chart.helpers import Release, base_values
-from tests.unit.chart.helm import ROOT
+from tests.integration.tooling.helm import ROOT
 
 # helm --wait, kwok scheduling and a reconcile on a loaded 2-core machine: more than the default 300 s.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.chart.helm import find_helm
+from tests.integration.tooling.helm import find_helm
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.chart.helm import ROOT
+from tests.integration.tooling.helm import ROOT
 
-pytestmark = pytest.mark.tooling  # runs hadolint and a wheel build (not "no I/O")
+pytestmark = [pytest.mark.integration, pytest.mark.tooling]  # runs hadolint and a wheel build (not "no I/O")
 
 DOCKERFILE = ROOT / "Dockerfile"
 

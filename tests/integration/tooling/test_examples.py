@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.chart.helm import ROOT, of_kind, one, rules_of, template
+from tests.integration.tooling.helm import ROOT, of_kind, one, rules_of, template
 
-pytestmark = pytest.mark.tooling  # runs `helm template` (not "no I/O": see the tooling marker)
+pytestmark = [pytest.mark.integration, pytest.mark.tooling]  # runs `helm template`
 
 EXAMPLES = ROOT / "examples" / "chart"
 

@@ -12,9 +12,9 @@ import pytest
 from alertpipe import cli
 from alertpipe.operator import cli as operator_cli
 from alertpipe.operator import handlers
-from tests.unit.chart.helm import one, template
+from tests.integration.tooling.helm import one, template
 
-pytestmark = pytest.mark.tooling  # runs `helm template` (not "no I/O": see the tooling marker)
+pytestmark = [pytest.mark.integration, pytest.mark.tooling]  # runs `helm template`
 
 
 def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.chart.helm import (
+from tests.integration.tooling.helm import (
     CHART,
     CHART_CRDS,
     CRDS,
@@ -28,7 +28,7 @@ from tests.unit.chart.helm import (
     template_error,
 )
 
-pytestmark = pytest.mark.tooling  # runs `helm template` and openssl (not "no I/O")
+pytestmark = [pytest.mark.integration, pytest.mark.tooling]  # runs `helm template` and openssl (not "no I/O")
 
 NO_CRDS = {"crds": {"enabled": False}}
 
