@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gaps": ("alertpipe.workers.evaluator.gaps_cli", "report sequence gaps per device"),
     "dlq": ("alertpipe.workers.deliverer.dlq_cli", "inspect and replay the dead-letter topic"),
     "explain": ("alertpipe.workers.deliverer.explain_cli", "print an alert's delivery history"),
+    "history": ("alertpipe.workers.history.cli", "the notification history in PostgreSQL: sink, alert, why"),
     "generate": ("alertpipe.generate.cli", "send synthetic device traffic; write a ledger of the alerts due"),
     "crds": ("alertpipe.operator.crdgen", "write the CRD YAML generated from the models"),
     "devstack": ("devstack.cli", "provision and run the local stack (source checkout only)"),

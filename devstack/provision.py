@@ -25,6 +25,7 @@ from pathlib import Path
 from rich.console import Console
 
 from devstack.paths import bin_dir, cache_dir, kafka_home
+from devstack.postgres import postgres_bin_dir
 from devstack.versions import Versions, load_versions
 
 __all__ = [
@@ -51,7 +52,7 @@ GO_BINARIES = (
     "kwok",
     "helm",
 )
-COMPONENTS = ("redis", "kafka", "kafka-cds", "go", "kwok-stages", "keda-crds")
+COMPONENTS = ("redis", "postgres", "kafka", "kafka-cds", "go", "kwok-stages", "keda-crds")
 KWOK_STAGE_SETS = ("node/fast", "node/heartbeat-with-lease", "pod/general")
 KEDA_CRDS = ("keda.sh_scaledobjects.yaml", "keda.sh_triggerauthentications.yaml")
 
@@ -121,6 +122,8 @@ def missing(v: Versions | None = None) -> list[str]:
     out = []
     if shutil.which("redis-server") is None:
         out.append("redis")
+    if postgres_bin_dir() is None:
+        out.append("postgres")
     if not _stamp_ok(kafka_libs(v) / ".stamp", _kafka_stamp(v)):
         out.append("kafka")
     elif shutil.which("java") and not kafka_cds_archive(v).exists():
@@ -174,6 +177,16 @@ def provision_redis(v: Versions, log: Path) -> str:
     _apt_install("redis-server", log)
     if shutil.which("redis-server") is None:
         raise ProvisionError("redis: apt-get installed redis-server but it is not on PATH")
+    return "installed"
+
+
+def provision_postgres(v: Versions, log: Path) -> str:
+    """The notification history's database: Debian's postgresql (server binaries under /usr/lib)."""
+    if postgres_bin_dir() is not None:
+        return "reused"
+    _apt_install("postgresql", log)
+    if postgres_bin_dir() is None:
+        raise ProvisionError("postgres: installed postgresql, yet no initdb under /usr/lib/postgresql")
     return "installed"
 
 
@@ -338,6 +351,7 @@ def provision_keda_crds(v: Versions, log: Path) -> str:
 
 STEPS: dict[str, Callable[[Versions, Path], str]] = {
     "redis": provision_redis,
+    "postgres": provision_postgres,
     "kafka": provision_kafka,
     "kafka-cds": provision_kafka_cds,
     "go": provision_go,

@@ -23,12 +23,13 @@ import pytest
 from devstack.kafka import KafkaServer
 from devstack.kube import LOCAL_NODE_LABEL, KubeCluster
 from devstack.paths import runs_dir
+from devstack.postgres import PostgresServer
 from devstack.processes import StartError, install_signal_handlers, wait_until
 from devstack.redis import RedisServer
 from devstack.stack import ENV_KEYS, Stack, StackEnv, new_run_dir, prune_run_dirs
 
 ENV_VAR = "ALERTPIPE_DEVSTACK_ENV"
-_restartable: list[KafkaServer | RedisServer] = []
+_restartable: list[KafkaServer | RedisServer | PostgresServer] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -95,6 +96,24 @@ def redis_url(request: pytest.FixtureRequest, devstack_env: StackEnv | None) -> 
         return devstack_env.check_redis()
     server: RedisServer = request.getfixturevalue("redis_server")
     return server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server(devstack: Stack) -> PostgresServer:
+    """A PostgreSQL server this session owns: ``.dsn``, ``.restart()`` (``crash=True`` for SIGKILL)."""
+    p = devstack.postgres()
+    if p not in _restartable:
+        _restartable.append(p)
+    return p
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(request: pytest.FixtureRequest, devstack_env: StackEnv | None) -> str:
+    """``postgresql://USER@127.0.0.1:PORT/alertpipe`` of a real PostgreSQL (Debian's package)."""
+    if devstack_env is not None and devstack_env.has("postgres"):
+        return devstack_env.get("postgres")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.dsn
 
 
 @pytest.fixture(scope="session")

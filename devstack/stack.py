@@ -22,6 +22,7 @@ from devstack.kafka import KafkaServer, kafka_healthy
 from devstack.kube import KubeCluster, kube_client
 from devstack.paths import bin_dir
 from devstack.podrunner import PodRunner
+from devstack.postgres import PostgresServer
 from devstack.processes import StartError
 from devstack.provision import GO_BINARIES, kafka_cds_archive, kafka_libs, kwok_stages_dir, missing, provision
 from devstack.redis import RedisServer, redis_ping
@@ -43,6 +44,7 @@ ENV_KEYS = {
     "run_dir": "ALERTPIPE_DEVSTACK_RUN_DIR",
     "pid": "ALERTPIPE_DEVSTACK_PID",
     "pod_runner_node": "ALERTPIPE_POD_RUNNER_NODE",
+    "postgres": "ALERTPIPE_POSTGRES_DSN",
 }
 
 
@@ -122,6 +124,7 @@ class Stack:
         self._kafka: _Lazy[KafkaServer] = _Lazy()
         self._kube: _Lazy[KubeCluster] = _Lazy()
         self._pod_runner: _Lazy[PodRunner] = _Lazy()
+        self._postgres: _Lazy[PostgresServer] = _Lazy()
         self.timings: dict[str, float] = {}
 
     def _timed(self, name: str, fn: Callable[[], T]) -> T:
@@ -142,6 +145,22 @@ class Stack:
             return r
 
         return self._redis.get(make)
+
+    def postgres(self) -> PostgresServer:
+        """The notification history's database (started only when a test or the demo asks for it)."""
+
+        def make() -> PostgresServer:
+            ensure_provisioned("postgres")
+            p = PostgresServer(self.run_dir / "postgres", tie_to_parent=self.tie_to_parent)
+            try:
+                self._timed("postgres", p.start)
+            except BaseException:
+                p.stop()
+                p.remove_data()
+                raise
+            return p
+
+        return self._postgres.get(make)
 
     def kafka(self) -> KafkaServer:
         def make() -> KafkaServer:
@@ -224,18 +243,22 @@ class Stack:
             out[ENV_KEYS["webhook_cert_dir"]] = str(make_webhook_cert(self.run_dir / "webhook-cert"))
         if self._pod_runner.value is not None:
             out[ENV_KEYS["pod_runner_node"]] = self._pod_runner.value.node
+        if self._postgres.value is not None:
+            out[ENV_KEYS["postgres"]] = self._postgres.value.dsn
         return out
 
     def stop(self) -> None:
         """Stop what was started, dependents first."""
         if self._pod_runner.value is not None:
             self._pod_runner.value.stop()
-        for comp in (self._kube.value, self._kafka.value, self._redis.value):
+        for comp in (self._kube.value, self._kafka.value, self._redis.value, self._postgres.value):
             if comp is not None:
                 try:
                     comp.stop()
                 except Exception:
                     logger.exception("stopping %s", comp)
+        if self._postgres.value is not None:
+            self._postgres.value.remove_data()
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,10 @@ OFFSET_RESET: Literal["earliest"] = "earliest"  # a group without a committed of
 GROUPS_STAGE_SUFFIX = "-groups"  # the evaluator's second stage (repartition topic) group: <group>-groups
 
 
-def consumer_group(tenant: str, pipeline: str, role: Literal["evaluator", "deliverer"]) -> str:
+def consumer_group(
+    tenant: str, pipeline: str, role: Literal["evaluator", "deliverer", "history"]
+) -> str:
     """The default consumer group of ``role`` in one pipeline (a worker's --group overrides it)."""
     if role == "evaluator":
         return f"alertpipe-{tenant}-{pipeline}-evaluator"
-    return f"alertpipe.{tenant}.{pipeline}.deliverer"
+    return f"alertpipe.{tenant}.{pipeline}.{role}"

@@ -21,7 +21,7 @@ from alertpipe.workers.deliverer.records import AuditEntry, expand_received
 from alertpipe.workers.errors import AlertpipeError
 from alertpipe.workers.secrets import add_secrets_argument
 
-__all__ = ["add_arguments", "history", "run"]
+__all__ = ["add_arguments", "history", "print_entries", "run"]
 
 
 def history(
@@ -67,9 +67,15 @@ def run(args: argparse.Namespace) -> int:
         for e in entries:
             print(e.to_json().decode())
         return 0
+    print_entries(console, args.alert_id, entries)
+    return 0
+
+
+def print_entries(console: Console, alert_id: str, entries: list[AuditEntry]) -> None:
+    """The history table of one alert (also printed by ``alertpipe history alert`` from PostgreSQL)."""
     first = entries[0]
     console.print(
-        f"alert [bold]{args.alert_id}[/bold]  rule {first.rule}  pipeline {first.pipeline}"
+        f"alert [bold]{alert_id}[/bold]  rule {first.rule}  pipeline {first.pipeline}"
         f"  tenant {first.tenant}"
     )
     table = Table()
@@ -90,4 +96,3 @@ def run(args: argparse.Namespace) -> int:
             why,
         )
     console.print(table)
-    return 0
