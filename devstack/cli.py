@@ -17,7 +17,7 @@ from devstack.stack import StackEnv
 
 __all__ = ["add_arguments", "run"]
 
-STACK_COMPONENTS = ("redis", "kafka", "kube")
+STACK_COMPONENTS = ("redis", "kafka", "kube", "postgres")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--components",
         default=",".join(STACK_COMPONENTS),
-        help="comma-separated subset of redis,kafka,kube (default: all)",
+        help="comma-separated subset of redis,kafka,kube,postgres (default: all)",
     )
     p.add_argument(
         "--no-pod-runner", action="store_true", help="do not run devstack-local's pods as local processes"
@@ -47,6 +47,7 @@ def _endpoints(console: Console, env: dict[str, str]) -> None:
     for key, label in (
         ("ALERTPIPE_KAFKA_BOOTSTRAP", "Kafka bootstrap"),
         ("ALERTPIPE_REDIS_URL", "Redis URL"),
+        ("ALERTPIPE_POSTGRES_DSN", "PostgreSQL (history)"),
         ("KUBECONFIG", "kubeconfig"),
         ("ALERTPIPE_HELM", "helm"),
         ("ALERTPIPE_KUBECTL", "kubectl"),
@@ -79,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
             unknown = set(comps) - set(STACK_COMPONENTS)
             if unknown:
                 err.print(
-                    f"unknown component(s): {', '.join(sorted(unknown))}; choose from redis, kafka, kube"
+                    f"unknown component(s): {', '.join(sorted(unknown))};"
+                    f" choose from {', '.join(STACK_COMPONENTS)}"
                 )
                 return 2
             already = bool(control.running_state())
@@ -114,9 +116,10 @@ def run(args: argparse.Namespace) -> int:
             return _status(console)
         if cmd == "demo":
             from devstack.demo import DEFAULT_STEPS, run_demo
+            from devstack.demo_history import history
             from devstack.demo_pipeline import whole_pipeline
 
-            steps = [*DEFAULT_STEPS, ("Pipeline", whole_pipeline)]
+            steps = [*DEFAULT_STEPS, ("Pipeline", whole_pipeline), ("History", history)]
             return run_demo(console, steps=steps, keep=args.keep)
     except (StartError, ProvisionError) as e:
         err.print(f"[red]error:[/] {e}")
@@ -143,6 +146,8 @@ def _status(console: Console) -> int:
         checks.append(("kafka", env.values["ALERTPIPE_KAFKA_BOOTSTRAP"], env.check_kafka))
     if "ALERTPIPE_REDIS_URL" in env.values:
         checks.append(("redis", env.values["ALERTPIPE_REDIS_URL"], env.check_redis))
+    if "ALERTPIPE_POSTGRES_DSN" in env.values:
+        checks.append(("postgres", env.values["ALERTPIPE_POSTGRES_DSN"], env.check_postgres))
     if "KUBECONFIG" in env.values:
         from devstack.demo import DemoContext, nodes_ready
 

@@ -47,7 +47,9 @@ def running_state() -> dict[str, Any]:
 
 
 def up(
-    components: tuple[str, ...] = ("redis", "kafka", "kube"), timeout: float = 300.0, pod_runner: bool = True
+    components: tuple[str, ...] = ("redis", "kafka", "kube", "postgres"),
+    timeout: float = 300.0,
+    pod_runner: bool = True,
 ) -> dict[str, Any]:
     """Start the stack in a detached supervisor (or find the running one); return its ready state."""
     state = running_state()

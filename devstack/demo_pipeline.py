@@ -140,6 +140,7 @@ def whole_pipeline(ctx: DemoContext) -> str:
                 30,
             )
             revision = json.loads(cm.data["config.json"])["revision"]
+            ctx.scratch["pipeline"] = json.loads(cm.data["config.json"])  # for the history step
             deliverer = f"{pod_address(core, ns, 'demo', 'deliverer')}:9102"
             wait_for(
                 lambda: (

@@ -222,6 +222,7 @@ class Stack:
             "redis": self.redis,
             "kafka": self.kafka,
             "kube": self.kube,
+            "postgres": self.postgres,
         }
         with ThreadPoolExecutor(max_workers=len(components)) as pool:
             futures = [pool.submit(getters[c]) for c in components]
@@ -319,3 +320,14 @@ class StackEnv:
         except Exception as e:
             raise StartError(f"Redis at {url} (from ALERTPIPE_DEVSTACK_ENV) does not answer: {e}") from None
         return url
+
+    def check_postgres(self) -> str:
+        dsn = self.get("postgres")
+        import psycopg
+
+        try:
+            with psycopg.connect(dsn, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as e:
+            raise StartError(f"PostgreSQL at {dsn} (ALERTPIPE_DEVSTACK_ENV) does not answer: {e}") from None
+        return dsn

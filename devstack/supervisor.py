@@ -52,7 +52,7 @@ def write_env_file(path: Path, env: dict[str, str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="devstack-supervisor")
     p.add_argument("--run-dir", type=Path, required=True)
-    p.add_argument("--components", default="redis,kafka,kube")
+    p.add_argument("--components", default="redis,kafka,kube,postgres")
     p.add_argument("--no-pod-runner", action="store_true", help="do not run devstack-local's pods locally")
     args = p.parse_args(argv)
     run_dir: Path = args.run_dir
