@@ -11,7 +11,8 @@ import signal
 
 from alertpipe.workers.config import SecretKeyRef
 from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
-from alertpipe.workers.deliverer.worker import Deliverer, DelivererSettings
+from alertpipe.workers.deliverer.settings import DelivererSettings
+from alertpipe.workers.deliverer.worker import Deliverer
 from alertpipe.workers.errors import AlertpipeError
 from alertpipe.workers.health import RedisReadiness, redis_url, start_health_server
 from alertpipe.workers.loops import LOOP_CHOICES, loop_factory

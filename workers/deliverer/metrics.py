@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "RETRIES",
     "RETRY_WAITING",
     "SEND_LATENCY",
+    "child",
 ]
 
 ATTEMPTS = Counter(
@@ -86,3 +89,15 @@ CONFIG_REVISION = Gauge(
     "The loaded PipelineConfig revision (value 1).",
     ["tenant", "pipeline", "revision"],
 )
+
+
+_children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, memoised: prometheus_client's lookup is costly on the hot path."""
+    k = (id(metric), labels)
+    c = _children.get(k)
+    if c is None:
+        c = _children[k] = metric.labels(*labels)
+    return c

@@ -31,7 +31,8 @@ from alertpipe.workers.deliverer.records import (
     dead_letter_from_json,
     expand_received,
 )
-from alertpipe.workers.deliverer.worker import Deliverer, DelivererSettings
+from alertpipe.workers.deliverer.settings import DelivererSettings
+from alertpipe.workers.deliverer.worker import Deliverer
 from alertpipe.workers.secrets import SecretResolver
 from tests.receivers import HttpReceiver, SmtpReceiver, start_http_receiver, start_smtp_receiver
 

@@ -11,9 +11,9 @@ import pytest
 from alertpipe.workers.alerts import Alert
 from alertpipe.workers.config import PipelineConfig
 from alertpipe.workers.deliverer import payloads
+from alertpipe.workers.deliverer.channels import is_muted, is_paused
 from alertpipe.workers.deliverer.records import AuditEntry, DeadLetter, dead_letter_from_json
 from alertpipe.workers.deliverer.ssrf import blocked_reason, check_url
-from alertpipe.workers.deliverer.worker import is_muted, is_paused
 from alertpipe.workers.errors import DeliveryError
 from tests.receivers.http import pagerduty_errors, slack_errors
 
