@@ -8,13 +8,22 @@ of both workers, and a handful of isinstance checks is several times faster than
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-__all__ = ["Event", "EventError", "common_shape", "decode_event", "event_from_obj", "parse_ts_ms"]
+__all__ = [
+    "Event",
+    "EventError",
+    "ahead_reason",
+    "common_shape",
+    "decode_event",
+    "event_from_obj",
+    "parse_ts_ms",
+]
 
 MAX_DEVICE_ID = 256
 MAX_TYPE = 128
@@ -46,6 +55,8 @@ def parse_ts_ms(ts: Any) -> int:
     """Event time in epoch milliseconds from RFC 3339 text or an epoch-ms number."""
     if isinstance(ts, bool):
         raise EventError("ts must be RFC 3339 text or epoch milliseconds, not a boolean")
+    if isinstance(ts, float) and not math.isfinite(ts):
+        raise EventError(f"ts must be a finite number of epoch milliseconds, not {ts}")
     if isinstance(ts, int | float):
         ms = int(ts)
     elif isinstance(ts, str):
@@ -61,6 +72,21 @@ def parse_ts_ms(ts: Any) -> int:
     if not _MIN_MS <= ms < _MAX_MS:
         raise EventError(f"ts {ms} is not in epoch milliseconds between 2000 and 2200")
     return ms
+
+
+def ahead_reason(ts_ms: int, now_ms: int, max_skew_ms: int, who: str) -> str | None:
+    """Why an event time too far ahead of ``who``'s clock is refused, or None when it is not.
+
+    One event from a device whose clock is an hour fast would move its partition's watermark an
+    hour ahead and make every other device's events late for that hour.
+    """
+    ahead = ts_ms - now_ms
+    if ahead <= max_skew_ms:
+        return None
+    return (
+        f"ts is {ahead / 1000:.0f}s ahead of the {who}'s clock (limit {max_skew_ms / 1000:.0f}s,"
+        " ingest.maxFutureSkew): fix the device's clock"
+    )
 
 
 def event_from_obj(obj: Any, tenant: str | None = None) -> Event:

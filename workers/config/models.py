@@ -302,6 +302,17 @@ class RedisSettings(Model):
 
 class IngestSettings(Model):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger bodies get 413.")
+    max_event_bytes: int = Field(
+        524_288,
+        ge=256,
+        le=900_000,
+        description="Larger events are rejected alone (Kafka refuses records of about 1 MB).",
+    )
+    max_future_skew: Duration = Field(
+        "5m",
+        description="Events whose ts is further ahead of the worker's clock are rejected (ingestor)"
+        " or dead-lettered (evaluator): they would move the watermark and make others late.",
+    )
     api_keys_secret_ref: SecretKeyRef | None = Field(
         None, description="Secret key holding the tenant's API keys, one per line."
     )
