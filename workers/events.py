@@ -19,6 +19,7 @@ __all__ = [
     "Event",
     "EventError",
     "ahead_reason",
+    "nesting_reason",
     "common_shape",
     "decode_event",
     "event_from_obj",
@@ -74,6 +75,33 @@ def parse_ts_ms(ts: Any) -> int:
     return ms
 
 
+MAX_NESTING = 254  # orjson re-encodes (alerts, checkpoints, the ingestor's records) up to this depth
+
+
+def nesting_reason(raw: bytes) -> str | None:
+    """Why an event nested deeper than ``MAX_NESTING`` is refused, or None when it is not.
+
+    Cheap for every record: only one with that many brackets is measured (iteratively). Such an
+    event would decode, then fail every time the evaluator checkpoints its state: a poison pill.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= MAX_NESTING:
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None  # not JSON at all: the decoder gives that reason
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return f"the event is nested more than {MAX_NESTING} levels deep: flatten it"
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
+    return None
+
+
 def ahead_reason(ts_ms: int, now_ms: int, max_skew_ms: int, who: str) -> str | None:
     """Why an event time too far ahead of ``who``'s clock is refused, or None when it is not.
 
@@ -119,6 +147,9 @@ def decode_event(raw: bytes, tenant: str | None = None) -> Event:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise EventError(f"not JSON: {exc}") from None
+    deep = nesting_reason(raw)
+    if deep is not None:
+        raise EventError(deep)
     return event_from_obj(obj, tenant)
 
 

@@ -15,7 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alertpipe.workers.errors import RuleCompileError
-from alertpipe.workers.events import EventError, ahead_reason, decode_event, event_from_obj, parse_ts_ms
+from alertpipe.workers.events import (
+    EventError,
+    ahead_reason,
+    decode_event,
+    event_from_obj,
+    nesting_reason,
+    parse_ts_ms,
+)
 from alertpipe.workers.ingestor.body import BodyError, build_batch, parse_body
 from alertpipe.workers.rules import compile_rule
 from alertpipe.workers.rules.cel_syntax import MAX_DEPTH
@@ -86,6 +93,9 @@ def test_non_finite_and_absurd_timestamps_are_event_errors(ts: Any) -> None:
 
 def test_deep_nesting_is_bounded_and_explained() -> None:
     assert decode_event(_nested(200), "acme").seq == 1  # within orjson's limits: a fine event
+    with pytest.raises(EventError, match="nested more than 254 levels"):  # decodes, cannot re-encode
+        decode_event(_nested(300), "acme")
+    assert nesting_reason(b'{"v": "' + b"[" * 1000 + b'"}') is None  # brackets in a string are text
     for depth in (2000, 100_000):  # orjson stops at 1024 levels without recursing
         with pytest.raises(EventError, match="depth limit"):
             decode_event(_nested(depth), "acme")

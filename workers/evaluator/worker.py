@@ -55,7 +55,7 @@ from alertpipe.workers.evaluator.group_worker import GroupWorker
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.redis_state import DUPLICATE as DUP_FLAG
 from alertpipe.workers.evaluator.redis_state import RedisState, dedup_keys
-from alertpipe.workers.events import EventError, ahead_reason, common_shape, decode_event
+from alertpipe.workers.events import EventError, ahead_reason, common_shape, decode_event, nesting_reason
 from alertpipe.workers.rules import CompiledRule, compile_rule
 from alertpipe.workers.rules.engine import DUPLICATE, LATE, Engine, EngineSettings, Partition
 from alertpipe.workers.secrets import SecretResolver
@@ -374,7 +374,12 @@ class Evaluator:
                     items.append((msg, p, off, None, None, 0, -1))  # another track's key
                     skipped += 1
                     continue
-            fast = _fast_decode(loads, msg.value(), tenant)
+            raw = msg.value()
+            deep = nesting_reason(raw) if raw else None
+            if deep is not None:  # decodes, but could never be checkpointed: dead-letter it
+                items.append((msg, p, off, None, deep, 0, -1))
+                continue
+            fast = _fast_decode(loads, raw, tenant)
             if fast is None:
                 try:
                     ev = decode_event(msg.value() or b"", tenant)
