@@ -10,11 +10,12 @@ as Kubernetes users expect; every model is frozen and forbids unknown fields.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from alertpipe.workers.config.base import Model as Model  # re-exported: models import it from here
 from alertpipe.workers.config.durations import Duration
@@ -318,9 +319,29 @@ class IngestSettings(Model):
     )
 
 
+def _cidr(text: str) -> str:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        why = f"{text!r} is not a network; write e.g. 127.0.0.0/8, 10.1.2.3/32 or ::1/128"
+        raise ValueError(why) from None
+    return text
+
+
+Cidr = Annotated[str, AfterValidator(_cidr), Field(max_length=64)]
+
+
 class DeliverySettings(Model):
     allow_private_networks: bool = Field(
-        False, description="Allow webhook targets in loopback/private/link-local ranges."
+        False,
+        description="Allow webhook targets in loopback/private/link-local ranges (never the cloud"
+        " metadata addresses: name those in allowedNetworks).",
+    )
+    allowed_networks: list[Cidr] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Networks (CIDR) webhook targets may be in although they are not public,"
+        " e.g. 127.0.0.0/8 for a local receiver.",
     )
 
 
