@@ -18,6 +18,7 @@ from devstack.stack import StackEnv
 __all__ = ["add_arguments", "run"]
 
 STACK_COMPONENTS = ("redis", "kafka", "kube", "postgres")
+SECURE_COMPONENTS = ("secure-kafka", "secure-redis")  # opt-in: SASL/SCRAM+TLS Kafka, TLS+ACL Redis
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-pod-runner", action="store_true", help="do not run devstack-local's pods as local processes"
     )
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="also start Kafka with SASL/SCRAM over TLS and Redis with TLS and an ACL user"
+        " (docs/security.md)",
+    )
     sub.add_parser("down", help="stop the background stack")
     sub.add_parser("status", help="check every component of the background stack")
     sub.add_parser("env", help='print shell exports for the running stack: eval "$(alertpipe devstack env)"')
@@ -48,6 +55,9 @@ def _endpoints(console: Console, env: dict[str, str]) -> None:
         ("ALERTPIPE_KAFKA_BOOTSTRAP", "Kafka bootstrap"),
         ("ALERTPIPE_REDIS_URL", "Redis URL"),
         ("ALERTPIPE_POSTGRES_DSN", "PostgreSQL (history)"),
+        ("ALERTPIPE_SECURE_KAFKA_BOOTSTRAP", "Kafka SASL_SSL (SCRAM)"),
+        ("ALERTPIPE_SECURE_KAFKA_CA", "its CA"),
+        ("ALERTPIPE_SECURE_REDIS_URL", "Redis TLS + ACL"),
         ("KUBECONFIG", "kubeconfig"),
         ("ALERTPIPE_HELM", "helm"),
         ("ALERTPIPE_KUBECTL", "kubectl"),
@@ -77,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
             return 0
         if cmd == "up":
             comps = tuple(c for c in args.components.split(",") if c)
-            unknown = set(comps) - set(STACK_COMPONENTS)
+            if args.secure:
+                comps += tuple(c for c in SECURE_COMPONENTS if c not in comps)
+            unknown = set(comps) - set(STACK_COMPONENTS) - set(SECURE_COMPONENTS)
             if unknown:
                 err.print(
                     f"unknown component(s): {', '.join(sorted(unknown))};"

@@ -168,6 +168,7 @@ class KafkaServer:
             new_cluster_id(),
             "-c",
             str(self.dir / "server.properties"),
+            *self._format_extra(),
         ]
         with open(self.dir / "format.log", "wb") as log:
             rc = subprocess.run(
@@ -176,6 +177,10 @@ class KafkaServer:
         if rc != 0:
             tail = (self.dir / "format.log").read_text(errors="replace").splitlines()[-15:]
             raise StartError(f"kafka: StorageTool format failed (exit {rc}):\n" + "\n".join(tail))
+
+    def _format_extra(self) -> list[str]:
+        """More StorageTool arguments (devstack.secure adds its SCRAM user)."""
+        return []
 
     def start(self, timeout: float = 90.0) -> None:
         if self.process is not None and self.process.running():

@@ -172,7 +172,7 @@ def demo_pipeline(
             "evaluator": placed,
             "deliverer": placed,
             "ingest": {"apiKeysSecretRef": {"name": "ingest-keys", "key": "keys"}},
-            "delivery": {"allowPrivateNetworks": True},
+            "delivery": {"allowedNetworks": ["127.0.0.0/8", "::1/128"]},  # the local receivers only
             "channels": [
                 {
                     "name": "ops",

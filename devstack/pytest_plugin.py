@@ -26,6 +26,7 @@ from devstack.paths import runs_dir
 from devstack.postgres import PostgresServer
 from devstack.processes import StartError, install_signal_handlers, wait_until
 from devstack.redis import RedisServer
+from devstack.secure import SecureKafkaServer, SecureRedisServer
 from devstack.stack import ENV_KEYS, Stack, StackEnv, new_run_dir, prune_run_dirs
 
 ENV_VAR = "ALERTPIPE_DEVSTACK_ENV"
@@ -96,6 +97,19 @@ def redis_url(request: pytest.FixtureRequest, devstack_env: StackEnv | None) -> 
         return devstack_env.check_redis()
     server: RedisServer = request.getfixturevalue("redis_server")
     return server.url
+
+
+@pytest.fixture(scope="session")
+def secure_kafka(devstack: Stack) -> SecureKafkaServer:
+    """A broker with a SASL_SSL listener (SCRAM-SHA-512, the devstack's CA): ``.sasl_bootstrap``,
+    ``.user``, ``.ca_file``, ``.client_options()``. Started only for the tests that ask for it."""
+    return devstack.secure_kafka()
+
+
+@pytest.fixture(scope="session")
+def secure_redis(devstack: Stack) -> SecureRedisServer:
+    """A redis-server on TLS only with an ACL user: ``.url`` (rediss://user:password@...), ``.user``."""
+    return devstack.secure_redis()
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from devstack.postgres import PostgresServer
 from devstack.processes import StartError
 from devstack.provision import GO_BINARIES, kafka_cds_archive, kafka_libs, kwok_stages_dir, missing, provision
 from devstack.redis import RedisServer, redis_ping
+from devstack.secure import SecureKafkaServer, SecureRedisServer
 from devstack.versions import parse_env_file
 from devstack.webhookcert import make_webhook_cert
 
@@ -45,6 +46,9 @@ ENV_KEYS = {
     "pid": "ALERTPIPE_DEVSTACK_PID",
     "pod_runner_node": "ALERTPIPE_POD_RUNNER_NODE",
     "postgres": "ALERTPIPE_POSTGRES_DSN",
+    "secure_kafka": "ALERTPIPE_SECURE_KAFKA_BOOTSTRAP",  # SASL_SSL (devstack.secure)
+    "secure_kafka_ca": "ALERTPIPE_SECURE_KAFKA_CA",
+    "secure_redis": "ALERTPIPE_SECURE_REDIS_URL",  # rediss:// with the ACL user's password
 }
 
 
@@ -125,6 +129,8 @@ class Stack:
         self._kube: _Lazy[KubeCluster] = _Lazy()
         self._pod_runner: _Lazy[PodRunner] = _Lazy()
         self._postgres: _Lazy[PostgresServer] = _Lazy()
+        self._secure_kafka: _Lazy[SecureKafkaServer] = _Lazy()
+        self._secure_redis: _Lazy[SecureRedisServer] = _Lazy()
         self.timings: dict[str, float] = {}
 
     def _timed(self, name: str, fn: Callable[[], T]) -> T:
@@ -181,6 +187,42 @@ class Stack:
 
         return self._kafka.get(make)
 
+    def secure_kafka(self) -> SecureKafkaServer:
+        """A second broker with SASL/SCRAM over TLS (opt-in: ``devstack up --secure``)."""
+
+        def make() -> SecureKafkaServer:
+            ensure_provisioned("kafka")
+            k = SecureKafkaServer(
+                kafka_libs(),
+                self.run_dir / "secure-kafka",
+                tie_to_parent=self.tie_to_parent,
+                jit=self.kafka_jit,
+                cds_archive=kafka_cds_archive(),
+            )
+            try:
+                self._timed("secure-kafka", k.start)
+            except BaseException:
+                k.stop()
+                raise
+            return k
+
+        return self._secure_kafka.get(make)
+
+    def secure_redis(self) -> SecureRedisServer:
+        """A second redis-server, TLS only, with an ACL user (opt-in: ``devstack up --secure``)."""
+
+        def make() -> SecureRedisServer:
+            ensure_provisioned("redis")
+            r = SecureRedisServer(self.run_dir / "secure-redis", tie_to_parent=self.tie_to_parent)
+            try:
+                self._timed("secure-redis", r.start)
+            except BaseException:
+                r.stop()
+                raise
+            return r
+
+        return self._secure_redis.get(make)
+
     def kube(self) -> KubeCluster:
         def make() -> KubeCluster:
             ensure_provisioned("go", "kwok-stages")
@@ -223,6 +265,8 @@ class Stack:
             "kafka": self.kafka,
             "kube": self.kube,
             "postgres": self.postgres,
+            "secure-kafka": self.secure_kafka,
+            "secure-redis": self.secure_redis,
         }
         with ThreadPoolExecutor(max_workers=len(components)) as pool:
             futures = [pool.submit(getters[c]) for c in components]
@@ -246,13 +290,20 @@ class Stack:
             out[ENV_KEYS["pod_runner_node"]] = self._pod_runner.value.node
         if self._postgres.value is not None:
             out[ENV_KEYS["postgres"]] = self._postgres.value.dsn
+        if self._secure_kafka.value is not None:
+            out[ENV_KEYS["secure_kafka"]] = self._secure_kafka.value.sasl_bootstrap
+            out[ENV_KEYS["secure_kafka_ca"]] = str(self._secure_kafka.value.ca_file)
+        if self._secure_redis.value is not None:
+            out[ENV_KEYS["secure_redis"]] = self._secure_redis.value.url
         return out
 
     def stop(self) -> None:
         """Stop what was started, dependents first."""
         if self._pod_runner.value is not None:
             self._pod_runner.value.stop()
-        for comp in (self._kube.value, self._kafka.value, self._redis.value, self._postgres.value):
+        comps = (self._kube.value, self._kafka.value, self._redis.value, self._postgres.value,
+                 self._secure_kafka.value, self._secure_redis.value)
+        for comp in comps:
             if comp is not None:
                 try:
                     comp.stop()

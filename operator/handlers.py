@@ -18,6 +18,7 @@ import kopf
 from alertpipe.operator.decisions.topics import desired_topics
 from alertpipe.operator.decisions.validation import (
     errors_text,
+    validate_pipeline,
     validate_pipeline_spec,
     validate_rule_in,
 )
@@ -136,7 +137,7 @@ def register(
     @kopf.on.delete(GROUP, VERSION, PIPELINE_PLURAL, when=_deletes_topics, registry=registry)
     async def delete_topics(spec: kopf.Spec, name: str, namespace: str | None, **_: Any) -> None:
         namespace = namespace or ""
-        parsed, errors = validate_pipeline_spec(dict(spec))
+        parsed, errors = validate_pipeline(namespace, name, dict(spec))  # never another namespace's
         if parsed is None:
             logger.warning(
                 "%s/%s: spec invalid, cannot tell its topics; keeping them: %s",
@@ -185,7 +186,7 @@ def register(
         operations=["CREATE", "UPDATE"],
         registry=registry,
     )
-    def validate_alertpipeline(body: kopf.Body, name: str | None, **_: Any) -> None:
-        spec, errors = validate_pipeline_spec(body.get("spec"))
+    def validate_alertpipeline(body: kopf.Body, name: str | None, namespace: str | None, **_: Any) -> None:
+        spec, errors = validate_pipeline(namespace or "", name or "", body.get("spec"))
         if spec is None:
             raise kopf.AdmissionError(f"AlertPipeline {name}: {errors_text(errors)}", code=422)

@@ -34,7 +34,7 @@ from alertpipe.operator.decisions.topics import TopicWant, desired_topics, plan_
 from alertpipe.operator.decisions.validation import (
     RuleVerdict,
     errors_text,
-    validate_pipeline_spec,
+    validate_pipeline,
     validate_rule,
 )
 from alertpipe.operator.decisions.workloads import (
@@ -370,7 +370,8 @@ class Reconciler:
         if hit is None:
             if len(self._specs) > 10_000:
                 self._specs.clear()
-            hit = self._specs[key] = validate_pipeline_spec(body.get("spec"))
+            ns, name = meta.get("namespace") or "", meta.get("name") or ""
+            hit = self._specs[key] = validate_pipeline(ns, name, body.get("spec"))
         return hit
 
     def _verdict(self, rule: Mapping[str, Any], channels: list[ChannelSpec] | None) -> RuleVerdict:

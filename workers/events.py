@@ -8,13 +8,23 @@ of both workers, and a handful of isinstance checks is several times faster than
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
 
-__all__ = ["Event", "EventError", "common_shape", "decode_event", "event_from_obj", "parse_ts_ms"]
+__all__ = [
+    "Event",
+    "EventError",
+    "ahead_reason",
+    "nesting_reason",
+    "common_shape",
+    "decode_event",
+    "event_from_obj",
+    "parse_ts_ms",
+]
 
 MAX_DEVICE_ID = 256
 MAX_TYPE = 128
@@ -46,6 +56,8 @@ def parse_ts_ms(ts: Any) -> int:
     """Event time in epoch milliseconds from RFC 3339 text or an epoch-ms number."""
     if isinstance(ts, bool):
         raise EventError("ts must be RFC 3339 text or epoch milliseconds, not a boolean")
+    if isinstance(ts, float) and not math.isfinite(ts):
+        raise EventError(f"ts must be a finite number of epoch milliseconds, not {ts}")
     if isinstance(ts, int | float):
         ms = int(ts)
     elif isinstance(ts, str):
@@ -61,6 +73,48 @@ def parse_ts_ms(ts: Any) -> int:
     if not _MIN_MS <= ms < _MAX_MS:
         raise EventError(f"ts {ms} is not in epoch milliseconds between 2000 and 2200")
     return ms
+
+
+MAX_NESTING = 254  # orjson re-encodes (alerts, checkpoints, the ingestor's records) up to this depth
+
+
+def nesting_reason(raw: bytes) -> str | None:
+    """Why an event nested deeper than ``MAX_NESTING`` is refused, or None when it is not.
+
+    Cheap for every record: only one with that many brackets is measured (iteratively). Such an
+    event would decode, then fail every time the evaluator checkpoints its state: a poison pill.
+    """
+    if raw.count(b"[") + raw.count(b"{") <= MAX_NESTING:
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None  # not JSON at all: the decoder gives that reason
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return f"the event is nested more than {MAX_NESTING} levels deep: flatten it"
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
+    return None
+
+
+def ahead_reason(ts_ms: int, now_ms: int, max_skew_ms: int, who: str) -> str | None:
+    """Why an event time too far ahead of ``who``'s clock is refused, or None when it is not.
+
+    One event from a device whose clock is an hour fast would move its partition's watermark an
+    hour ahead and make every other device's events late for that hour.
+    """
+    ahead = ts_ms - now_ms
+    if ahead <= max_skew_ms:
+        return None
+    return (
+        f"ts is {ahead / 1000:.0f}s ahead of the {who}'s clock (limit {max_skew_ms / 1000:.0f}s,"
+        " ingest.maxFutureSkew): fix the device's clock"
+    )
 
 
 def event_from_obj(obj: Any, tenant: str | None = None) -> Event:
@@ -93,6 +147,9 @@ def decode_event(raw: bytes, tenant: str | None = None) -> Event:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise EventError(f"not JSON: {exc}") from None
+    deep = nesting_reason(raw)
+    if deep is not None:
+        raise EventError(deep)
     return event_from_obj(obj, tenant)
 
 

@@ -2,6 +2,11 @@
 
 Create what is missing, adopt what exists, grow partitions, never shrink (Kafka cannot; the condition
 says PartitionDecreaseNotSupported, as Strimzi does), and bring retention.ms in line.
+
+Names are the tenants' boundary on a shared cluster: every topic of a pipeline starts with
+``<namespace>.`` (derived names are ``<namespace>.<pipeline>.<purpose>``; explicit ones must keep the
+prefix). A namespace holds no ``.`` or ``_``, so no two namespaces can name, adopt, or delete (with
+deletionPolicy: Delete) the same topic, even as Kafka folds ``.`` into ``_``.
 """
 
 from __future__ import annotations
@@ -12,7 +17,17 @@ from alertpipe.operator.models import KafkaSpec, TopicSpec
 from alertpipe.workers.config.durations import parse_duration
 from alertpipe.workers.config.models import Topics
 
-__all__ = ["PURPOSES", "TopicPlan", "TopicSeen", "TopicWant", "desired_topics", "plan_topics", "topic_names"]
+__all__ = [
+    "PURPOSES",
+    "TopicPlan",
+    "TopicSeen",
+    "TopicWant",
+    "desired_topics",
+    "kafka_folded",
+    "plan_topics",
+    "topic_name_errors",
+    "topic_names",
+]
 
 # purpose (wire name) -> attribute of PipelineTopics / Topics
 PURPOSES: dict[str, str] = {
@@ -56,6 +71,33 @@ class TopicPlan:
 
 def _name(namespace: str, pipeline: str, purpose: str, spec: TopicSpec) -> str:
     return spec.name or f"{namespace}.{pipeline}.{purpose}"
+
+
+def kafka_folded(name: str) -> str:
+    """The name as Kafka compares it for collisions (its metrics fold '.' into '_')."""
+    return name.replace(".", "_")
+
+
+def topic_name_errors(namespace: str, pipeline: str, kafka: KafkaSpec) -> list[tuple[str, str]]:
+    """(field path, reason) for each topic name that could reach outside the pipeline's namespace,
+    or that two purposes of the pipeline share."""
+    errors: list[tuple[str, str]] = []
+    if "." in pipeline or "_" in pipeline:
+        errors.append(("metadata.name", "an AlertPipeline's name may not hold '.' or '_' (it names topics)"))
+    prefix = f"{namespace}."
+    seen: dict[str, str] = {}
+    for purpose, attr in PURPOSES.items():
+        spec: TopicSpec = getattr(kafka.topics, attr)
+        name = _name(namespace, pipeline, purpose, spec)
+        path = f"spec.kafka.topics.{purpose}.name"
+        if spec.name is not None and not spec.name.startswith(prefix):
+            why = f"must start with {prefix!r}: a pipeline names topics only in its own namespace"
+            errors.append((path, why))
+            continue
+        other = seen.setdefault(kafka_folded(name), purpose)
+        if other != purpose:
+            errors.append((path, f"is the same topic as spec.kafka.topics.{other} ({name!r})"))
+    return errors
 
 
 def topic_names(namespace: str, pipeline: str, kafka: KafkaSpec) -> Topics:

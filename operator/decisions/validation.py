@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from alertpipe.operator.decisions.topics import topic_name_errors
 from alertpipe.operator.models import AlertPipelineSpec
 from alertpipe.workers.config.models import ChannelSpec, RuleSpec
 from alertpipe.workers.errors import RuleCompileError
@@ -23,6 +24,7 @@ __all__ = [
     "RuleVerdict",
     "errors_text",
     "pydantic_errors",
+    "validate_pipeline",
     "validate_pipeline_spec",
     "validate_rule",
     "validate_rule_in",
@@ -122,3 +124,15 @@ def validate_pipeline_spec(raw_spec: Mapping[str, Any] | None) -> tuple[AlertPip
 
 def model_dump(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def validate_pipeline(
+    namespace: str, name: str, raw_spec: Mapping[str, Any] | None
+) -> tuple[AlertPipelineSpec | None, Errors]:
+    """The spec as :func:`validate_pipeline_spec` checks it, and its topic names as the pipeline's
+    namespace allows them (``topic_name_errors``): a spec with either kind of error is invalid."""
+    spec, errors = validate_pipeline_spec(raw_spec)
+    if spec is None:
+        return None, errors
+    errors = topic_name_errors(namespace, name, spec.kafka)
+    return (None, errors) if errors else (spec, [])

@@ -10,11 +10,12 @@ as Kubernetes users expect; every model is frozen and forbids unknown fields.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from alertpipe.workers.config.base import Model as Model  # re-exported: models import it from here
 from alertpipe.workers.config.durations import Duration
@@ -302,14 +303,45 @@ class RedisSettings(Model):
 
 class IngestSettings(Model):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger bodies get 413.")
+    max_event_bytes: int = Field(
+        524_288,
+        ge=256,
+        le=900_000,
+        description="Larger events are rejected alone (Kafka refuses records of about 1 MB).",
+    )
+    max_future_skew: Duration = Field(
+        "5m",
+        description="Events whose ts is further ahead of the worker's clock are rejected (ingestor)"
+        " or dead-lettered (evaluator): they would move the watermark and make others late.",
+    )
     api_keys_secret_ref: SecretKeyRef | None = Field(
         None, description="Secret key holding the tenant's API keys, one per line."
     )
 
 
+def _cidr(text: str) -> str:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        why = f"{text!r} is not a network; write e.g. 127.0.0.0/8, 10.1.2.3/32 or ::1/128"
+        raise ValueError(why) from None
+    return text
+
+
+Cidr = Annotated[str, AfterValidator(_cidr), Field(max_length=64)]
+
+
 class DeliverySettings(Model):
     allow_private_networks: bool = Field(
-        False, description="Allow webhook targets in loopback/private/link-local ranges."
+        False,
+        description="Allow webhook targets in loopback/private/link-local ranges (never the cloud"
+        " metadata addresses: name those in allowedNetworks).",
+    )
+    allowed_networks: list[Cidr] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Networks (CIDR) webhook targets may be in although they are not public,"
+        " e.g. 127.0.0.0/8 for a local receiver.",
     )
 
 

@@ -28,7 +28,7 @@ from alertpipe.workers.config import ChannelSpec, SecretKeyRef, parse_duration
 from alertpipe.workers.deliverer import payloads
 from alertpipe.workers.deliverer.http1 import ConnectError, Http1Pool, ProtocolError, request_head
 from alertpipe.workers.deliverer.policy import classify_http_status, parse_retry_after
-from alertpipe.workers.deliverer.ssrf import GuardedResolver, check_url
+from alertpipe.workers.deliverer.ssrf import GuardedResolver, SsrfPolicy, check_url
 from alertpipe.workers.errors import AlertpipeError, DeliveryError
 
 __all__ = ["SendResult", "Sender", "SetupError", "Senders"]
@@ -70,31 +70,31 @@ class Senders:
     def __init__(
         self,
         secret: SecretLookup,
-        allow_private: Callable[[], bool],
+        ssrf_policy: Callable[[], SsrfPolicy],
         *,
         connection_limit: int = 0,
         lean_http: bool = True,
     ) -> None:
         self._secret = secret
-        self._allow_private = allow_private
+        self._ssrf_policy = ssrf_policy
         self._session: aiohttp.ClientSession | None = None
         self._connection_limit = connection_limit
-        self._checked: set[tuple[str, bool]] = set()
+        self._checked: set[tuple[str, SsrfPolicy]] = set()
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._resolver: GuardedResolver | None = None  # made in the event loop (aiohttp's needs one)
         self._lean = Http1Pool(self._resolve) if lean_http else None
         self._targets: dict[str, tuple[str, int, str, str]] = {}
-        self._dns: dict[tuple[str, int, bool], tuple[list[str], float]] = {}
+        self._dns: dict[tuple[str, int, SsrfPolicy], tuple[list[str], float]] = {}
         self._quitting: set[asyncio.Task[None]] = set()  # SMTP sessions saying goodbye
 
     def _guard(self) -> GuardedResolver:
         if self._resolver is None:
-            self._resolver = GuardedResolver(self._allow_private)
+            self._resolver = GuardedResolver(self._ssrf_policy)
         return self._resolver
 
     async def _resolve(self, host: str, port: int) -> list[str]:
         """Addresses of ``host`` through the SSRF guard, cached 30 s (as aiohttp's connector does)."""
-        k = (host, port, self._allow_private())
+        k = (host, port, self._ssrf_policy())
         hit = self._dns.get(k)
         now = time.monotonic()
         if hit is not None and hit[1] > now:
@@ -187,7 +187,7 @@ class Senders:
         return await self._post(spec.url, body, headers, parse_duration(spec.timeout))
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> SendResult:
-        allow = self._allow_private()
+        allow = self._ssrf_policy()
         if (url, allow) not in self._checked:
             check_url(url, allow)
             if len(self._checked) > 10_000:

@@ -51,6 +51,7 @@ from alertpipe.workers.deliverer.parking import Parking, Waiting
 from alertpipe.workers.deliverer.records import REPLAY_HEADER, AuditEntry, Parked, received_reason
 from alertpipe.workers.deliverer.senders import Sender, Senders
 from alertpipe.workers.deliverer.settings import DelivererSettings
+from alertpipe.workers.deliverer.ssrf import SsrfPolicy
 
 __all__ = ["Deliverer"]
 
@@ -85,7 +86,7 @@ class Deliverer:
         self._config: PipelineConfig | None = None
         self._channels = ChannelTable(self.settings.breaker_threshold, self.settings.breaker_cooldown)
         self._senders = Senders(
-            self._secret, self._allow_private, lean_http=self.settings.http_client == "lean"
+            self._secret, self._ssrf_policy, lean_http=self.settings.http_client == "lean"
         )
         self._sender: Sender = sender or self._senders
         self._backends: Backends = backends or KafkaRedis()
@@ -103,8 +104,9 @@ class Deliverer:
         assert self._config is not None  # noqa: S101 - set before any delivery starts
         return self._config
 
-    def _allow_private(self) -> bool:
-        return self._config is not None and self._config.delivery.allow_private_networks
+    def _ssrf_policy(self) -> SsrfPolicy:
+        d = self._config.delivery if self._config is not None else None
+        return SsrfPolicy.of(d.allow_private_networks, tuple(d.allowed_networks)) if d else SsrfPolicy()
 
     def _secret(self, ref: SecretKeyRef) -> str:
         k = (ref.name, ref.key)

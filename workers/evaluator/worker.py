@@ -55,7 +55,7 @@ from alertpipe.workers.evaluator.group_worker import GroupWorker
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.redis_state import DUPLICATE as DUP_FLAG
 from alertpipe.workers.evaluator.redis_state import RedisState, dedup_keys
-from alertpipe.workers.events import EventError, common_shape, decode_event
+from alertpipe.workers.events import EventError, ahead_reason, common_shape, decode_event, nesting_reason
 from alertpipe.workers.rules import CompiledRule, compile_rule
 from alertpipe.workers.rules.engine import DUPLICATE, LATE, Engine, EngineSettings, Partition
 from alertpipe.workers.secrets import SecretResolver
@@ -357,6 +357,9 @@ class Evaluator:
         loads = orjson.loads
         owns = self.track_keys
         skipped = 0
+        now_ms = int(self.clock() * 1000)
+        skew_ms = round(parse_duration(self.cfg.ingest.max_future_skew) * 1000)
+        ts_limit = now_ms + skew_ms
         for msg in msgs:
             if msg.error() is not None:
                 err = msg.error()
@@ -371,7 +374,12 @@ class Evaluator:
                     items.append((msg, p, off, None, None, 0, -1))  # another track's key
                     skipped += 1
                     continue
-            fast = _fast_decode(loads, msg.value(), tenant)
+            raw = msg.value()
+            deep = nesting_reason(raw) if raw else None
+            if deep is not None:  # decodes, but could never be checkpointed: dead-letter it
+                items.append((msg, p, off, None, deep, 0, -1))
+                continue
+            fast = _fast_decode(loads, raw, tenant)
             if fast is None:
                 try:
                     ev = decode_event(msg.value() or b"", tenant)
@@ -380,6 +388,9 @@ class Evaluator:
                     continue
                 fast = (ev.data, ev.device_id, ev.seq, ev.ts_ms)
             d, dev, seq, ts = fast
+            if ts > ts_limit:  # would move the watermark ahead (ingest.maxFutureSkew): dead-letter it
+                items.append((msg, p, off, None, ahead_reason(ts, now_ms, skew_ms, "evaluator"), 0, -1))
+                continue
             if owns is not None and msg.key() is None and not owns(dev):  # unkeyed: judged by deviceId
                 items.append((msg, p, off, None, None, 0, -1))
                 skipped += 1
@@ -521,8 +532,8 @@ class Evaluator:
             "topic": msg.topic(),
             "partition": msg.partition(),
             "offset": msg.offset(),
-            "key": (msg.key() or b"").decode("utf-8", "replace"),
-            "valueBase64": _b64(msg.value() or b""),
+            "key": (msg.key() or b"").decode("utf-8", "replace")[:1024],
+            **_dead_letter_value(msg.value() or b""),
             "at": int(self.clock() * 1000),
         }
         self.producer.produce(self.topics.dead_letter, orjson.dumps(envelope), msg.key(),
@@ -698,3 +709,14 @@ def _fast_decode(
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
+
+
+DEAD_LETTER_VALUE_BYTES = 256 * 1024  # base64 makes 4/3 of it: the record stays under Kafka's 1 MB
+
+
+def _dead_letter_value(raw: bytes) -> dict[str, Any]:
+    """The record's value for its dead-letter envelope: whole, or its head when a whole copy
+    would not fit in one Kafka record (the source topic and offset point at the rest)."""
+    if len(raw) <= DEAD_LETTER_VALUE_BYTES:
+        return {"valueBase64": _b64(raw)}
+    return {"valueBase64": _b64(raw[:DEAD_LETTER_VALUE_BYTES]), "valueBytes": len(raw), "truncated": True}

@@ -31,6 +31,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from alertpipe.workers.config import ConfigSource, PipelineConfig, kafka_options
+from alertpipe.workers.config.durations import parse_duration
 from alertpipe.workers.errors import ConfigError
 from alertpipe.workers.ingestor.body import Batch, BodyError, build_batch, parse_body
 from alertpipe.workers.ingestor.keys import AuthResult, KeyRing
@@ -317,7 +318,11 @@ class Ingestor:
             items, lines = parse_body(body, request.headers.get("Content-Type", ""))
         except BodyError as exc:
             return self._answer(400, {"error": str(exc)})
-        batch = build_batch(items, lines, cfg.tenant, self._clock_ms())
+        ingest = cfg.ingest
+        batch = build_batch(
+            items, lines, cfg.tenant, self._clock_ms(), max_event_bytes=ingest.max_event_bytes,
+            max_future_skew_ms=round(parse_duration(ingest.max_future_skew) * 1000),
+        )
         m = self.metrics
         m.batch_size.observe(batch.total)
         if batch.rejects:

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from alertpipe.workers.events import EventError, common_shape, event_from_obj
+from alertpipe.workers.events import EventError, ahead_reason, common_shape, event_from_obj
 
 __all__ = ["INGEST_TS_FIELD", "Batch", "BodyError", "Reject", "build_batch", "parse_body"]
 
@@ -48,8 +48,22 @@ class Batch:
     total: int
 
 
+def _hint(exc: orjson.JSONDecodeError) -> str:
+    """What to do about the commonest bad bodies: NaN/Infinity, bytes that are not UTF-8, nesting."""
+    at = exc.doc[exc.pos:exc.pos + 9]
+    word = at.decode("utf-8", "replace") if isinstance(at, bytes) else at
+    if word.lstrip("-").startswith(("NaN", "Infinity")) or "infinity" in exc.msg:
+        return " (NaN and Infinity are not JSON: send null or leave the field out)"
+    if "UTF-8" in exc.msg:
+        return " (the body must be UTF-8 text)"
+    if "depth" in exc.msg:
+        return " (more than 1024 levels of nesting)"
+    return ""
+
+
 def _where(exc: orjson.JSONDecodeError, line_offset: int = 0) -> str:
-    return f"line {exc.lineno + line_offset} column {exc.colno} (char {exc.pos}): {exc.msg}"
+    where = f"line {exc.lineno + line_offset} column {exc.colno} (char {exc.pos}): {exc.msg}"
+    return where + _hint(exc)
 
 
 def parse_body(body: bytes, content_type: str = "") -> tuple[list[Any], list[int] | None]:
@@ -80,7 +94,8 @@ def parse_body(body: bytes, content_type: str = "") -> tuple[list[Any], list[int
         try:
             items.append(orjson.loads(raw))
         except orjson.JSONDecodeError as exc:
-            raise BodyError(f"malformed NDJSON at line {n} column {exc.colno}: {exc.msg}") from None
+            hint = _hint(exc)
+            raise BodyError(f"malformed NDJSON at line {n} column {exc.colno}: {exc.msg}{hint}") from None
         lines.append(n)
     return items, lines
 
@@ -93,25 +108,55 @@ def _fast_device_id(obj: Any, tenant: str) -> str | None:
     return shape[0] if shape is not None else None
 
 
-def build_batch(items: list[Any], lines: list[int] | None, tenant: str, ingest_ts_ms: int) -> Batch:
-    """Check each item as an event of ``tenant`` and serialise the valid ones, stamped."""
+def build_batch(
+    items: list[Any],
+    lines: list[int] | None,
+    tenant: str,
+    ingest_ts_ms: int,
+    *,
+    max_event_bytes: int | None = None,
+    max_future_skew_ms: int | None = None,
+) -> Batch:
+    """Check each item as an event of ``tenant`` and serialise the valid ones, stamped.
+
+    With ``max_event_bytes``, a larger event is rejected alone (Kafka would refuse it, and a retry
+    of the whole request could never succeed); with ``max_future_skew_ms``, so is an event whose
+    ts is further ahead of ``ingest_ts_ms``.
+    """
     records: list[tuple[str, bytes]] = []
     indexes: list[int] = []
     rejects: list[Reject] = []
     dumps = orjson.dumps
+    ts_limit = ingest_ts_ms + max_future_skew_ms if max_future_skew_ms is not None else None
     for i, obj in enumerate(items):
-        device_id = _fast_device_id(obj, tenant) if tenant else None
-        if device_id is None:
+        shape = common_shape(obj, tenant) if tenant else None
+        if shape is not None:
+            device_id, ts_ms = shape[0], shape[2]
+        else:
             try:
-                device_id = event_from_obj(obj, tenant).device_id
+                ev = event_from_obj(obj, tenant)
             except EventError as exc:
                 rejects.append(Reject(i, str(exc), lines[i] if lines is not None else None))
                 continue
+            device_id, ts_ms = ev.device_id, ev.ts_ms
+        if ts_limit is not None and ts_ms > ts_limit:
+            reason = ahead_reason(ts_ms, ingest_ts_ms, max_future_skew_ms or 0, "ingestor")
+            rejects.append(Reject(i, reason or "ts is ahead", lines[i] if lines is not None else None))
+            continue
         obj[INGEST_TS_FIELD] = ingest_ts_ms
         try:
             value = dumps(obj)
-        except TypeError as exc:  # e.g. an integer beyond 64 bits
-            rejects.append(Reject(i, f"cannot be re-encoded: {exc}", lines[i] if lines is not None else None))
+        except TypeError as exc:  # an integer beyond 64 bits, nesting past orjson's 255 levels
+            why = "nested more than 254 levels deep" if "Recursion" in str(exc) else str(exc)
+            rejects.append(Reject(i, f"cannot be re-encoded: {why}", lines[i] if lines is not None else None))
+            continue
+        if max_event_bytes is not None and len(value) > max_event_bytes:
+            rejects.append(Reject(
+                i,
+                f"the event is {len(value)} bytes, over the limit of {max_event_bytes}"
+                " (ingest.maxEventBytes): send large payloads by reference",
+                lines[i] if lines is not None else None,
+            ))
             continue
         records.append((device_id, value))
         indexes.append(i)

@@ -268,15 +268,20 @@ class _Parser:
         return node
 
     def unary(self) -> Node:
-        if self.at("!", "-"):
-            tok = self.next()
-            operand = self.unary()
+        # A loop, not recursion: a run of 4000 '!' or '-' must be an error, not a RecursionError.
+        ops: list[_Tok] = []
+        while self.at("!", "-"):
+            ops.append(self.next())
+            if len(ops) > MAX_DEPTH:
+                raise CelError(f"expression is nested too deeply (more than {MAX_DEPTH} unary operators)")
+        operand = self.member()
+        for tok in reversed(ops):
             if tok.text == "-" and isinstance(operand, Lit) and type(operand.value) in (int, float):
                 operand.value = -operand.value
                 operand.col = tok.col
-                return operand
-            return self.count(Unary(tok.col, tok.text, operand))
-        return self.member()
+                continue
+            operand = self.count(Unary(tok.col, tok.text, operand))
+        return operand
 
     def member(self) -> Node:
         node = self.primary()

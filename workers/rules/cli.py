@@ -64,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{path}: cannot read: {str(exc).splitlines()[0]}", file=out)
             failed += 1
             continue
+        except RecursionError:  # PyYAML's composer recurses once per level of nesting
+            print(f"{path}: cannot read: nested too deeply (a rule needs a few levels, not hundreds)",
+                  file=out)
+            failed += 1
+            continue
         for _, doc in docs:
             if not isinstance(doc, dict) or doc.get("kind") not in (None, "AlertRule"):
                 continue

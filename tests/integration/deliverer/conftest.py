@@ -73,7 +73,7 @@ class Pipeline:
                     },
                 },
                 "redis": {"url": self.redis_url, "keyPrefix": t},
-                "delivery": {"allowPrivateNetworks": True},
+                "delivery": {"allowedNetworks": ["127.0.0.0/8", "::1/128"]},  # the local receivers only
             }
         ).with_revision()
         admin = AdminClient({"bootstrap.servers": self.bootstrap})

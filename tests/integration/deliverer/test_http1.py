@@ -13,6 +13,7 @@ import pytest
 
 from alertpipe.workers.deliverer.http1 import ConnectError, Http1Pool, request_head
 from alertpipe.workers.deliverer.senders import Senders
+from alertpipe.workers.deliverer.ssrf import SsrfPolicy
 from alertpipe.workers.errors import DeliveryError
 
 pytestmark = pytest.mark.integration
@@ -159,15 +160,15 @@ async def test_senders_classify_and_guard_through_the_lean_client(server: Server
         url = f"http://127.0.0.1:{server.port}{path}"
         return ChannelSpec.model_validate({"name": "x", "webhook": {"url": url, "timeout": "2s"}})
 
-    allow = {"private": True}
-    senders = Senders(lambda ref: "unused", lambda: allow["private"])
+    allow = {"policy": SsrfPolicy.of(False, ("127.0.0.0/8",))}
+    senders = Senders(lambda ref: "unused", lambda: allow["policy"])
     try:
         ok = await senders.send_webhook(alert, spec("/ok"), "key-1")
         assert ok.status == 200 and server.requests[-1][0] == "/ok"
         with pytest.raises(DeliveryError) as err:
             await senders.send_webhook(alert, spec("/chunked"), "key-2")
         assert err.value.status == 429 and err.value.retryable and err.value.retry_after == 2.0
-        allow["private"] = False  # loopback targets are refused before any connection
+        allow["policy"] = SsrfPolicy()  # loopback targets are refused before any connection
         n = len(server.requests)
         with pytest.raises(DeliveryError) as err:
             await senders.send_webhook(alert, spec("/ok"), "key-3")

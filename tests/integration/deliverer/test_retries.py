@@ -188,4 +188,4 @@ async def test_ssrf_guard_refuses_loopback_unless_allowed(pipeline: Pipeline, re
         await wait_until(lambda: len(pipeline.dead_letters()) == 2, 30, "both refused")
     assert receiver.recorder.items == []
     for d in pipeline.dead_letters():
-        assert "allowPrivateNetworks" in d.reason and "loopback" in d.reason
+        assert "delivery.allowedNetworks" in d.reason and "loopback" in d.reason

@@ -13,7 +13,7 @@ from alertpipe.workers.config import PipelineConfig
 from alertpipe.workers.deliverer import payloads
 from alertpipe.workers.deliverer.channels import is_muted, is_paused
 from alertpipe.workers.deliverer.records import AuditEntry, DeadLetter, dead_letter_from_json
-from alertpipe.workers.deliverer.ssrf import blocked_reason, check_url
+from alertpipe.workers.deliverer.ssrf import SsrfPolicy, blocked_reason, check_url
 from alertpipe.workers.errors import DeliveryError
 from tests.receivers.http import pagerduty_errors, slack_errors
 
@@ -134,15 +134,16 @@ def test_public_addresses_pass(addr: str) -> None:
 
 
 def test_check_url() -> None:
-    with pytest.raises(DeliveryError, match="allowPrivateNetworks") as e:
-        check_url("http://169.254.169.254/latest/meta-data", allow_private=False)
+    closed, private = SsrfPolicy(), SsrfPolicy(allow_private=True)
+    with pytest.raises(DeliveryError, match="allowedNetworks") as e:
+        check_url("http://169.254.169.254/latest/meta-data", closed)
     assert not e.value.retryable
     with pytest.raises(DeliveryError, match="loopback"):
-        check_url("http://localhost:8080/x", allow_private=False)
+        check_url("http://localhost:8080/x", closed)
     with pytest.raises(DeliveryError, match="scheme"):
-        check_url("ftp://example.com/x", allow_private=True)
-    check_url("http://127.0.0.1:8080/x", allow_private=True)
-    check_url("https://hooks.example.com/x", allow_private=False)
+        check_url("ftp://example.com/x", private)
+    check_url("http://127.0.0.1:8080/x", private)
+    check_url("https://hooks.example.com/x", closed)
 
 
 def test_records_round_trip() -> None:
