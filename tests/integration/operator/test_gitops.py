@@ -5,7 +5,7 @@ diff; a re-sync is a no-op), and the chart's Argo CD health scripts, run on the 
 reconciles, must say Healthy, Degraded and Suspended where they should.
 
 Run with ``ALERTPIPE_CAPTURE_HEALTH=1`` to (re)write the captured objects under the scripts'
-testdata/ (``*-captured.yaml``), which the unit test tests/unit/chart/test_argocd_health.py replays.
+testdata/ (``*-captured.yaml``), which the unit test tests/unit/argocd/test_health.py replays.
 """
 
 from __future__ import annotations
