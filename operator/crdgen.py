@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, NoDefault
+from pydantic_core import core_schema
 
 from alertpipe.operator.models import (
     GROUP,
@@ -167,9 +169,28 @@ def _convert(node: JSON, defs: dict[str, JSON], def_name: str | None = None) -> 
     return out
 
 
-def structural_schema(model: type[BaseModel]) -> JSON:
-    """The structural OpenAPI v3 schema of ``model`` (camelCase names, every $ref inlined)."""
-    raw = model.model_json_schema(by_alias=True, mode="validation")
+class _FactoryDefaults(GenerateJsonSchema):
+    """Also writes the defaults that a ``default_factory`` makes for a nested model (pydantic leaves
+    them out), so the apiserver fills in an omitted object exactly as the model does: the stored
+    spec is what Git holds plus defaults, field for field (Argo CD's diff shows no noise, and
+    ``kubectl get -o yaml`` shows the values the operator runs with). Empty lists and maps stay out:
+    absent and empty mean the same."""
+
+    def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
+        factory = schema.get("default_factory")
+        if factory is None or schema.get("default_factory_takes_data"):
+            return super().get_default_value(schema)
+        value = factory()  # type: ignore[call-arg]
+        if not isinstance(value, BaseModel):
+            return NoDefault
+        return value.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def structural_schema(model: type[BaseModel], factory_defaults: bool = False) -> JSON:
+    """The structural OpenAPI v3 schema of ``model`` (camelCase names, every $ref inlined); with
+    ``factory_defaults``, nested models made by a default_factory get their default too (specs)."""
+    generator = _FactoryDefaults if factory_defaults else GenerateJsonSchema
+    raw = model.model_json_schema(by_alias=True, mode="validation", schema_generator=generator)
     defs = raw.pop("$defs", {})
     return _convert(raw, defs, model.__name__)
 
@@ -214,7 +235,7 @@ def _crd(
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
-                                "spec": structural_schema(spec),
+                                "spec": structural_schema(spec, factory_defaults=True),
                                 "status": structural_schema(status),
                             },
                         }

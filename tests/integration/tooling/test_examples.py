@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from alertpipe.operator.models import AlertPipelineSpec, AlertRuleSpec
 from tests.integration.tooling.helm import ROOT, of_kind, one, rules_of, template
 
 pytestmark = [pytest.mark.integration, pytest.mark.tooling]  # runs `helm template`
@@ -28,6 +29,7 @@ def test_every_example_is_covered() -> None:
         "values-namespaced.yaml",
         "values-cert-manager.yaml",
         "argocd-application.yaml",
+        "argocd-tenant-application.yaml",
     }
     assert {p.name for p in EXAMPLES.glob("*.yaml")} == covered
 
@@ -73,3 +75,22 @@ def test_argocd_application_values(helm: Path) -> None:
     assert not of_kind(docs, "Secret")
     assert one(docs, "Certificate")
     assert one(docs, "Deployment")["spec"]["replicas"] == 2
+    assert one(docs, "ConfigMap")["metadata"]["name"].endswith("-argocd-health")
+
+
+def test_argocd_tenant_application_syncs_valid_manifests_after_the_operator() -> None:
+    platform, tenant = load("argocd-application.yaml"), load("argocd-tenant-application.yaml")
+    wave = "argocd.argoproj.io/sync-wave"
+    assert int(tenant["metadata"]["annotations"][wave]) > int(platform["metadata"]["annotations"][wave])
+    options = tenant["spec"]["syncPolicy"]["syncOptions"]
+    assert "ServerSideApply=true" in options and "SkipDryRunOnMissingResource=true" in options
+    source = tenant["spec"]["source"]
+    include = source["directory"]["include"].strip("{}").split(",")
+    files = sorted({p for pattern in include for p in (ROOT / source["path"]).glob(pattern)})
+    kinds = []
+    for path in files:
+        for doc in yaml.safe_load_all(path.read_text()):
+            model = AlertPipelineSpec if doc["kind"] == "AlertPipeline" else AlertRuleSpec
+            model.model_validate(doc["spec"])
+            kinds.append(doc["kind"])
+    assert kinds.count("AlertPipeline") == 1 and kinds.count("AlertRule") >= 3

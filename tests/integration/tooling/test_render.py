@@ -692,3 +692,13 @@ def test_packaged_chart_renders_like_the_folder(helm: Path, tmp_path: Path) -> N
     crds = {d["metadata"]["name"]: d for d in of_kind(packaged, "CustomResourceDefinition")}
     for name, crd in load_crd_dir(CRDS).items():
         assert crds[name]["spec"] == crd["spec"], name
+
+
+def test_argocd_health_checks_configmap_holds_the_scripts_verbatim(helm: Path) -> None:
+    assert not of_kind(template(helm, NO_CRDS), "ConfigMap")
+    docs = template(helm, {**NO_CRDS, "argocd": {"healthChecks": {"enabled": True}}})
+    cm = one(docs, "ConfigMap")
+    scripts = CHART / "files" / "argocd" / "alertpipe.io"
+    for kind in ("AlertPipeline", "AlertRule"):
+        key = f"resource.customizations.health.alertpipe.io_{kind}"
+        assert cm["data"][key].strip() == (scripts / kind / "health.lua").read_text().strip()

@@ -54,7 +54,7 @@ def test_schema_is_structural(name: str) -> None:
 def test_rule_spec_is_reused_and_carries_cel() -> None:
     rule = build_crds()["alertpipe.io_alertrules.yaml"]
     spec = rule["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    assert spec == structural_schema(RuleSpec)
+    assert spec == structural_schema(RuleSpec, factory_defaults=True)
     assert set(spec["properties"]) >= {"threshold", "aggregate", "absence", "for", "channels", "severity"}
     assert "exactly one of threshold, aggregate, absence" in spec["x-kubernetes-validations"][0]["message"]
     assert spec["properties"]["severity"]["enum"] == ["critical", "warning", "info"]
@@ -108,3 +108,16 @@ def test_autoscaling_schema_has_cel_and_hpa_behavior(role: str) -> None:
     fields = {"lag", "arrivalRate", "serviceRatePerReplica", "desiredReplicas", "reason", "lastScaleTime"}
     assert fields <= set(status["properties"])
     assert "autoscaling" not in schema["properties"]["spec"]["properties"]["ingestor"]["properties"]
+
+
+def test_objects_a_default_factory_makes_are_defaulted_by_the_schema_too() -> None:
+    """An omitted nested object is filled in by the apiserver exactly as the model fills it in."""
+    crd = build_crds()["alertpipe.io_alertpipelines.yaml"]
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    topics = spec["kafka"]["properties"]["topics"]["properties"]
+    assert topics["late"]["default"] == {"partitions": 1, "retention": "7d"}
+    assert topics["deadLetter"]["default"] == {"partitions": 1, "retention": "30d"}
+    autoscaling = spec["evaluator"]["properties"]["autoscaling"]
+    assert autoscaling["default"]["enabled"] is False and autoscaling["default"]["maxReplicas"] == 10
+    assert "default" not in spec["channels"]  # an empty list is the same as none: not written
+    assert "default" not in spec["rollout"]  # optional (None): stays absent
