@@ -32,7 +32,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -46,6 +45,7 @@ from alertpipe.workers.config import (
     key_filter,
     parse_duration,
 )
+from alertpipe.workers.evaluator.control import RESTART, Control
 from alertpipe.workers.evaluator.group_worker import GroupWorker
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.records import Batch, dead_letter, decode_batch, headers
@@ -54,7 +54,6 @@ from alertpipe.workers.evaluator.redis_state import RedisState, dedup_keys
 from alertpipe.workers.evaluator.settings import (
     EvaluatorOptions,
     compile_rules,
-    connection,
     engine_settings,
     evaluator_kafka_options,
     redis_client,
@@ -67,10 +66,7 @@ __all__ = ["RESTART", "Evaluator", "EvaluatorOptions", "compile_rules", "engine_
 
 logger = logging.getLogger(__name__)
 
-RESTART = "restart"  # run() result: connection settings changed, build a new Evaluator
-
-
-class Evaluator(CheckpointedStage):
+class Evaluator(CheckpointedStage, Control):
     """Runs one pipeline's evaluation until ``stop`` is set (or its connection settings change)."""
 
     def __init__(
@@ -393,111 +389,3 @@ class Evaluator(CheckpointedStage):
             self.pending_gaps.setdefault(p, []).extend(gaps)
             self.metrics.gaps.inc(len(gaps))
             self.metrics.gap_events.inc(sum(g["missing"] for g in gaps))
-
-    # --- config, kill switches, idleness -----------------------------------------------------------
-
-    def _reload(self) -> str | None:
-        cfg = self.source.current()
-        now_dt = datetime.now(UTC)
-        if cfg is not None and cfg.revision != self.cfg.revision:
-            if connection(cfg) != connection(self.cfg):
-                logger.warning("config %s changes Kafka/Redis settings: restarting the evaluator",
-                               cfg.revision)
-                self.cfg = cfg
-                return RESTART
-            self._apply(cfg, now_dt)
-        elif self._disabled_set(self.cfg, now_dt) != self._disabled_now:
-            self._apply(self.cfg, now_dt)  # a disable switch expired or began
-        stop_switch = self.cfg.kill_switches.stop_evaluation
-        want_pause = stop_switch is not None and stop_switch.active(now_dt)
-        if want_pause != self.paused:
-            self._set_paused(want_pause)
-        return None
-
-    _disabled_now: frozenset[str] = frozenset()
-
-    @staticmethod
-    def _disabled_set(cfg: PipelineConfig, now: datetime) -> frozenset[str]:
-        return frozenset(k.name for k in cfg.kill_switches.disabled_rules if k.active(now))
-
-    def _apply(self, cfg: PipelineConfig, now: datetime) -> None:
-        rules = compile_rules(cfg, now)
-        self.engine.set_rules(rules, engine_settings(cfg))
-        self._disabled_now = self._disabled_set(cfg, now)
-        self.cfg = cfg
-        self.track_keys = key_filter(cfg.track)
-        self.track_alerts = alert_filter(cfg.track)
-        self.idle_ms = round(parse_duration(cfg.idle_timeout) * 1000)
-        self.dedup_ttl = int(parse_duration(cfg.dedup_ttl))
-        self.metrics.set_revision(cfg.revision)
-        self.metrics.rules.set(len(rules))
-        for p, part in self.engine.partitions.items():
-            self._emit(part, p)  # resolutions of retired rules
-            self.dirty.add(p)
-        if self.groups is not None:
-            self.groups.set_rules(rules, self.engine.settings)
-        logger.info("config revision %s live: %d rule(s)", cfg.revision, len(rules))
-
-    def _set_paused(self, pause: bool) -> None:
-        assignment = self.consumer.assignment()
-        if pause:
-            self._drain()
-            self.checkpoint(sorted(self.assigned))
-            if assignment:
-                self.consumer.pause(assignment)
-            logger.warning("stopEvaluation kill switch on: consumption paused (lag grows, nothing is lost)")
-        else:
-            if assignment:
-                self.consumer.resume(assignment)
-            logger.warning("stopEvaluation kill switch off: consumption resumed")
-        if self.groups is not None:
-            self.groups.set_paused(pause)
-        self.paused = pause
-        self.metrics.paused.set(1 if pause else 0)
-
-    def _housekeeping(self, now: float) -> None:
-        self._last_housekeeping = now
-        m = self.metrics
-        held = groups = 0
-        for p in list(self.assigned):
-            part = self.engine.partitions.get(p)
-            if part is None:
-                continue
-            held += part.held_count  # not len(part.held): it keeps entries released early
-            groups += part.group_count()
-            if part.wm > 0:
-                m.watermark_delay.labels(str(p)).set(max(0.0, now - part.wm / 1000))
-            lag = self._lag(p)
-            if lag is not None:
-                m.lag.labels(str(p)).set(lag)
-            idle_for = (now - self.last_record.get(p, now)) * 1000
-            if not self.paused and lag == 0 and idle_for >= self.idle_ms and part.max_ts > 0:
-                target = part.max_ts - part.lateness + int(idle_for)
-                if target > part.wm:
-                    part.advance_to(target)
-                    self._emit(part, p)
-                    self.dirty.add(p)
-        if self.groups is not None:
-            g = self.groups
-            parts = {p: self.engine.partitions[p] for p in self.assigned if p in self.engine.partitions}
-            if not self.paused:
-                g.send_watermarks(parts, self._lag, lambda p: (now - self.last_record.get(p, now)) * 1000,
-                                  self.idle_ms, now)
-            g.housekeeping(now)
-            groups += g.group_count()
-        m.held.set(held)
-        m.groups.set(groups)
-
-    def _lag(self, p: int) -> int | None:
-        """High watermark (as of the last fetch: no broker round trip) minus the next offset."""
-        try:
-            tp = TopicPartition(self.topics.events, p)
-            low, high = self.consumer.get_watermark_offsets(tp, cached=True)
-        except Exception:  # noqa: BLE001 - a metric; nothing fetched yet
-            return None
-        pos = self.positions.get(p)
-        if pos is None and low is not None and low >= 0:
-            pos = low  # nothing read yet: an empty partition has no lag (a repartition idle mark needs it)
-        if pos is None or high is None or high < 0:
-            return None
-        return max(0, int(high) - int(pos))
