@@ -2,6 +2,11 @@
 live, the kill switches (stopEvaluation, disabledRules), and every ``housekeeping_interval`` the
 idleness rule and the gauges (lag, watermark delay, held events, groups).
 
+Idleness rule: a partition that has had no record for ``idleTimeout`` (wall clock), and whose
+position is at the high watermark (no lag, so nothing is in flight), advances its watermark with
+the wall clock: watermark = last event time − lateness + time idle. Absence and window timers of
+a quiet partition then still fire; while there is lag, or just after an assignment, they wait.
+
 A mixin of ``Evaluator``: it reads and sets the worker's state declared below.
 """
 

@@ -18,10 +18,7 @@ On assignment: restore the snapshot and seek to its offset. Kafka's committed of
 never ahead of the state in Redis; a crash replays from the snapshot, and alert ids are
 deterministic, so a replay repeats ids and never invents new ones.
 
-Idleness rule: a partition that has had no record for ``idleTimeout`` (wall clock), and whose
-position is at the high watermark (no lag, so nothing is in flight), advances its watermark with
-the wall clock: watermark = last event time − lateness + time idle. Absence and window timers of
-a quiet partition then still fire; while there is lag, or just after an assignment, they wait.
+Config reload, kill switches and the idleness rule are in ``control``.
 """
 
 from __future__ import annotations
