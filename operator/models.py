@@ -44,6 +44,7 @@ __all__ = [
     "KafkaSpec",
     "LabelSelector",
     "LabelSelectorRequirement",
+    "LatencySettings",
     "LocalObjectReference",
     "PipelineTopics",
     "PullPolicy",
@@ -209,6 +210,22 @@ class WorkloadSpec(Model):
     )
 
 
+class LatencySettings(Model):
+    """Hot-path settings of the worker processes. The defaults are what bench/e2e measured best on
+    the way event -> page (docs/latency.md has the budget per hop)."""
+
+    linger_ms: int = Field(
+        1, ge=0, le=1000,
+        description="How long the ingestor's and the evaluator's producers hold a record for company"
+                    " (linger.ms): more batches fewer requests, every record waits up to this long.",
+    )
+    checkpoint_interval: Duration = Field(
+        "1s",
+        description="Evaluator: time between state checkpoints (off the hot path but for the snapshot);"
+                    " longer means fewer Redis writes and a longer replay after a crash.",
+    )
+
+
 class ScaledWorkloadSpec(WorkloadSpec):
     """A role that consumes Kafka (evaluator, deliverer): a Deployment that can scale on its lag."""
 
@@ -276,6 +293,9 @@ class AlertPipelineSpec(Model):
     dedup_ttl: Duration = Field("24h", description="How long input (deviceId, seq) pairs are remembered.")
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestor settings.")
     delivery: DeliverySettings = Field(default_factory=DeliverySettings, description="Deliverer settings.")
+    latency: LatencySettings = Field(
+        default_factory=LatencySettings, description="Producer linger and checkpoint interval of the workers."
+    )
     kill_switches: KillSwitches = Field(
         default_factory=KillSwitches, description="Emergency stops, each with a reason and optional expiry."
     )

@@ -292,6 +292,7 @@ def run_scenario(cfg_json: str, total: int, dedup: bool, profile: str | None) ->
         "group_keys": groups,
         "alerts": int(alerts),
         "checkpoint_mean_s": round(ckpt_s / ckpt_n, 4) if ckpt_n else None,
+        "batches": ev.batches,
         # seconds all threads waited for a CPU (run queue): what the machine's load takes away
         "runqueue_wait_s": round((marks["wait_end"] - marks["wait_first"]) / 1e9, 3),
         "loop_seconds": loop,

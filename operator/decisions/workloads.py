@@ -19,6 +19,7 @@ import orjson
 
 from alertpipe.operator.decisions.compile import CONFIG_KEY, config_map_name
 from alertpipe.operator.models import GROUP, ROLES, VERSION, AlertPipelineSpec, Role, WorkloadSpec
+from alertpipe.workers.config.durations import parse_duration
 from alertpipe.workers.config.models import PipelineConfig, SecretKeyRef
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "desired_service_account",
     "drifted",
     "labels",
+    "latency_args",
     "needs_update",
     "secret_refs",
     "with_hash",
@@ -266,6 +268,18 @@ def _probes(role: str) -> JSON:
     }
 
 
+def latency_args(role: Role, spec: AlertPipelineSpec) -> list[str]:
+    """The role's hot-path flags from ``spec.latency`` (always written, defaults too: the pod spec
+    says what runs)."""
+    lat = spec.latency
+    if role == "ingestor":
+        return ["--linger-ms", str(lat.linger_ms)]
+    if role == "evaluator":
+        return ["--linger-ms", str(lat.linger_ms),
+                "--checkpoint-interval", f"{parse_duration(lat.checkpoint_interval):g}"]
+    return []
+
+
 def desired_deployment(
     owner: Owner,
     role: Role,
@@ -292,6 +306,7 @@ def desired_deployment(
         f"configmap:{owner.namespace}/{config_map_name(owner.name)}",
         "--secrets-dir",
         SECRETS_DIR,
+        *latency_args(role, spec),
     ]
     env: list[JSON] = [
         {"name": "ALERTPIPE_TENANT", "value": owner.namespace},

@@ -6,10 +6,11 @@ and metrics. It also holds stage 1's side of the topic: ``forward`` (event recor
 rule and group key) and ``send_watermarks`` (each events partition's watermark to every
 repartition partition).
 
-Checkpoints follow stage 1's order: outputs acknowledged → snapshots in Redis
-(``prefix:evaluator:ckpt:<repartition topic>:<partition>``) → offsets committed; on assignment
-restore and seek. Stage 1 commits its events offsets only after the forwarded records are
-acknowledged, so a crash replays forwarded records, and ``GroupStage`` skips the copies.
+Checkpoints are stage 1's (``stage.CheckpointedStage``): outputs acknowledged → snapshots in
+Redis (``prefix:evaluator:ckpt:<repartition topic>:<partition>``) → offsets committed, off the
+loop but for the cut; on assignment restore and seek. Stage 1 commits its events offsets only
+after the forwarded records are acknowledged, so a crash replays forwarded records, and
+``GroupStage`` skips the copies.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 import redis
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.redis_state import RedisState
@@ -36,6 +38,7 @@ from alertpipe.workers.evaluator.repartition import (
     project,
     stage1_watermark,
 )
+from alertpipe.workers.evaluator.stage import CheckpointedStage, Headers, Outputs
 from alertpipe.workers.rules import CompiledRule
 from alertpipe.workers.rules.engine import EngineSettings, Partition
 from alertpipe.workers.rules.groups import ACCEPTED, DUPLICATE, LATE, GroupStage
@@ -45,7 +48,6 @@ __all__ = ["GroupWorker"]
 logger = logging.getLogger(__name__)
 
 _PARTITION_EOF = getattr(KafkaError, "_PARTITION_EOF", -191)
-DeliveryCallback = Callable[[Any, Any], None]
 
 
 def _partition_count(client: Any, topic: str, wait: float = 0.0) -> int:
@@ -64,7 +66,9 @@ def _partition_count(client: Any, topic: str, wait: float = 0.0) -> int:
         time.sleep(1.0)
 
 
-class GroupWorker:
+class GroupWorker(CheckpointedStage):
+    label = "group partition"
+
     def __init__(
         self,
         *,
@@ -72,8 +76,9 @@ class GroupWorker:
         events_topic: str,
         late_topic: str,
         alerts_topic: str,
-        consumer_options: dict[str, Any],
-        producer: Producer,
+        consumer: Consumer,
+        outputs: Outputs,
+        writer: ThreadPoolExecutor,
         redis_client: redis.Redis,
         key_prefix: str,
         settings: EngineSettings,
@@ -83,65 +88,40 @@ class GroupWorker:
         checkpoint_interval: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.topic = topic
+        super().__init__(topic, consumer, outputs, writer, clock)
         self.events_topic = events_topic
         self.late_topic = late_topic
         self.alerts_topic = alerts_topic
-        self.producer = producer
         self.settings = settings
         self.rules = [r for r in rules if r.spans_devices]
         self.metrics = metrics
         self.batch_size = batch_size
         self.checkpoint_interval = checkpoint_interval
-        self.clock = clock
         self.state = RedisState(redis_client, key_prefix, topic)
-        self.consumer = Consumer(consumer_options)
         # metadata through the consumer: it never auto-creates a missing topic (a producer may)
         self.partitions = _partition_count(self.consumer, topic, wait=120)
         self.upstreams = _partition_count(self.consumer, events_topic, wait=120)
         self.router = Router(self.partitions)
         self.stages: dict[int, GroupStage] = {}
-        self.positions: dict[int, int] = {}
-        self.dirty: set[int] = set()
-        self.paused = False
-        self.errors: list[str] = []
         self.sender = WatermarkSender()
-        self._last_checkpoint = clock()
         self._last_metadata = clock()
 
     # --- stage 1 side --------------------------------------------------------------------------
 
     def forward(self, upstream: int,
-                items: list[tuple[CompiledRule, Any, int, int | None, dict[str, Any]]],
-                on_delivery: DeliveryCallback) -> None:
+                items: list[tuple[CompiledRule, Any, int, int | None, dict[str, Any]]]) -> None:
         """Event records of one events partition (before its next watermark record)."""
-        produce = self.producer.produce
+        produce = self.outputs.produce
         router = self.router
         for rule, key, ts, ingest, d in items:
             partition, k = router(rule, key)
             body = project(router.keep(rule), d)
-            raw = encode_event(upstream, rule.name, rule.fingerprint, ts, ingest, body)
-            try:
-                produce(self.topic, raw, k, partition=partition, on_delivery=on_delivery)
-            except BufferError:  # the local queue is full (one event can fan out to many rules)
-                self._produce_when_room(raw, k, partition, on_delivery)
+            produce(self.topic, encode_event(upstream, rule.name, rule.fingerprint, ts, ingest, body), k,
+                    partition=partition)
         self.metrics.forwarded.inc(len(items))
 
-    def _produce_when_room(self, raw: bytes, key: bytes, partition: int,
-                           on_delivery: DeliveryCallback) -> None:
-        deadline = time.monotonic() + 60
-        while True:
-            self.producer.poll(0.05)  # serve delivery reports: the queue drains
-            try:
-                self.producer.produce(self.topic, raw, key, partition=partition, on_delivery=on_delivery)
-                return
-            except BufferError:
-                if time.monotonic() > deadline:
-                    raise
-
     def send_watermarks(self, parts: Mapping[int, Partition], lag: Callable[[int], int | None],
-                        idle_for_ms: Callable[[int], float], idle_ms: int, now: float,
-                        on_delivery: DeliveryCallback) -> None:
+                        idle_for_ms: Callable[[int], float], idle_ms: int, now: float) -> None:
         """Each events partition's watermark to every repartition partition, when it changed (or as
         a heartbeat). Called after the partitions' outputs were produced, so a watermark record
         always follows the event records it covers."""
@@ -150,7 +130,7 @@ class GroupWorker:
             if send and self.sender.due(p, wm, now):
                 raw = encode_watermark(p, wm)
                 for r in range(self.partitions):
-                    self.producer.produce(self.topic, raw, None, partition=r, on_delivery=on_delivery)
+                    self.outputs.produce(self.topic, raw, None, partition=r)
 
     def forget_upstream(self, p: int) -> None:
         self.sender.forget(p)
@@ -164,61 +144,55 @@ class GroupWorker:
     def _stage(self, r: int) -> GroupStage:
         return GroupStage(self.settings, self.rules, upstreams=self.upstreams, partition=r, clock=self.clock)
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            r = tp.partition
-            stage = self.stages[r] = self._stage(r)
-            blob = self.state.load(r)
-            if blob is not None:
-                meta = stage.restore(blob)
-                tp.offset = int(meta["offset"])
-                self.positions[r] = tp.offset
-                stage.set_upstreams(self.upstreams)
-                if stage.ctx.out:
-                    self._emit(stage)
-                self.dirty.add(r)  # the checkpoint may be ahead of the committed offset: commit it
-                logger.info("group partition %d: restored checkpoint, seeking to offset %d", r, tp.offset)
-            else:
-                tp.offset = OFFSET_INVALID
-        consumer.assign(partitions)
+    # --- the stage's state (CheckpointedStage) -----------------------------------------------------
+
+    def _holder(self, r: int) -> GroupStage | None:
+        return self.stages.get(r)
+
+    def _restore(self, r: int) -> int | None:
+        stage = self.stages[r] = self._stage(r)
+        blob = self.state.load(r)
+        if blob is None:
+            return None
+        meta = stage.restore(blob)
+        stage.set_upstreams(self.upstreams)
+        if stage.ctx.out:
+            self._emit(stage)
+        return int(meta["offset"])
+
+    def _assigned(self, partitions: list[TopicPartition]) -> None:
         self.metrics.group_assigned.set(len(self.stages))
-        if self.paused:
-            consumer.pause(partitions)
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        rs = [tp.partition for tp in partitions]
-        try:
-            self.checkpoint(rs)
-        finally:
-            self._forget(rs)
-
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        rs = [tp.partition for tp in partitions]
-        logger.warning("group partitions %s lost without revocation: dropping state (the new owner"
-                       " restores)", rs)
-        self._forget(rs)
-
-    def _forget(self, rs: list[int]) -> None:
+    def _drop(self, rs: Any) -> None:
         for r in rs:
             self.stages.pop(r, None)
-            self.positions.pop(r, None)
-            self.dirty.discard(r)
             try:
                 self.metrics.group_watermark_delay.remove(str(r))
             except KeyError:
                 pass
         self.metrics.group_assigned.set(len(self.stages))
 
+    def _take(self, r: int) -> tuple[bool, bytes, list[dict[str, Any]]]:
+        return True, self.stages[r].snapshot(offset=self.positions[r]), []
+
+    def _write(self, blobs: list[tuple[int, bool, bytes]], gaps: list[dict[str, Any]]) -> None:
+        self.state.save([(r, blob) for r, _full, blob in blobs])
+
+    def _saved(self, r: int) -> None:
+        pass  # every snapshot of a group stage is a full one
+
     # --- stage 2: the batch ----------------------------------------------------------------------
 
     def step(self, now: float) -> None:
-        """Read what is there (no wait: the evaluator's loop waits on the events topic), checkpoint
-        when due."""
+        """Read what is there (no wait: the evaluator's loop waits on the events topic), move the
+        checkpoint in flight on, begin one when due."""
         msgs = self.consumer.consume(self.batch_size, 0)
         if msgs:
             self.process(msgs)
-        if self.dirty and now - self._last_checkpoint >= self.checkpoint_interval:
-            self.checkpoint(sorted(self.dirty))
+        self.advance()
+        if self.checkpoint_due(now, self.checkpoint_interval):
+            self.begin_checkpoint(sorted(self.dirty))
+            self.advance()
 
     def process(self, msgs: list[Any]) -> None:
         stages = self.stages
@@ -257,15 +231,15 @@ class GroupWorker:
             self._emit(stages[r])
 
     def _late(self, msg: Any, rec: ForwardedEvent) -> None:
-        headers: list[tuple[str, str | bytes | None]] = [
+        headers: Headers = [
             ("alertpipe-kind", b"late"), ("alertpipe-stage", b"groups"),
             ("alertpipe-rule", rec.rule.encode()),
             ("alertpipe-source-topic", msg.topic().encode()),
             ("alertpipe-source-partition", str(msg.partition()).encode()),
             ("alertpipe-source-offset", str(msg.offset()).encode()),
         ]
-        self.producer.produce(self.late_topic, orjson.dumps(rec.event), rec.event["deviceId"].encode(),
-                              headers=headers, on_delivery=self._on_delivery)
+        self.outputs.produce(self.late_topic, orjson.dumps(rec.event), rec.event["deviceId"].encode(),
+                             headers=headers)
 
     def _emit(self, stage: GroupStage) -> None:
         alerts = stage.take_alerts()
@@ -274,37 +248,11 @@ class GroupWorker:
         now_ms = int(self.clock() * 1000)
         m = self.metrics
         for a in alerts:
-            self.producer.produce(self.alerts_topic, orjson.dumps(a), a["id"].encode(),
-                                  on_delivery=self._on_delivery)
+            self.outputs.produce(self.alerts_topic, orjson.dumps(a), a["id"].encode())
             m.alerts.labels(self.settings.tenant, a["rule"], a["status"]).inc()
             m.event_to_alert.labels("event_time").observe(max(0.0, (now_ms - a["eventTimeMs"]) / 1000))
 
-    def _on_delivery(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self.errors.append(str(err))
-
-    # --- checkpoints, rules, pause -----------------------------------------------------------------
-
-    def checkpoint(self, partitions: list[int]) -> None:
-        """Outputs acknowledged → snapshots in Redis → offsets committed."""
-        rs = [r for r in partitions if r in self.dirty and r in self.positions and r in self.stages]
-        self._last_checkpoint = self.clock()
-        if not rs:
-            return
-        left = self.producer.flush(30)
-        if left or self.errors:
-            errs = self.errors[:3]
-            self.errors.clear()
-            raise RuntimeError(f"{left} group output(s) not acknowledged ({'; '.join(errs) or 'timeout'});"
-                               " not checkpointing")
-        blobs = [(r, self.stages[r].snapshot(offset=self.positions[r])) for r in rs]
-        self.state.save(blobs)
-        try:
-            self.consumer.commit(offsets=[TopicPartition(self.topic, r, self.positions[r]) for r in rs],
-                                 asynchronous=False)
-        except Exception as exc:  # noqa: BLE001 - the Redis checkpoint is the source of truth
-            logger.warning("repartition offset commit failed (the checkpoint in Redis stands): %s", exc)
-        self.dirty.difference_update(rs)
+    # --- rules, pause -------------------------------------------------------------------------------
 
     def set_rules(self, rules: Iterable[CompiledRule], settings: EngineSettings) -> None:
         self.settings = settings

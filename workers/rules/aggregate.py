@@ -12,15 +12,61 @@ from alertpipe.workers.rules.cel import MISSING
 from alertpipe.workers.rules.compiler import CompiledRule
 from alertpipe.workers.rules.state import _FAR, RuleState, _Ctx, _get_path
 
-__all__ = ["MAX_QUANTILE_VALUES", "AggregateState"]
+__all__ = ["MAX_QUANTILE_VALUES", "AggGroup", "AggregateState", "Pane"]
 
 MAX_QUANTILE_VALUES = 20_000  # per pane; beyond it values are sampled deterministically
 
 
-# aggregate group: [next_due, pending_since | None, firing_start | None, acc, acc, ...] (flat: a
-# list per group and one per live pane is the smallest layout, which matters at a million groups)
-# acc: [pane, count, sum, min, max] or [pane, count, sum, min, max, values] for quantiles
 _QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+
+
+class Pane:
+    """One pane's accumulator: its index (event time // every), count, sum, min, max, and for the
+    quantile functions its values (None otherwise). Slots: a million groups hold one each."""
+
+    __slots__ = ("count", "index", "max", "min", "sum", "values")
+
+    def __init__(self, index: int, count: int, total: float, lo: Any, hi: Any,
+                 values: list[Any] | None = None) -> None:
+        self.index = index
+        self.count = count
+        self.sum = total
+        self.min = lo
+        self.max = hi
+        self.values = values
+
+    def row(self) -> list[Any]:
+        """The snapshot form: [index, count, sum, min, max] (+ [values] for quantiles)."""
+        r = [self.index, self.count, self.sum, self.min, self.max]
+        if self.values is not None:
+            r.append(self.values)
+        return r
+
+    @staticmethod
+    def from_row(r: list[Any]) -> Pane:
+        return Pane(r[0], r[1], r[2], r[3], r[4], r[5] if len(r) > 5 else None)
+
+
+class AggGroup:
+    """An aggregate group: the window end it is evaluated at next (``due``), when its condition
+    began to hold (``pending``, for ``for``) and when its firing episode began (``start``), and
+    its live panes, oldest first."""
+
+    __slots__ = ("due", "panes", "pending", "start")
+
+    def __init__(self, due: int, pending: int | None, start: int | None, panes: list[Pane]) -> None:
+        self.due = due
+        self.pending = pending
+        self.start = start
+        self.panes = panes
+
+    def row(self) -> list[Any]:
+        """The snapshot form, flat: [due, pending, start, pane row, pane row, ...]."""
+        return [self.due, self.pending, self.start, *[a.row() for a in self.panes]]
+
+    @staticmethod
+    def from_row(r: list[Any]) -> AggGroup:
+        return AggGroup(r[0], r[1], r[2], [Pane.from_row(a) for a in r[3:]])
 
 
 class AggregateState(RuleState):
@@ -67,70 +113,70 @@ class AggregateState(RuleState):
         g = self.groups.get(key)
         if g is None:  # a new group: its first pane holds this one value
             due = (pane + 1) * every
-            self.groups[key] = [due, None, None,
-                                [pane, 1, 0.0 + v, v, v] if self.q is None else [pane, 1, 0.0 + v, v, v, [v]]]
+            self.groups[key] = AggGroup(due, None, None,
+                                        [Pane(pane, 1, 0.0 + v, v, v, None if self.q is None else [v])])
             self._schedule(key, due)
             return
         acc = None
-        for i in range(3, len(g)):
-            if g[i][0] == pane:
-                acc = g[i]
+        for a in g.panes:
+            if a.index == pane:
+                acc = a
                 break
         if acc is None:
-            acc = [pane, 0, 0.0, v, v] if self.q is None else [pane, 0, 0.0, v, v, []]
-            g.append(acc)
+            acc = Pane(pane, 0, 0.0, v, v, None if self.q is None else [])
+            g.panes.append(acc)
             due = (pane + 1) * every
-            if due < g[0]:
-                g[0] = due
+            if due < g.due:
+                g.due = due
                 self._schedule(key, due)
-        acc[1] += 1
-        acc[2] += v
-        if v < acc[3]:
-            acc[3] = v
-        if v > acc[4]:
-            acc[4] = v
-        if self.q is not None:
-            vals = acc[5]
+        acc.count += 1
+        acc.sum += v
+        if v < acc.min:
+            acc.min = v
+        if v > acc.max:
+            acc.max = v
+        vals = acc.values
+        if vals is not None:
             if len(vals) < MAX_QUANTILE_VALUES:
                 vals.append(v)
-            elif acc[1] % 2 == 0:  # deterministic thinning beyond the cap
-                vals[acc[1] // 2 % MAX_QUANTILE_VALUES] = v
+            elif acc.count % 2 == 0:  # deterministic thinning beyond the cap
+                vals[acc.count // 2 % MAX_QUANTILE_VALUES] = v
 
-    def value(self, accs: list[list[Any]]) -> tuple[Any, int]:
-        n = sum(a[1] for a in accs)
+    def value(self, accs: list[Pane]) -> tuple[Any, int]:
+        n = sum(a.count for a in accs)
         if n == 0:
             return (0 if self.fn == "count" else MISSING), 0
         fn = self.fn
         if fn == "count":
             return n, n
         if fn == "sum":
-            return math.fsum(a[2] for a in accs), n
+            return math.fsum(a.sum for a in accs), n
         if fn == "avg":
-            return math.fsum(a[2] for a in accs) / n, n
+            return math.fsum(a.sum for a in accs) / n, n
         if fn == "min":
-            return min(a[3] for a in accs), n
+            return min(a.min for a in accs), n
         if fn == "max":
-            return max(a[4] for a in accs), n
-        vals = sorted(v for a in accs for v in a[5])
+            return max(a.max for a in accs), n
+        vals = sorted(v for a in accs for v in a.values or ())
         q = self.q or 0.5
         # nearest-rank quantile: the smallest value with at least q of the values at or below it
         idx = max(0, math.ceil(q * len(vals)) - 1)
         return vals[idx], n
 
-    def _value1(self, acc: list[Any]) -> Any:
+    def _value1(self, acc: Pane) -> Any:
         """``value([acc])`` of one pane (count > 0), without the generic walk over panes."""
         fn = self.fn
         if fn == "count":
-            return acc[1]
+            return acc.count
         if fn == "sum":
-            return acc[2]
+            return acc.sum
         if fn == "avg":
-            return acc[2] / acc[1]
+            return acc.sum / acc.count
         if fn == "min":
-            return acc[3]
+            return acc.min
         if fn == "max":
-            return acc[4]
-        vals = sorted(acc[5])
+            return acc.max
+        vals = sorted(acc.values or ())
         return vals[max(0, math.ceil((self.q or 0.5) * len(vals)) - 1)]
 
     def on_timer(self, due: int) -> None:
@@ -142,21 +188,22 @@ class AggregateState(RuleState):
         keep_empty = self.empty_fires
         for key in self._due(due):
             g = groups.get(key)
-            if g is None or g[0] != due:
+            if g is None or g.due != due:
                 continue
-            if len(g) == 4 and g[1] is None and g[2] is None and not self.every_slide:
+            if len(g.panes) == 1 and g.pending is None and g.start is None and not self.every_slide:
                 # Fast path of the sparse case: one pane, neither pending nor firing. The result is
                 # what _evaluate gives; only a condition that holds takes the general path.
-                pane = g[3][0]
+                only = g.panes[0]
+                pane = only.index
                 if pane < first:  # its pane has left: an empty window
                     if not keep_empty:
                         del groups[key]
                         continue
                 elif pane < last and (cond is None
-                                      or not cond(self._value1(g[3]), g[3][1], due - self.window, due)):
+                                      or not cond(self._value1(only), only.count, due - self.window, due)):
                     if pane != first:  # the window content stays this one pane until it leaves
                         nxt = (pane + self.n_panes + 1) * every
-                        g[0] = nxt
+                        g.due = nxt
                         self._schedule(key, nxt)
                         continue
                     if not keep_empty:
@@ -164,46 +211,46 @@ class AggregateState(RuleState):
                         continue
             self._evaluate(key, g, due)
 
-    def _evaluate(self, key: Any, g: list[Any], end: int) -> None:
+    def _evaluate(self, key: Any, g: AggGroup, end: int) -> None:
         every, window = self.every, self.window
         first = (end - window) // every  # first pane index in the window
         last = end // every  # exclusive
-        accs = [a for a in g[3:] if first <= a[0] < last]
+        accs = [a for a in g.panes if first <= a.index < last]
         value, n = self.value(accs)
         cond = self.cond
         if cond is not None and cond(value, n, end - window, end):
-            if g[2] is None:
-                if g[1] is None:
-                    g[1] = end
-                if end - g[1] >= self.rule.for_ms:
-                    g[2] = end
+            if g.start is None:
+                if g.pending is None:
+                    g.pending = end
+                if end - g.pending >= self.rule.for_ms:
+                    g.start = end
                     self.emit("firing", key, end, end, *self._describe(value, n, end))
-        elif g[1] is not None or g[2] is not None:
-            g[1] = None
-            if g[2] is not None:
-                self.emit("resolved", key, g[2], end, *self._describe(value, n, end))
-                g[2] = None
+        elif g.pending is not None or g.start is not None:
+            g.pending = None
+            if g.start is not None:
+                self.emit("resolved", key, g.start, end, *self._describe(value, n, end))
+                g.start = None
         # The next evaluation is the next window end whose content differs: a pane enters, or one
         # leaves (this window's oldest pane leaves at the very next end, so it counts before it is
         # dropped). In between the result cannot change, except for a pending `for`, which is
         # counted window by window.
         nxt = _next_change(g, end, every, window)
-        if any(a[0] <= first for a in g[3:]):
-            g[3:] = [a for a in g[3:] if a[0] > first]  # no later window needs them
-        if g[1] is not None and g[2] is None:
+        if any(a.index <= first for a in g.panes):
+            g.panes = [a for a in g.panes if a.index > first]  # no later window needs them
+        if g.pending is not None and g.start is None:
             nxt = end + every
-        elif self.every_slide and (accs or g[2] is not None or nxt == end + every):
+        elif self.every_slide and (accs or g.start is not None or nxt == end + every):
             nxt = end + every  # the group lives at the next end: it is evaluated there
         elif nxt == _FAR:  # nothing in this window or later
-            if g[2] is None:
+            if g.start is None:
                 del self.groups[key]
                 return
-            g[0] = _FAR  # firing on an empty window (it holds there): only a new event can change it
+            g.due = _FAR  # firing on an empty window (it holds there): only a new event can change it
             return
-        elif len(g) == 3 and g[2] is None and not self.empty_fires:
+        elif not g.panes and g.start is None and not self.empty_fires:
             del self.groups[key]  # its last pane leaves: the empty windows after it cannot fire
             return
-        g[0] = nxt
+        g.due = nxt
         self._schedule(key, nxt)
 
     def _describe(self, value: Any, n: int, end: int) -> tuple[dict[str, Any], dict[str, Any], None]:
@@ -217,15 +264,21 @@ class AggregateState(RuleState):
         return values, tctx, None
 
     def firing(self) -> Iterable[tuple[Any, int]]:
-        return [(k, g[2]) for k, g in self.groups.items() if g[2] is not None]
-
+        return [(k, g.start) for k, g in self.groups.items() if g.start is not None]
 
     def reschedule(self, wm: int) -> None:
         for key, g in self.groups.items():
-            self._schedule(key, g[0])
+            self._schedule(key, g.due)
+
+    # snapshots keep the flat rows of before (AggGroup.row): the format did not change
+    def dump(self) -> list[Any]:
+        return [[k, g.row()] for k, g in self.groups.items()]
+
+    def dump_dirty(self) -> list[Any]:
+        return [[k, g.row() if g is not None else None] for k, g in super().dump_dirty()]
 
     def load(self, rows: list[Any], wm: int, mend: bool = False) -> None:
-        super().load(rows, wm)
+        super().load([[k, AggGroup.from_row(v)] for k, v in rows], wm)
         if mend:
             self._mend(wm)
 
@@ -237,18 +290,18 @@ class AggregateState(RuleState):
         every = self.every
         nxt = (wm // every + 1) * every
         for key, g in self.groups.items():
-            if len(g) > 3 and g[1] is None:
-                due = max(nxt, min(a[0] + 1 for a in g[3:]) * every)
-                if due < g[0]:
-                    g[0] = due
+            if g.panes and g.pending is None:
+                due = max(nxt, min(a.index + 1 for a in g.panes) * every)
+                if due < g.due:
+                    g.due = due
                     self._schedule(key, due)
 
 
-def _next_change(g: list[Any], end: int, every: int, window: int) -> int:
+def _next_change(g: AggGroup, end: int, every: int, window: int) -> int:
     """The first window end after ``end`` where a pane of group ``g`` enters or leaves (or _FAR)."""
     nxt = _FAR
-    for a in g[3:]:
-        e = (a[0] + 1) * every  # the first window end that holds the pane
+    for a in g.panes:
+        e = (a.index + 1) * every  # the first window end that holds the pane
         if e <= end:
             e += window  # the first that no longer does
             if e <= end:

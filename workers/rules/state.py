@@ -121,7 +121,7 @@ class RuleState:
     def __init__(self, rule: CompiledRule, ctx: _Ctx) -> None:
         self.rule = rule
         self.ctx = ctx
-        self.groups: dict[Any, list[Any]] = {}
+        self.groups: dict[Any, Any] = {}  # group key -> the kind's group record
         self.key = _key_fn(rule)
         self.flt = rule.filter.fn if rule.filter is not None else None
         self.cond = rule.condition.fn if rule.condition is not None else None

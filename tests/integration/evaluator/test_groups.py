@@ -209,6 +209,9 @@ def test_kill_9_mid_stream_gives_exactly_the_expected_alert_ids(
         time.sleep(rnd.uniform(0.1, 1.5))
         ev.kill9()
     ev.start()
+    # the last process may have committed everything before its kill: wait for this one to run
+    # (a SIGTERM during its start-up would end it before its handler is installed)
+    wait_for(lambda: ev.metric("alertpipe_evaluator_group_assigned_partitions") > 0, "stage 2 assigned", 90)
     assert_drained_to(pipe, ev.group, expected)
     assert ev.stop() == 0
     log = ev.log_text()

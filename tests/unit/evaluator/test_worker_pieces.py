@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alertpipe.workers.config import PipelineConfig
+from alertpipe.workers.evaluator.records import fast_decode as _fast_decode
 from alertpipe.workers.evaluator.redis_state import dedup_key
-from alertpipe.workers.evaluator.worker import _fast_decode, compile_rules, engine_settings
+from alertpipe.workers.evaluator.settings import compile_rules, engine_settings
 from alertpipe.workers.events import EventError, decode_event
 
 pytestmark = pytest.mark.unit
@@ -122,3 +123,32 @@ def test_dedup_key_is_stable_and_scoped() -> None:
         )
         == 5
     )
+
+
+class _Consumer:
+    """A consumer whose local queue holds ``queued`` records; records the calls made."""
+
+    def __init__(self, queued: int) -> None:
+        self.queued = queued
+        self.calls: list[tuple[str, int, float]] = []
+
+    def consume(self, n: int, timeout: float) -> list[Any]:
+        self.calls.append(("consume", n, timeout))
+        k = min(n, self.queued)
+        self.queued -= k
+        return ["m"] * k
+
+
+@pytest.mark.parametrize(("queued", "full", "got"),
+                         [(0, 5000, 0), (3, 5000, 3), (9000, 5000, 5000), (2, 1, 1)])
+def test_a_batch_waits_for_its_first_record_only(queued: int, full: int, got: int) -> None:
+    from types import SimpleNamespace
+
+    from alertpipe.workers.evaluator.worker import Evaluator
+
+    c = _Consumer(queued)
+    me = SimpleNamespace(consumer=c, opts=SimpleNamespace(poll_timeout=0.1))
+    assert len(Evaluator._next_batch(me, full)) == got  # type: ignore[arg-type]
+    # never consume(n > 1, timeout > 0): it would wait for n records, below n/timeout ev/s the timeout
+    assert c.calls[0] == ("consume", 1, 0.1)
+    assert all(timeout == 0 for _kind, _n, timeout in c.calls[1:])

@@ -270,6 +270,10 @@ def test_desired_objects_owned_labelled_and_least_privilege() -> None:
         "configmap:ns/p-config",
         "--secrets-dir",
         "/var/run/secrets/alertpipe",
+        "--linger-ms",
+        "1",
+        "--checkpoint-interval",
+        "1",
         "--metrics-port",
         "9102",
     ]

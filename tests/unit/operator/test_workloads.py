@@ -139,3 +139,35 @@ def test_drift_is_a_changed_or_missing_desired_field_not_an_apiserver_default() 
     assert drifted(role, wider) and not drifted(role, dict(role))
     # the owner reference removed
     assert drifted(role, {**role, "metadata": {**role["metadata"], "ownerReferences": []}})
+
+
+def test_latency_settings_reach_the_workers_command_lines_and_parse_there() -> None:
+    import argparse
+
+    from alertpipe.workers.evaluator.cli import add_arguments as evaluator_args
+    from alertpipe.workers.ingestor.cli import add_arguments as ingestor_args
+
+    def parsed(dep: dict[str, Any], add: Any) -> argparse.Namespace:
+        parser = argparse.ArgumentParser()
+        add(parser)
+        return parser.parse_args(container(dep)["command"][2:])  # after `alertpipe <role>`
+
+    defaults = deployments(spec())
+    assert parsed(defaults["ingestor"], ingestor_args).linger_ms == 1
+    ev = parsed(defaults["evaluator"], evaluator_args)
+    assert (ev.linger_ms, ev.checkpoint_interval) == (1, 1.0)
+    assert "--linger-ms" not in container(defaults["deliverer"])["command"]  # it has no such flag
+
+    tuned = deployments(spec(latency={"lingerMs": 0, "checkpointInterval": "2500ms"}))
+    assert parsed(tuned["ingestor"], ingestor_args).linger_ms == 0
+    ev = parsed(tuned["evaluator"], evaluator_args)
+    assert (ev.linger_ms, ev.checkpoint_interval) == (0, 2.5)
+    # a changed setting is a changed Deployment (the operator rolls it out)
+    assert needs_update(tuned["evaluator"], defaults["evaluator"])
+
+
+def test_bad_latency_settings_are_rejected_with_the_field() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="latency.lingerMs"):
+        spec(latency={"lingerMs": -1})

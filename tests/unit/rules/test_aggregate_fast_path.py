@@ -36,7 +36,7 @@ def _generic_on_timer(self: AggregateState, due: int) -> None:
     """The engine's window evaluation without the fast path (what it was before it)."""
     for key in self._due(due):
         g = self.groups.get(key)
-        if g is not None and g[0] == due:
+        if g is not None and g.due == due:
             self._evaluate(key, g, due)
 
 

@@ -328,8 +328,8 @@ def test_a_restore_mends_a_next_window_end_saved_by_the_scheduling_that_skipped_
     part = engine(r).partition(0)
     feed(part, head)
     g = part.states["s"].groups["d1"]
-    assert g[0] == T0 + 40_000  # the pane [0 s, 10 s) leaves at 40 s
-    g[0] = T0 + 60_000  # what the old scheduling saved: the next pane to enter or leave after it
+    assert g.due == T0 + 40_000  # the pane [0 s, 10 s) leaves at 40 s
+    g.due = T0 + 60_000  # what the old scheduling saved: the next pane to enter or leave after it
     body = orjson.loads(part.snapshot())
     del body["rules"]["s"]["ends"]  # and the old writer did not say how it scheduled
     blob = orjson.dumps(body)

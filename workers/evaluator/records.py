@@ -1,0 +1,159 @@
+"""The evaluator's records: a consumed batch decoded into what the engine takes, and the records
+it writes besides alerts (late events, dead letters with the reason), with their headers.
+
+Decoding is pure (no state changes): a batch can be decoded while an older one is evaluated.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError
+
+from alertpipe.workers.events import EventError, ahead_reason, common_shape, decode_event, nesting_reason
+
+__all__ = ["Batch", "Decoded", "Headers", "dead_letter", "decode_batch", "fast_decode", "headers"]
+
+logger = logging.getLogger(__name__)
+
+_PARTITION_EOF = getattr(KafkaError, "_PARTITION_EOF", -191)
+Headers = list[tuple[str, str | bytes | None]]
+# (msg, partition, offset, event | None, deviceId | reason | None, seq, ts) per record
+Item = tuple[Any, int, int, Any, Any, int, int]
+
+
+@dataclass(slots=True)
+class Batch:
+    """A decoded batch and the dedup answer of its events (a future on the dedup thread: one flag
+    byte per event, in the order of the items that carry an event)."""
+
+    items: list[Item]
+    seen: Future[bytes] | None
+
+
+@dataclass(slots=True)
+class Decoded:
+    items: list[Item]
+    keys: list[bytes]  # dedup keys of the items that carry an event, in order (when dedup is on)
+    partitions: list[int]
+    offsets: list[int]
+    skipped: int  # another track's keys
+
+
+def decode_batch(msgs: list[Any], tenant: str, owns: Callable[[Any], bool] | None,
+                 key_of: Callable[[str, int], bytes] | None, now_ms: int, skew_ms: int) -> Decoded:
+    """Decode consumed records: an event (fast path, else the shared codec), a malformed one (the
+    reason: dead-letter it) or another canary track's (only the position moves). ``key_of``: the
+    dedup key of (deviceId, seq), None without dedup. An event more than ``skew_ms`` ahead of
+    ``now_ms`` (ingest.maxFutureSkew) is dead-lettered: it would move the watermark ahead."""
+    ts_limit = now_ms + skew_ms
+    items: list[Item] = []
+    keys: list[bytes] = []
+    ps: list[int] = []
+    offs: list[int] = []
+    loads = orjson.loads
+    skipped = 0
+    for msg in msgs:
+        if msg.error() is not None:
+            err = msg.error()
+            if err.code() != _PARTITION_EOF:
+                logger.warning("consume error: %s", err)
+            continue
+        p = msg.partition()
+        off = msg.offset()
+        if owns is not None:
+            key = msg.key()
+            if key is not None and not owns(key):
+                items.append((msg, p, off, None, None, 0, -1))  # another track's key
+                skipped += 1
+                continue
+        raw = msg.value()
+        deep = nesting_reason(raw) if raw else None
+        if deep is not None:  # decodes, but could never be checkpointed: dead-letter it
+            items.append((msg, p, off, None, deep, 0, -1))
+            continue
+        fast = fast_decode(loads, raw, tenant)
+        if fast is None:
+            try:
+                ev = decode_event(msg.value() or b"", tenant)
+            except EventError as exc:
+                items.append((msg, p, off, None, str(exc), 0, -1))  # malformed: dead-letter it
+                continue
+            fast = (ev.data, ev.device_id, ev.seq, ev.ts_ms)
+        d, dev, seq, ts = fast
+        if ts > ts_limit:
+            items.append((msg, p, off, None, ahead_reason(ts, now_ms, skew_ms, "evaluator"), 0, -1))
+            continue
+        if owns is not None and msg.key() is None and not owns(dev):  # unkeyed: judged by deviceId
+            items.append((msg, p, off, None, None, 0, -1))
+            skipped += 1
+            continue
+        items.append((msg, p, off, d, dev, seq, ts))
+        if key_of is not None:
+            keys.append(key_of(dev, seq))
+            ps.append(p)
+            offs.append(off)
+    return Decoded(items, keys, ps, offs, skipped)
+
+
+def fast_decode(
+    loads: Callable[[Any], Any], raw: bytes | None, tenant: str
+) -> tuple[dict[str, Any], str, int, int] | None:
+    """The common case of decode_event (``common_shape``), without building an Event; None sends
+    the record through decode_event, which accepts the rest or names the reason."""
+    try:
+        obj = loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    shape = common_shape(obj, tenant)
+    if shape is None:
+        return None
+    return obj, shape[0], shape[1], shape[2]
+
+
+def headers(msg: Any, kind: str, reason: str | None = None) -> Headers:
+    """Where a late or dead-lettered record came from."""
+    h: Headers = [
+        ("alertpipe-kind", kind.encode()),
+        ("alertpipe-source-topic", msg.topic().encode()),
+        ("alertpipe-source-partition", str(msg.partition()).encode()),
+        ("alertpipe-source-offset", str(msg.offset()).encode()),
+    ]
+    if reason is not None:
+        h.append(("alertpipe-reason", reason.encode()[:1024]))
+    return h
+
+
+def dead_letter(msg: Any, reason: str, at_ms: int) -> bytes:
+    """The dead-letter envelope of a malformed event: the reason and the record, byte for byte."""
+    envelope = {
+        "kind": "malformed-event",
+        "stage": "evaluator",
+        "reason": reason,
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "key": (msg.key() or b"").decode("utf-8", "replace")[:1024],
+        **_dead_letter_value(msg.value() or b""),
+        "at": at_ms,
+    }
+    return orjson.dumps(envelope)
+
+
+DEAD_LETTER_VALUE_BYTES = 256 * 1024  # base64 makes 4/3 of it: the record stays under Kafka's 1 MB
+
+
+def _dead_letter_value(raw: bytes) -> dict[str, Any]:
+    """The record's value for its dead-letter envelope: whole, or its head when a whole copy
+    would not fit in one Kafka record (the source topic and offset point at the rest)."""
+    b64 = base64.b64encode
+    if len(raw) <= DEAD_LETTER_VALUE_BYTES:
+        return {"valueBase64": b64(raw).decode()}
+    head = b64(raw[:DEAD_LETTER_VALUE_BYTES]).decode()
+    return {"valueBase64": head, "valueBytes": len(raw), "truncated": True}
