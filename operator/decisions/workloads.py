@@ -1,10 +1,8 @@
-"""The Kubernetes objects a pipeline owns, as plain dicts: ConfigMap, ServiceAccount, Role,
-RoleBinding, one Deployment per enabled role and the ingestor's Service.
+"""The Kubernetes objects a pipeline owns, as plain dicts: ConfigMap, the workers' identity
+(access.py), one Deployment per enabled role and the ingestor's Service.
 
-Each object carries ``alertpipe.io/desired-hash`` (a hash of what the operator asked for); the operator
-writes only when that hash, or a field others may drift (replicas), differs from the live object.
-Comparing hashes, not live fields, keeps apiserver defaulting and quantity normalisation from turning
-every resync into a write.
+What every owned object carries and when one needs a write (owner, labels, desired hash, drift) is in
+owned.py; its names are exported here as well, for the callers that build objects from both.
 """
 
 from __future__ import annotations
@@ -12,13 +10,22 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from alertpipe.operator.decisions.access import desired_role, desired_role_binding, desired_service_account
 from alertpipe.operator.decisions.compile import CONFIG_KEY, config_map_name
-from alertpipe.operator.models import GROUP, ROLES, VERSION, AlertPipelineSpec, Role, WorkloadSpec
+from alertpipe.operator.decisions.owned import (
+    DESIRED_HASH,
+    Owner,
+    deployment_name,
+    drifted,
+    labels,
+    needs_update,
+    object_meta,
+    with_hash,
+    worker_account_name,
+)
+from alertpipe.operator.models import ROLES, AlertPipelineSpec, Role, WorkloadSpec
 from alertpipe.workers.config.durations import parse_duration
 from alertpipe.workers.config.models import PipelineConfig, SecretKeyRef
 
@@ -47,110 +54,13 @@ __all__ = [
 ]
 
 JSON = dict[str, Any]
-DESIRED_HASH = "alertpipe.io/desired-hash"
 REVISION_ANNOTATION = "alertpipe.io/revision"
 SECRETS_DIR = "/var/run/secrets/alertpipe"
 INGESTOR_PORT = 8080
-MANAGED_BY = "alertpipe-operator"
-
-
-@dataclass(frozen=True)
-class Owner:
-    """The AlertPipeline that owns everything here (for ownerReferences)."""
-
-    namespace: str
-    name: str
-    uid: str
-
-    def reference(self) -> JSON:
-        return {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "AlertPipeline",
-            "name": self.name,
-            "uid": self.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-
-
-def labels(pipeline: str, component: str | None = None) -> dict[str, str]:
-    out = {
-        "app.kubernetes.io/name": "alertpipe",
-        "app.kubernetes.io/instance": pipeline,
-        "app.kubernetes.io/part-of": "alertpipe",
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        "alertpipe.io/pipeline": pipeline,
-    }
-    if component:
-        out["app.kubernetes.io/component"] = component
-    return out
-
-
-def deployment_name(pipeline: str, role: str) -> str:
-    return f"{pipeline}-{role}"
-
-
-def worker_account_name(pipeline: str) -> str:
-    return f"{pipeline}-worker"
-
-
-def _meta(owner: Owner, name: str, component: str | None) -> JSON:
-    return {
-        "name": name,
-        "namespace": owner.namespace,
-        "labels": labels(owner.name, component),
-        "ownerReferences": [owner.reference()],
-    }
-
-
-def with_hash(obj: JSON) -> JSON:
-    """``obj`` with the desired-hash annotation over everything else in it."""
-    digest = hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
-    meta = dict(obj["metadata"])
-    meta["annotations"] = {**meta.get("annotations", {}), DESIRED_HASH: digest}
-    return {**obj, "metadata": meta}
-
-
-def needs_update(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
-    """True when ``live`` is not what the operator last asked for (hash), its replicas drifted, or
-    (any kind but Deployment) a field the operator sets was changed by hand (:func:`drifted`)."""
-    want = desired.get("metadata", {}).get("annotations", {}).get(DESIRED_HASH)
-    have = (live.get("metadata", {}).get("annotations") or {}).get(DESIRED_HASH)
-    if want != have:
-        return True
-    if desired.get("kind") == "Deployment":
-        return bool(desired["spec"].get("replicas") != (live.get("spec") or {}).get("replicas"))
-    return drifted(desired, live)
-
-
-def _contains(have: Any, want: Any) -> bool:
-    if isinstance(want, Mapping):
-        return isinstance(have, Mapping) and all(k in have and _contains(have[k], v) for k, v in want.items())
-    if isinstance(want, list):
-        return (
-            isinstance(have, list)
-            and len(have) == len(want)
-            and all(_contains(h, w) for h, w in zip(have, want, strict=True))
-        )
-    return bool(have == want)
-
-
-def drifted(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
-    """True when ``live`` lost or changed something ``desired`` sets: a field, a label, an annotation,
-    the owner, a list entry (a list must keep its length: an extra Role rule is drift too). Fields
-    only the apiserver adds (clusterIP, defaults, managedFields) are not. Not for Deployments, whose
-    quantities the apiserver rewrites (``0.5`` → ``500m``): they are compared by hash and replicas.
-    """
-    dmeta, lmeta = desired.get("metadata") or {}, live.get("metadata") or {}
-    for k in ("labels", "annotations", "ownerReferences"):
-        if k in dmeta and not _contains(lmeta.get(k) or ({} if k != "ownerReferences" else []), dmeta[k]):
-            return True
-    body = {k: v for k, v in desired.items() if k not in ("apiVersion", "kind", "metadata", "status")}
-    return not _contains(live, body)
 
 
 def desired_config_map(owner: Owner, config: PipelineConfig) -> JSON:
-    meta = _meta(owner, config_map_name(owner.name), "config")
+    meta = object_meta(owner, config_map_name(owner.name), "config")
     meta["annotations"] = {REVISION_ANNOTATION: config.revision}
     return {
         "apiVersion": "v1",
@@ -158,50 +68,6 @@ def desired_config_map(owner: Owner, config: PipelineConfig) -> JSON:
         "metadata": meta,
         "data": {CONFIG_KEY: config.to_json().decode()},
     }
-
-
-def desired_service_account(owner: Owner) -> JSON:
-    return with_hash(
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": _meta(owner, worker_account_name(owner.name), "worker"),
-            "automountServiceAccountToken": True,
-        }
-    )
-
-
-def desired_role(owner: Owner) -> JSON:
-    """Workers may read their one ConfigMap and nothing else (Secrets arrive as volumes)."""
-    return with_hash(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": _meta(owner, worker_account_name(owner.name), "worker"),
-            "rules": [
-                {
-                    "apiGroups": [""],
-                    "resources": ["configmaps"],
-                    # the stable config and a canary rollout's candidate config (rollouts)
-                    "resourceNames": [config_map_name(owner.name), f"{owner.name}-config-canary"],
-                    "verbs": ["get", "list", "watch"],
-                }
-            ],
-        }
-    )
-
-
-def desired_role_binding(owner: Owner) -> JSON:
-    name = worker_account_name(owner.name)
-    return with_hash(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": _meta(owner, name, "worker"),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": owner.namespace}],
-        }
-    )
 
 
 def secret_refs(spec: AlertPipelineSpec, role: Role) -> list[SecretKeyRef]:
@@ -352,7 +218,7 @@ def desired_deployment(
     }
     if scaled_replicas is None:
         body = {"replicas": workload.replicas, **body}
-    meta = _meta(owner, name, role)
+    meta = object_meta(owner, name, role)
     out = with_hash({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": body})
     if scaled_replicas is not None:
         out["spec"] = {"replicas": scaled_replicas, **body}
@@ -390,7 +256,7 @@ def desired_service(owner: Owner) -> JSON:
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": _meta(owner, deployment_name(owner.name, "ingestor"), "ingestor"),
+            "metadata": object_meta(owner, deployment_name(owner.name, "ingestor"), "ingestor"),
             "spec": {
                 "type": "ClusterIP",
                 "selector": {
