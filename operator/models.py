@@ -36,6 +36,7 @@ __all__ = [
     "RULE_PLURAL",
     "VERSION",
     "AlertPipelineSpec",
+    "HistorySpec",
     "AlertPipelineStatus",
     "AlertRuleSpec",
     "AlertRuleStatus",
@@ -66,8 +67,8 @@ VERSION = "v1alpha1"
 PIPELINE_PLURAL = "alertpipelines"
 RULE_PLURAL = "alertrules"
 
-Role = Literal["ingestor", "evaluator", "deliverer"]
-ROLES: tuple[Role, ...] = ("ingestor", "evaluator", "deliverer")
+Role = Literal["ingestor", "evaluator", "deliverer", "history"]
+ROLES: tuple[Role, ...] = ("ingestor", "evaluator", "deliverer", "history")
 
 Quantity = Annotated[
     str,
@@ -226,6 +227,23 @@ class LatencySettings(Model):
     )
 
 
+class HistorySpec(WorkloadSpec):
+    """The notification history sink: the deliverer's decision log (the audit topic) kept in
+    PostgreSQL, for `alertpipe history why` (docs/history.md). Off unless enabled."""
+
+    enabled: bool = Field(False, description="Run the history sink (needs dsnSecretRef).")
+    dsn_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret key holding the PostgreSQL connection string (libpq DSN or URL)."
+    )
+    retention_days: int = Field(30, ge=1, le=3650, description="Days of history kept (whole UTC days).")
+
+    @model_validator(mode="after")
+    def _dsn_when_enabled(self) -> HistorySpec:
+        if self.enabled and self.dsn_secret_ref is None:
+            raise ValueError("history.enabled needs history.dsnSecretRef (the Secret key with the DSN)")
+        return self
+
+
 class ScaledWorkloadSpec(WorkloadSpec):
     """A role that consumes Kafka (evaluator, deliverer): a Deployment that can scale on its lag."""
 
@@ -274,6 +292,9 @@ class AlertPipelineSpec(Model):
     ingestor: WorkloadSpec = Field(default_factory=WorkloadSpec, description="HTTP ingestor.")
     evaluator: ScaledWorkloadSpec = Field(default_factory=ScaledWorkloadSpec, description="Rule evaluator.")
     deliverer: ScaledWorkloadSpec = Field(default_factory=ScaledWorkloadSpec, description="Alert deliverer.")
+    history: HistorySpec = Field(
+        default_factory=HistorySpec, description="Notification history sink (decision log → PostgreSQL)."
+    )
     image_pull_secrets: list[LocalObjectReference] = Field(
         default_factory=list,
         max_length=16,

@@ -71,9 +71,12 @@ def desired_config_map(owner: Owner, config: PipelineConfig) -> JSON:
 
 
 def secret_refs(spec: AlertPipelineSpec, role: Role) -> list[SecretKeyRef]:
-    """Secrets a role needs mounted: Kafka and Redis for all, API keys for the ingestor, channels
-    for the deliverer. No role sees a Secret it does not use."""
-    refs: list[SecretKeyRef | None] = [spec.kafka.credentials_secret_ref, spec.redis.url_secret_ref]
+    """Secrets a role needs mounted: Kafka for all, Redis for all but the history sink, API keys for
+    the ingestor, channels for the deliverer. No role sees a Secret it does not use (the history's
+    DSN reaches its sink as an environment variable from the kubelet)."""
+    refs: list[SecretKeyRef | None] = [spec.kafka.credentials_secret_ref]
+    if role != "history":
+        refs.append(spec.redis.url_secret_ref)
     if role == "ingestor":
         refs.append(spec.ingest.api_keys_secret_ref)
     if role == "deliverer":
@@ -100,6 +103,7 @@ DEFAULT_RESOURCES: dict[str, JSON] = {
     "ingestor": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
     "evaluator": {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
     "deliverer": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+    "history": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "256Mi"}},
 }
 WORKER_UID = 10001  # the image's user (Dockerfile)
 METRICS_PORT = 9102  # evaluator and deliverer: /metrics, /healthz, /readyz (alertpipe.workers.health)
@@ -146,6 +150,19 @@ def latency_args(role: Role, spec: AlertPipelineSpec) -> list[str]:
     return []
 
 
+def _history_args(role: Role, spec: AlertPipelineSpec) -> list[str]:
+    return ["--retention-days", str(spec.history.retention_days)] if role == "history" else []
+
+
+def _history_env(role: Role, spec: AlertPipelineSpec) -> list[JSON]:
+    """The sink's database, from its Secret key (the DSN may hold a password: never in the args)."""
+    ref = spec.history.dsn_secret_ref
+    if role != "history" or ref is None:
+        return []
+    source = {"secretKeyRef": {"name": ref.name, "key": ref.key}}
+    return [{"name": "ALERTPIPE_HISTORY_DSN", "valueFrom": source}]
+
+
 def desired_deployment(
     owner: Owner,
     role: Role,
@@ -167,17 +184,19 @@ def desired_deployment(
     }
     command = [
         "alertpipe",
-        role,
+        *(["history", "sink"] if role == "history" else [role]),
         "--config",
         f"configmap:{owner.namespace}/{config_map_name(owner.name)}",
         "--secrets-dir",
         SECRETS_DIR,
         *latency_args(role, spec),
+        *_history_args(role, spec),
     ]
     env: list[JSON] = [
         {"name": "ALERTPIPE_TENANT", "value": owner.namespace},
         {"name": "ALERTPIPE_PIPELINE", "value": owner.name},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        *_history_env(role, spec),
     ]
     if role == "ingestor":
         ports = [{"name": "http", "containerPort": INGESTOR_PORT, "protocol": "TCP"}]

@@ -171,3 +171,29 @@ def test_bad_latency_settings_are_rejected_with_the_field() -> None:
 
     with pytest.raises(ValidationError, match="latency.lingerMs"):
         spec(latency={"lingerMs": -1})
+
+
+def test_the_history_sink_runs_only_when_enabled_with_its_dsn_from_the_secret() -> None:
+    assert "history" not in deployments(spec())
+    s = spec(
+        redis={"urlSecretRef": {"name": "redis", "key": "url"}},
+        history={"enabled": True, "dsnSecretRef": {"name": "pg", "key": "dsn"}, "retentionDays": 7},
+    )
+    dep = deployments(s)["history"]
+    c = container(dep)
+    assert c["command"][:3] == ["alertpipe", "history", "sink"]
+    assert c["command"][c["command"].index("--retention-days") + 1] == "7"
+    assert "--metrics-port" in c["command"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["ALERTPIPE_HISTORY_DSN"]["valueFrom"] == {"secretKeyRef": {"name": "pg", "key": "dsn"}}
+    assert not any("dsn" in part or "postgres" in part for part in c["command"])  # never in the args
+    mounted = {v["secret"]["secretName"] for v in pod(dep)["volumes"] if "secret" in v}
+    assert mounted == set()  # no Redis: the sink does not use it; the DSN is env from the kubelet
+    assert c["resources"] == DEFAULT_RESOURCES["history"]
+    assert "redis" in {v["secret"]["secretName"] for v in pod(deployments(s)["evaluator"])["volumes"]
+                       if "secret" in v}
+
+
+def test_history_enabled_without_a_dsn_is_refused_with_the_field() -> None:
+    with pytest.raises(ValueError, match=r"history\.dsnSecretRef"):
+        spec(history={"enabled": True})
