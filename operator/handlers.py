@@ -148,7 +148,7 @@ def register(
             return
         names = [w.name for w in desired_topics(namespace, name, parsed.kafka)]
         try:
-            options = await rec._kafka_options(namespace, parsed)  # noqa: SLF001 - same package
+            options = await rec.topics.kafka_options(namespace, parsed)
             admin = rec.admins.get(parsed.kafka.bootstrap_servers, options)
             import asyncio
 

@@ -54,7 +54,7 @@ async def reconcile_keda(
             if was_keda:
                 name = scaled_object_name(owner.name, role)
                 await rec.kube.delete("ScaledObject", owner.namespace, name)
-                rec._applied.pop(("ScaledObject", owner.namespace, name), None)  # noqa: SLF001
+                rec.applier.forget(("ScaledObject", owner.namespace, name))
                 rec.event_soon(body, "Normal", "ScaledObjectRemoved", f"{role}: deleted ScaledObject {name}")
                 scaling.pop(role, None)
             if auto is None:
@@ -78,8 +78,8 @@ async def reconcile_keda(
         try:
             auth = desired_trigger_authentication(owner, spec)
             if auth is not None:
-                await rec._apply(auth, body)  # noqa: SLF001 - same package
-            await rec._apply(so, body)  # noqa: SLF001
+                await rec.applier.apply(auth, body)
+            await rec.applier.apply(so, body)
         except KubeError as exc:
             if exc.status != 404:
                 raise

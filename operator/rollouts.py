@@ -190,7 +190,7 @@ class Rollouts:
                 self._leftover.add((ns, cm_name))
                 self.rec.event_soon(body, "Normal", "WorkloadRemoved", f"canary track removed: {dname}")
             elif (ns, cm_name) in self._leftover:  # its pods are gone: the config can go too
-                self.rec._owned.pop(("ConfigMap", ns, cm_name), None)  # noqa: SLF001 - not drift: ours
+                self.rec.applier.disown(("ConfigMap", ns, cm_name))  # not drift: ours
                 await self.rec.kube.delete("ConfigMap", ns, cm_name)
                 self._leftover.discard((ns, cm_name))
             return
@@ -200,7 +200,7 @@ class Rollouts:
         cm["metadata"]["name"] = candidate_config_map_name(name)
         cm["metadata"]["labels"] = labels(name, "config-canary")
         summary = f"candidate config revision {candidate.revision}: {len(candidate.rules)} rule(s)"
-        await self.rec._apply_config_map(body, cm, summary)  # noqa: SLF001 - the reconciler's writer
+        await self.rec.applier.apply_config_map(body, cm, summary)
         stable = next((o for o in desired if o["kind"] == "Deployment"
                        and o["metadata"]["name"].endswith("-evaluator")), None)
         if stable is not None:
@@ -208,7 +208,7 @@ class Rollouts:
             auto = autoscaled(spec, "evaluator")
             base = auto.min_replicas if auto is not None else spec.evaluator.replicas
             dep = candidate_deployment(stable, name, candidate_replicas(base), want)
-            await self.rec._apply(dep, body)  # noqa: SLF001 - the reconciler's writer
+            await self.rec.applier.apply(dep, body)
 
     async def _silence(self, ns: str, cm_name: str) -> None:
         """The candidate's config with no bucket range (it evaluates and publishes nothing)."""
@@ -224,9 +224,9 @@ class Rollouts:
         patch = {"data": {CONFIG_KEY: quiet.to_json().decode()}}
         out = await self.rec.kube.merge_patch("ConfigMap", ns, cm_name, patch)
         # the reconciler's memory of that ConfigMap: ours is this write now (not drift), nothing cached
-        self.rec._wrote(key, out)  # noqa: SLF001
-        self.rec._applied.pop(key, None)  # noqa: SLF001
-        self.rec._owned.pop(key, None)  # noqa: SLF001
+        self.rec.applier.wrote(key, out)
+        self.rec.applier.forget(key)
+        self.rec.applier.disown(key)
 
     async def _ensure_topics(self, ns: str, spec: AlertPipelineSpec, candidate: PipelineConfig) -> None:
         topics = spec.kafka.topics
@@ -241,7 +241,7 @@ class Rollouts:
         if not want or names in self._topics_ok:
             return
         try:
-            options = await self.rec._kafka_options(ns, spec)  # noqa: SLF001 - same package
+            options = await self.rec.topics.kafka_options(ns, spec)
             admin = await asyncio.to_thread(self.rec.admins.get, spec.kafka.bootstrap_servers, options)
             seen = await asyncio.to_thread(admin.observe, list(names))
             plan = plan_topics(want, seen)
@@ -258,7 +258,7 @@ class Rollouts:
         body = self.rec.store.pipelines.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return
-        spec, _errors = self.rec._spec(body)  # noqa: SLF001 - the reconciler's cached parse
+        spec, _errors = self.rec.spec(body)
         inputs = self._inputs.get(key)
         if spec is None or spec.rollout is None or inputs is None:
             return
@@ -327,7 +327,7 @@ class Rollouts:
         if until <= since:
             return None
         options = {"bootstrap.servers": spec.kafka.bootstrap_servers,
-                   **await self.rec._kafka_options(key[0], spec)}  # noqa: SLF001 - same package
+                   **await self.rec.topics.kafka_options(key[0], spec)}
         topics = inputs.compiled.kafka.topics
         read_from = since - 60_000  # record timestamps trail event times by the pipeline's latency
         stable = await asyncio.to_thread(read_alerts, options, topics.alerts, read_from)

@@ -76,9 +76,9 @@ class Scaler:
         rec = self.rec
         loop = asyncio.get_running_loop()
         try:
-            options = await rec._kafka_options(namespace, spec)  # noqa: SLF001 - same package
+            options = await rec.topics.kafka_options(namespace, spec)
             admin = await loop.run_in_executor(
-                rec._kafka_pool,  # noqa: SLF001
+                rec.topics.pool,
                 rec.admins.get,
                 spec.kafka.bootstrap_servers,
                 options,
@@ -89,7 +89,7 @@ class Scaler:
 
         async def one(role: str, group: str, topic: str) -> None:
             try:
-                pool = rec._kafka_pool  # noqa: SLF001
+                pool = rec.topics.pool
                 out[role] = await loop.run_in_executor(pool, admin.group_offsets, group, topic)
             except KafkaAdminError as exc:
                 out[role] = str(exc)
@@ -107,7 +107,7 @@ class Scaler:
                 self._persisted.pop(k, None)
             return {}
         key = (namespace, name, str(body["metadata"].get("uid")))
-        spec, _errors = rec._spec(body)  # noqa: SLF001 - same package
+        spec, _errors = rec.spec(body)
         if spec is None:
             return {}
         roles = [

@@ -17,7 +17,7 @@ from alertpipe.workers.config.models import (
 
 __all__ = ["CONFIG_KEY", "compile_config", "config_map_name", "default_key_prefix"]
 
-CONFIG_KEY = "config.json"  # the data key workers read (alertpipe.workers.config.kube_source)
+CONFIG_KEY = "config.json"  # the data key workers read (alertpipe.workers.config.loaders.kube)
 
 
 def config_map_name(pipeline: str) -> str:

@@ -1,10 +1,10 @@
-"""The contract between the operator and the workers: PipelineConfig, its parts, and config sources."""
+"""The contract between the operator and the workers: PipelineConfig, its parts, the ConfigSource
+protocol, the Kafka connection mapping and group naming. No I/O: the sources that read a file or
+watch a ConfigMap, and ``--config`` parsing, are loaders (``alertpipe.workers.config.loaders``)."""
 
-from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
 from alertpipe.workers.config.connection import kafka_options
 from alertpipe.workers.config.durations import Duration, format_duration, parse_duration
 from alertpipe.workers.config.groups import GROUPS_STAGE_SUFFIX, OFFSET_RESET, consumer_group
-from alertpipe.workers.config.kube_source import KubeConfigMapSource
 from alertpipe.workers.config.models import (
     AbsenceSpec,
     AggregateSpec,
@@ -30,14 +30,13 @@ from alertpipe.workers.config.models import (
     Topics,
     WebhookChannel,
 )
-from alertpipe.workers.config.source import ConfigSource, FileConfigSource, StaticConfigSource
+from alertpipe.workers.config.source import ConfigSource, StaticConfigSource
 from alertpipe.workers.config.tracks import BUCKETS, BucketRange, Track, alert_filter, bucket_of, key_filter
 
 __all__ = [
-    "kafka_options",
+    "BUCKETS",
     "GROUPS_STAGE_SUFFIX",
     "OFFSET_RESET",
-    "BUCKETS",
     "AbsenceSpec",
     "AggregateSpec",
     "BucketRange",
@@ -46,12 +45,10 @@ __all__ = [
     "DeliverySettings",
     "Duration",
     "EmailChannel",
-    "FileConfigSource",
     "IngestSettings",
     "KafkaSettings",
     "KillSwitch",
     "KillSwitches",
-    "KubeConfigMapSource",
     "NamedKillSwitch",
     "PagerDutyChannel",
     "PipelineConfig",
@@ -68,12 +65,11 @@ __all__ = [
     "Topics",
     "Track",
     "WebhookChannel",
-    "add_config_argument",
-    "consumer_group",
     "alert_filter",
     "bucket_of",
+    "consumer_group",
     "format_duration",
+    "kafka_options",
     "key_filter",
-    "parse_config_arg",
     "parse_duration",
 ]

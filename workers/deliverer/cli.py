@@ -10,7 +10,7 @@ import os
 import signal
 
 from alertpipe.workers.config import SecretKeyRef
-from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
+from alertpipe.workers.config.loaders import add_config_argument, parse_config_arg
 from alertpipe.workers.deliverer.settings import DelivererSettings
 from alertpipe.workers.deliverer.worker import Deliverer
 from alertpipe.workers.errors import AlertpipeError

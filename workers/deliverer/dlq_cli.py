@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alertpipe.workers.config import PipelineConfig, SecretKeyRef
-from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
+from alertpipe.workers.config.loaders import add_config_argument, parse_config_arg
 from alertpipe.workers.deliverer.kafka_io import client_options
 from alertpipe.workers.deliverer.reading import parse_time, read_topic
 from alertpipe.workers.deliverer.records import REPLAY_HEADER, DeadLetter, dead_letter_from_json

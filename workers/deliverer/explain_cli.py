@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alertpipe.workers.config import PipelineConfig
-from alertpipe.workers.config.choose import add_config_argument
+from alertpipe.workers.config.loaders import add_config_argument
 from alertpipe.workers.deliverer.dlq_cli import load_config
 from alertpipe.workers.deliverer.reading import parse_time, read_topic
 from alertpipe.workers.deliverer.records import AuditEntry, expand_received

@@ -9,7 +9,7 @@ import signal
 
 from aiohttp import web
 
-from alertpipe.workers.config import add_config_argument, parse_config_arg
+from alertpipe.workers.config.loaders import add_config_argument, parse_config_arg
 from alertpipe.workers.errors import ConfigError
 from alertpipe.workers.ingestor.app import Ingestor, IngestorSettings, KeySource
 from alertpipe.workers.loops import LOOP_CHOICES, loop_factory

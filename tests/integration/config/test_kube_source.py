@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from alertpipe.workers.config import KubeConfigMapSource, PipelineConfig
+from alertpipe.workers.config import PipelineConfig
+from alertpipe.workers.config.loaders import KubeConfigMapSource
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

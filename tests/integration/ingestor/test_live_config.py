@@ -12,7 +12,8 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
-from alertpipe.workers.config import FileConfigSource, SecretKeyRef
+from alertpipe.workers.config import SecretKeyRef
+from alertpipe.workers.config.loaders import FileConfigSource
 from alertpipe.workers.ingestor import Ingestor, IngestorSettings, KeySource
 from alertpipe.workers.secrets import SecretResolver
 

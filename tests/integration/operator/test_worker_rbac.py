@@ -14,7 +14,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from alertpipe.workers.config import KubeConfigMapSource
+from alertpipe.workers.config.loaders import KubeConfigMapSource
 from devstack.pipeline import wait_for
 
 from .conftest import OperatorProcess

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from alertpipe.workers.config import parse_config_arg
+from alertpipe.workers.config.loaders import parse_config_arg
 from alertpipe.workers.ingestor.body import build_batch, parse_body
 from alertpipe.workers.ingestor.keys import AuthResult, KeyRing
 

@@ -7,14 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from alertpipe.workers.config import (
-    FileConfigSource,
-    KubeConfigMapSource,
-    PipelineConfig,
-    SecretKeyRef,
-    parse_config_arg,
-)
-from alertpipe.workers.config.kube_source import backoff_delay, config_from_configmap_data
+from alertpipe.workers.config import PipelineConfig, SecretKeyRef
+from alertpipe.workers.config.loaders import FileConfigSource, KubeConfigMapSource, parse_config_arg
+from alertpipe.workers.config.loaders.kube import backoff_delay, config_from_configmap_data
 from alertpipe.workers.errors import ConfigError
 from alertpipe.workers.secrets import SecretResolver
 
