@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
+from alertpipe.workers.config.loaders.cli import add_config_argument, parse_config_arg
 from alertpipe.workers.errors import ConfigError
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.worker import RESTART, Evaluator, EvaluatorOptions

@@ -15,7 +15,7 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from alertpipe.workers.config.choose import add_config_argument, parse_config_arg
+from alertpipe.workers.config.loaders.cli import add_config_argument, parse_config_arg
 from alertpipe.workers.evaluator.redis_state import RedisState
 from alertpipe.workers.secrets import SecretResolver, add_secrets_argument
 
