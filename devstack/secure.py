@@ -12,12 +12,10 @@ ACL user's password.
 from __future__ import annotations
 
 import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.kafka import KafkaServer, broker_properties
-from devstack.processes import StartError
 from devstack.redis import RedisServer
 from devstack.webhookcert import make_webhook_cert
 
@@ -131,31 +129,22 @@ class SecureRedisServer(RedisServer):
         return f"rediss://{u.username}:{u.password}@127.0.0.1:{self.port}/0?ssl_ca_certs={self.ca_file}"
 
     def argv(self) -> list[str]:
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise StartError("redis: redis-server not found; run `alertpipe devstack provision`")
         make_tls(self.tls_dir)
-        conf = self.dir / "redis.conf"
+        conf = self.dir / "redis.conf"  # the ACL: a file, so the password is not on the command line
         self.dir.mkdir(parents=True, exist_ok=True)
         conf.write_text(
             "user default off\n"
             f"user {self.user.username} on >{self.user.password} ~* &* +@all\n"
         )
         conf.chmod(0o600)
+        base = super().argv()  # the default server's settings, with its plain port closed
+        base[base.index("--port") + 1] = "0"
         t = self.tls_dir
         return [
-            exe, str(conf),
-            "--port", "0",
+            base[0], str(conf), *base[1:],
             "--tls-port", str(self.port),
             "--tls-cert-file", str(t / "tls.crt"),
             "--tls-key-file", str(t / "tls.key"),
             "--tls-ca-cert-file", str(t / "ca.crt"),
             "--tls-auth-clients", "no",
-            "--bind", "127.0.0.1",
-            "--dir", str(self.dir / "data"),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--daemonize", "no",
-            "--logfile", "",
         ]  # fmt: skip

@@ -34,6 +34,7 @@ __all__ = ["ENV_KEYS", "Stack", "StackEnv", "new_run_dir", "pid_alive", "prune_r
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+S = TypeVar("S", SecureKafkaServer, SecureRedisServer)
 
 ENV_KEYS = {
     "kafka": "ALERTPIPE_KAFKA_BOOTSTRAP",
@@ -187,24 +188,23 @@ class Stack:
 
         return self._kafka.get(make)
 
+    def _started(self, name: str, server: S) -> S:
+        try:
+            self._timed(name, server.start)
+        except BaseException:
+            server.stop()
+            raise
+        return server
+
     def secure_kafka(self) -> SecureKafkaServer:
         """A second broker with SASL/SCRAM over TLS (opt-in: ``devstack up --secure``)."""
 
         def make() -> SecureKafkaServer:
             ensure_provisioned("kafka")
-            k = SecureKafkaServer(
-                kafka_libs(),
-                self.run_dir / "secure-kafka",
-                tie_to_parent=self.tie_to_parent,
-                jit=self.kafka_jit,
-                cds_archive=kafka_cds_archive(),
-            )
-            try:
-                self._timed("secure-kafka", k.start)
-            except BaseException:
-                k.stop()
-                raise
-            return k
+            return self._started("secure-kafka", SecureKafkaServer(
+                kafka_libs(), self.run_dir / "secure-kafka", tie_to_parent=self.tie_to_parent,
+                jit=self.kafka_jit, cds_archive=kafka_cds_archive(),
+            ))  # fmt: skip
 
         return self._secure_kafka.get(make)
 
@@ -213,13 +213,8 @@ class Stack:
 
         def make() -> SecureRedisServer:
             ensure_provisioned("redis")
-            r = SecureRedisServer(self.run_dir / "secure-redis", tie_to_parent=self.tie_to_parent)
-            try:
-                self._timed("secure-redis", r.start)
-            except BaseException:
-                r.stop()
-                raise
-            return r
+            server = SecureRedisServer(self.run_dir / "secure-redis", tie_to_parent=self.tie_to_parent)
+            return self._started("secure-redis", server)
 
         return self._secure_redis.get(make)
 

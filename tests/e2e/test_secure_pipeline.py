@@ -22,19 +22,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from kubernetes import client
 
-from devstack.pipeline import (
-    GROUP,
-    VERSION,
-    ThreadedReceiver,
-    condition,
-    demo_pipeline,
-    demo_rule,
-    event,
-    http,
-    pod_address,
-    post_events,
-    wait_for,
-)
+from devstack import pipeline as dp
 from devstack.pytest_plugin import LocalPods
 from devstack.secure import SecureKafkaServer, SecureRedisServer
 from devstack.stack import Stack, StackEnv
@@ -83,12 +71,16 @@ def test_secure_pipeline_pages_and_no_secret_leaks(
     namespace: str,
     operator: Path,
     pod_runner: LocalPods,
-    receiver: ThreadedReceiver,
+    receiver: dp.ThreadedReceiver,
     secure_kafka: SecureKafkaServer,
     secure_redis: SecureRedisServer,
     devstack_env: StackEnv | None,
 ) -> None:
     core, co = client.CoreV1Api(api), client.CustomObjectsApi(api)
+
+    def get(plural: str, name: str) -> Any:
+        return co.get_namespaced_custom_object(dp.GROUP, dp.VERSION, namespace, plural, name)
+
     rec = receiver.receiver
     rec.secrets["/webhook/ops"] = SIGNING_SECRET.encode()
     kafka_user, redis_user = secure_kafka.user, secure_redis.user
@@ -103,7 +95,7 @@ def test_secure_pipeline_pages_and_no_secret_leaks(
         core.create_namespaced_secret(
             namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data=data)
         )
-    body = demo_pipeline("vault", secure_kafka.sasl_bootstrap, "unused", rec.url("/webhook/ops"),
+    body = dp.demo_pipeline("vault", secure_kafka.sasl_bootstrap, "unused", rec.url("/webhook/ops"),
                          pod_runner.node_selector)  # fmt: skip
     spec = body["spec"]
     spec["kafka"]["clientOptions"] = {"ssl.ca.location": str(secure_kafka.ca_file)}
@@ -113,10 +105,10 @@ def test_secure_pipeline_pages_and_no_secret_leaks(
         "name": "chat", "slack": {"webhookUrlSecretRef": {"name": "slack", "key": "url"}},
         "retry": {"maxAttempts": 2, "initialBackoff": "50ms", "maxBackoff": "100ms"},
     })  # fmt: skip
-    rule = demo_rule("vault")
+    rule = dp.demo_rule("vault")
     rule["spec"]["channels"] = ["ops", "chat"]
-    co.create_namespaced_custom_object(GROUP, VERSION, namespace, "alertpipelines", body)
-    co.create_namespaced_custom_object(GROUP, VERSION, namespace, "alertrules", rule)
+    co.create_namespaced_custom_object(dp.GROUP, dp.VERSION, namespace, "alertpipelines", body)
+    co.create_namespaced_custom_object(dp.GROUP, dp.VERSION, namespace, "alertrules", rule)
     # and a pipeline with wrong credentials (no workers): its failures are reported, its secrets not
     wrong = {"kafka-wrong": {"sasl.username": kafka_user.username, "sasl.password": WRONG_KAFKA_PASSWORD},
              "redis-wrong": {"url": secure_redis.url.replace(redis_user.password, WRONG_REDIS_PASSWORD)}}
@@ -130,31 +122,31 @@ def test_secure_pipeline_pages_and_no_secret_leaks(
     broken["spec"]["redis"]["urlSecretRef"]["name"] = "redis-wrong"
     for role in ("ingestor", "evaluator", "deliverer"):
         broken["spec"][role] = {"enabled": False}
-    co.create_namespaced_custom_object(GROUP, VERSION, namespace, "alertpipelines", broken)
+    co.create_namespaced_custom_object(dp.GROUP, dp.VERSION, namespace, "alertpipelines", broken)
 
     def ready() -> bool:
-        c = condition(co, namespace, "vault", "Ready")
+        c = dp.condition(co, namespace, "vault", "Ready")
         return c is not None and c["status"] == "True"
 
     try:
-        wait_for(ready, "AlertPipeline Ready=True on SASL_SSL Kafka and TLS Redis", 180)
+        dp.wait_for(ready, "AlertPipeline Ready=True on SASL_SSL Kafka and TLS Redis", 180)
     except AssertionError:
-        status: Any = co.get_namespaced_custom_object(GROUP, VERSION, namespace, "alertpipelines", "vault")
+        status: Any = get("alertpipelines", "vault")
         raise AssertionError(f"{status.get('status')}\n{operator.read_text()[-3000:]}") from None
 
     def failing(type_: str) -> bool:
-        c = condition(co, namespace, "broken", type_)
+        c = dp.condition(co, namespace, "broken", type_)
         return c is not None and c["status"] == "False"
 
     for type_ in ("TopicsReady", "RedisReady"):
-        wait_for(functools.partial(failing, type_), f"the wrong-credentials pipeline's {type_}=False", 90)
-    ingestor = f"{pod_address(core, namespace, 'vault', 'ingestor')}:8080"
-    wait_for(lambda: http("GET", f"http://{ingestor}/readyz")[0] == 200, "ingestor /readyz", 120)
+        dp.wait_for(functools.partial(failing, type_), f"the wrongly configured pipeline's {type_}=False", 90)
+    ingestor = f"{dp.pod_address(core, namespace, 'vault', 'ingestor')}:8080"
+    dp.wait_for(lambda: dp.http("GET", f"http://{ingestor}/readyz")[0] == 200, "ingestor /readyz", 120)
 
     t0 = int(time.time() * 1000)
-    d1 = [event(namespace, "d1", 1, t0, 50), event(namespace, "d1", 2, t0 + 6000, 95)]
-    post_events(ingestor, API_KEY, d1)
-    wait_for(lambda: rec.recorder.accepted("/webhook/ops"), "the firing alert at the signed webhook", 90)
+    d1 = [dp.event(namespace, "d1", 1, t0, 50), dp.event(namespace, "d1", 2, t0 + 6000, 95)]
+    dp.post_events(ingestor, API_KEY, d1)
+    dp.wait_for(lambda: rec.recorder.accepted("/webhook/ops"), "the firing alert at the webhook", 90)
     assert all(r.signature_ok for r in rec.recorder.accepted("/webhook/ops"))
     config = json.loads(core.read_namespaced_config_map("vault-config", namespace).data["config.json"])
     topics = config["kafka"]
@@ -167,7 +159,7 @@ def test_secure_pipeline_pages_and_no_secret_leaks(
     def dead_letters() -> list[bytes]:
         return _records(secure_kafka, dlq_topic)
 
-    dlq = wait_for(lambda: (r := dead_letters()) and len([x for x in r if x.startswith(b"{")]) >= 2 and r,
+    dlq = dp.wait_for(lambda: (r := dead_letters()) and len([x for x in r if x[:1] == b"{"]) >= 2 and r,
                    "the Slack give-up and the malformed record in the dead-letter topic", 120, every=1)
     assert any(b"malformed-event" in r for r in dlq) and any(b"chat" in r for r in dlq)
 
@@ -181,16 +173,15 @@ def test_secure_pipeline_pages_and_no_secret_leaks(
         texts[f"event {ev.reason} {ev.involved_object.name}"] = f"{ev.reason} {ev.message}".encode()
     objects = (("alertpipelines", "vault"), ("alertpipelines", "broken"), ("alertrules", "cpu-hot"))
     for plural, name in objects:
-        obj = co.get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+        obj = get(plural, name)
         texts[f"{plural}/{name}"] = json.dumps(obj).encode()
     texts["configmap"] = json.dumps(core.read_namespaced_config_map("vault-config", namespace).data).encode()
     texts.update({f"dead letter {i}": r for i, r in enumerate(dlq)})
-    broken_status = json.dumps(co.get_namespaced_custom_object(GROUP, VERSION, namespace, "alertpipelines",
-                                                               "broken")["status"])
+    broken_status = json.dumps(get("alertpipelines", "broken")["status"])
     assert "SASL" in broken_status or "uthentication" in broken_status, broken_status  # reported
     for role, port in (("ingestor", 8080), ("evaluator", 9102), ("deliverer", 9102)):
-        address = pod_address(core, namespace, "vault", role)
-        texts[f"{role} /metrics"] = http("GET", f"http://{address}:{port}/metrics")[1]
+        address = dp.pod_address(core, namespace, "vault", role)
+        texts[f"{role} /metrics"] = dp.http("GET", f"http://{address}:{port}/metrics")[1]
     assert sum(len(t) for t in texts.values()) > 10_000  # the logs are there to search
 
     secrets: dict[str, str] = {
