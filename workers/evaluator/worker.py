@@ -63,6 +63,8 @@ __all__ = ["RESTART", "Evaluator", "EvaluatorOptions", "compile_rules", "engine_
 
 logger = logging.getLogger(__name__)
 
+SYNC_DEDUP_MAX = 64  # records: a batch up to this size makes its dedup round trip on the loop
+
 class Evaluator(CheckpointedStage, Control):
     """Runs one pipeline's evaluation until ``stop`` is set (or its connection settings change)."""
 
@@ -285,9 +287,10 @@ class Evaluator(CheckpointedStage, Control):
         if not d.keys:
             return Batch(d.items, None)
         check = self.state.check
-        if not self._pending and len(msgs) < self.opts.batch_size:
-            # Nothing in flight and no backlog: the round trip on this thread. Through the dedup
-            # thread it costs two more thread wake-ups, each a scheduler delay on a busy machine.
+        if not self._pending and len(msgs) <= SYNC_DEDUP_MAX:
+            # Nothing in flight and a small batch: the round trip on this thread. Through the dedup
+            # thread it costs two more thread wake-ups, each a scheduler delay on a busy machine;
+            # a larger batch goes there, so the loop reads and decodes the next one meanwhile.
             t0 = time.perf_counter()
             try:
                 seen = check(d.keys, d.partitions, d.offsets, self.dedup_ttl)
