@@ -30,11 +30,11 @@ Item = tuple[Any, int, int, Any, Any, int, int]
 
 @dataclass(slots=True)
 class Batch:
-    """A decoded batch and the dedup answer of its events (a future on the dedup thread: one flag
-    byte per event, in the order of the items that carry an event)."""
+    """A decoded batch and the dedup answer of its events: one flag byte per event, in the order
+    of the items that carry an event; a future while the round trip runs on the dedup thread."""
 
     items: list[Item]
-    seen: Future[bytes] | None
+    seen: Future[bytes] | bytes | None
 
 
 @dataclass(slots=True)

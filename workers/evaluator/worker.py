@@ -63,6 +63,8 @@ __all__ = ["RESTART", "Evaluator", "EvaluatorOptions", "compile_rules", "engine_
 
 logger = logging.getLogger(__name__)
 
+SYNC_DEDUP_MAX = 64  # records: a batch up to this size makes its dedup round trip on the loop
+
 class Evaluator(CheckpointedStage, Control):
     """Runs one pipeline's evaluation until ``stop`` is set (or its connection settings change)."""
 
@@ -199,11 +201,15 @@ class Evaluator(CheckpointedStage, Control):
         loop = self.metrics.loop_seconds
         perf = time.perf_counter
         try:
+            next_reload = 0.0
             while not stop.is_set():
-                if self._reload() == RESTART:
-                    result = RESTART
-                    break
                 t0 = perf()
+                if t0 >= next_reload:  # a config revision or a kill switch is seen within 20 ms
+                    next_reload = t0 + 0.02
+                    if self._reload() == RESTART:
+                        result = RESTART
+                        break
+                    t0 = perf()
                 # with batches in flight, do not sit in consume: their answers may be ready
                 msgs = self.consumer.consume(full, 0) if pending else self._next_batch(full)
                 t1 = perf()
@@ -215,7 +221,8 @@ class Evaluator(CheckpointedStage, Control):
                 # While the oldest batch's dedup round trip runs on the dedup thread and more records
                 # came in, decode those (up to `depth` batches in flight); otherwise wait for it here.
                 while pending and (
-                    not msgs or len(pending) > depth or pending[0].seen is None or pending[0].seen.done()
+                    not msgs or len(pending) > depth or not isinstance(head := pending[0].seen, Future)
+                    or head.done()
                 ):
                     self._evaluate(pending.popleft())
                 if self.groups is not None:
@@ -280,27 +287,27 @@ class Evaluator(CheckpointedStage, Control):
         if not d.keys:
             return Batch(d.items, None)
         check = self.state.check
-        if not self._pending and len(msgs) < self.opts.batch_size:
-            # Nothing in flight and no backlog: the round trip on this thread. Through the dedup
-            # thread it costs two more thread wake-ups, each a scheduler delay on a busy machine.
-            done: Future[bytes] = Future()
+        if not self._pending and len(msgs) <= SYNC_DEDUP_MAX:
+            # Nothing in flight and a small batch: the round trip on this thread. Through the dedup
+            # thread it costs two more thread wake-ups, each a scheduler delay on a busy machine;
+            # a larger batch goes there, so the loop reads and decodes the next one meanwhile.
             t0 = time.perf_counter()
             try:
-                done.set_result(check(d.keys, d.partitions, d.offsets, self.dedup_ttl))
+                seen = check(d.keys, d.partitions, d.offsets, self.dedup_ttl)
             finally:
                 self._waited = time.perf_counter() - t0
                 self.metrics.loop_seconds["dedup_wait"] += self._waited
-            return Batch(d.items, done)
+            return Batch(d.items, seen)
         return Batch(d.items, self._pool.submit(check, d.keys, d.partitions, d.offsets, self.dedup_ttl))
 
     def _evaluate(self, batch: Batch) -> None:
         """Apply a prepared batch in offset order: dead letters, duplicates, the engine, outputs."""
         m = self.metrics
         tenant = self.cfg.tenant
-        seen = b""
-        if batch.seen is not None:
+        seen = batch.seen or b""
+        if isinstance(seen, Future):
             tw = time.perf_counter()
-            seen = batch.seen.result()
+            seen = seen.result()
             m.loop_seconds["dedup_wait"] += time.perf_counter() - tw
         t0 = time.perf_counter()
         positions = self.positions

@@ -62,7 +62,13 @@ class AggGroup:
 
     def row(self) -> list[Any]:
         """The snapshot form, flat: [due, pending, start, pane row, pane row, ...]."""
-        return [self.due, self.pending, self.start, *[a.row() for a in self.panes]]
+        out: list[Any] = [self.due, self.pending, self.start]
+        for a in self.panes:  # Pane.row inlined: a delta holds every touched group
+            r = [a.index, a.count, a.sum, a.min, a.max]
+            if a.values is not None:
+                r.append(a.values)
+            out.append(r)
+        return out
 
     @staticmethod
     def from_row(r: list[Any]) -> AggGroup:
