@@ -146,6 +146,7 @@ class Reconciler:
         metrics.PIPELINES.set(len(self.store.pipelines))
         with contextlib.suppress(KeyError):  # never reconciled to the end
             metrics.PIPELINE_RECONCILED.remove(namespace, name)
+        metrics.forget_config_revision(namespace, name)
 
     def rule_seen(self, body: Mapping[str, Any]) -> None:
         if self.store.put(self.store.rules, body):
@@ -318,6 +319,7 @@ class Reconciler:
             )
             await self.rollouts.apply_candidate(body, owner, spec, candidate, desired)
             compiled = (config.revision, frozenset(e.name for e in entries))
+            metrics.set_config_revision(namespace, name, config.revision)
             if self.store.compiled.get((namespace, name)) != compiled:
                 self.store.compiled[(namespace, name)] = compiled
                 # rule statuses name the live revision; debounced so many compiles make one pass

@@ -33,6 +33,7 @@ from devstack.pipeline import (
     wait_for,
 )
 from devstack.pytest_plugin import LocalPods
+from tests.promtool import check_metrics
 
 pytestmark = pytest.mark.e2e
 
@@ -149,3 +150,10 @@ def test_apply_post_page_once_then_kill_switch_holds_and_releases(
     d2 = [a for a in delivered if a["groupKey"].endswith("d2")]
     assert [a["status"] for a in d2] == ["firing"]
     assert rec.recorder.duplicates() == 0
+
+    # Each worker's real /metrics, after traffic (labelled series exist): Prometheus' own lint is clean
+    evaluator = f"{pod_address(core, namespace, 'edge', 'evaluator')}:9102"
+    for role, address in (("ingestor", ingestor), ("evaluator", evaluator), ("deliverer", deliverer)):
+        status, text = http("GET", f"http://{address}/metrics")
+        assert status == 200 and b"alertpipe_" in text, role
+        assert check_metrics(text.decode()) == (0, ""), role
