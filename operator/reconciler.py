@@ -62,6 +62,8 @@ from alertpipe.operator.redis_check import RedisChecks
 from alertpipe.operator.rollouts import Rollouts, condition_of
 from alertpipe.operator.rule_statuses import RuleStatuses
 from alertpipe.operator.scrape import Scraper
+from alertpipe.operator.slo import SLOWatch
+from alertpipe.operator.slo import condition_of as slo_condition_of
 from alertpipe.operator.store import Store
 from alertpipe.operator.topics import Admins, Topics
 
@@ -86,6 +88,7 @@ class OperatorSettings:
     concurrency: int = 8
     scale_interval: float = 10.0  # seconds between lag observations (our engine; KEDA's pollingInterval)
     pod_address_annotation: str | None = None  # canary analysis: pod address from this annotation
+    slo_interval: float = 15.0  # seconds between SLO measurements (operator/slo.py)
 
 
 def _now() -> datetime:
@@ -126,6 +129,7 @@ class Reconciler:
         self.rule_statuses = RuleStatuses(kube, self.store, self.parsed, self.events)
         # canary rollouts: the tracks' documents, the candidate's objects, the step timer (rollouts.py)
         self.rollouts = Rollouts(self, Scraper(kube, settings.pod_address_annotation))
+        self.slo = SLOWatch(self, self.rollouts.scraper)  # status.slo; SLOMet comes from it below
 
     # --- inputs from Kopf -------------------------------------------------------------------
 
@@ -147,6 +151,7 @@ class Reconciler:
         with contextlib.suppress(KeyError):  # never reconciled to the end
             metrics.PIPELINE_RECONCILED.remove(namespace, name)
         metrics.forget_config_revision(namespace, name)
+        self.slo.forget(namespace, name)
 
     def rule_seen(self, body: Mapping[str, Any]) -> None:
         if self.store.put(self.store.rules, body):
@@ -349,6 +354,7 @@ class Reconciler:
             redis_error=redis_error,
             redis_reason=redis_reason,
             canary=condition_of(body),
+            slo=slo_condition_of(body),
             # KEDA engine: its ScaledObjects; status.scaling loses the roles no longer autoscaled
             extra={"scaling": await reconcile_keda(self, body, owner, spec, status, now) or None},
         )
