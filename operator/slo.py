@@ -55,7 +55,7 @@ class SLOWatch:
         body = self.rec.store.pipelines.get(key)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        spec, _errors = self.rec._spec(body)  # noqa: SLF001 - the reconciler's cached parse
+        spec, _errors = self.rec.spec(body)
         if spec is None or spec.slo is None:
             self.forget(namespace, name)
             return None

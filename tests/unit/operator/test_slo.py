@@ -152,7 +152,7 @@ class FakeRec:
         self.scheduled: list[Any] = []
         self.queue = type("Q", (), {"schedule": lambda _s, key, delay: self.scheduled.append(key)})()
 
-    def _spec(self, body: dict[str, Any]) -> tuple[AlertPipelineSpec, list[Any]]:
+    def spec(self, body: dict[str, Any]) -> tuple[AlertPipelineSpec, list[Any]]:
         return AlertPipelineSpec.model_validate(body["spec"]), []
 
 
