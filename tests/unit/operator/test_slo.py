@@ -16,6 +16,7 @@ from alertpipe.operator.decisions.slo import SLOTotals, judge_slo, slo_condition
 from alertpipe.operator.models import AlertPipelineSpec
 from alertpipe.operator.slo import SLOWatch, condition_of
 from alertpipe.operator.slo_models import SLOSpec
+from tests.unit.operator.memory import _merge
 
 pytestmark = pytest.mark.unit
 
@@ -110,19 +111,6 @@ def test_slomet_condition_follows_status_slo_and_joins_the_pipeline_conditions()
 SPEC = {"kafka": {"bootstrapServers": "k:9092"}, "redis": {"url": "redis://r:6379/0"}}
 
 
-def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the apiserver applies a merge patch."""
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = apply_merge_patch(out.get(k), v)
-    return out
-
-
 class FakeKube:
     def __init__(self) -> None:
         self.patches: list[dict[str, Any]] = []
@@ -131,7 +119,7 @@ class FakeKube:
     async def merge_patch(self, kind: str, ns: str, name: str, patch: dict[str, Any], sub: str = "") -> Any:
         assert (kind, sub) == ("AlertPipeline", "status")
         self.patches.append(patch)
-        self.status = apply_merge_patch(self.status, patch["status"])
+        self.status = _merge(self.status, patch["status"])
         return {"metadata": {"uid": "u1"}, "status": self.status}
 
 
