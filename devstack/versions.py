@@ -37,6 +37,7 @@ class Versions:
     helm: str
     kafka: str
     keda: str
+    prometheus: str
 
 
 def load_versions(path: Path = VERSIONS_FILE) -> Versions:
@@ -49,6 +50,7 @@ def load_versions(path: Path = VERSIONS_FILE) -> Versions:
             helm=env["HELM_VERSION"],
             kafka=env["KAFKA_VERSION"],
             keda=env["KEDA_VERSION"],
+            prometheus=env["PROMETHEUS_VERSION"],
         )
     except KeyError as e:
         raise ValueError(f"{path}: missing {e.args[0]}") from None

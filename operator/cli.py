@@ -156,6 +156,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=10.0,
         help="seconds between lag observations of an autoscaled pipeline (default 10)",
     )
+    g.add_argument("--slo-interval", type=float, default=15.0,
+                   help="seconds between two SLO measurements of a pipeline with spec.slo (default 15)")
     g = parser.add_argument_group("canary rollouts")
     g.add_argument("--rollout-interval", type=float, default=2.0,
                    help="seconds between two steps of the rollout timer (default 2)")
@@ -212,6 +214,7 @@ def build(args: argparse.Namespace) -> tuple[kopf.OperatorRegistry, kopf.Operato
             resync=args.resync,
             concurrency=args.concurrency,
             scale_interval=args.scale_interval,
+            slo_interval=args.slo_interval,
             pod_address_annotation=args.pod_address_annotation,
         ),
     )

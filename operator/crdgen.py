@@ -267,6 +267,7 @@ def build_crds() -> dict[str, JSON]:
             {"name": "Lag", "type": "integer", "jsonPath": ".status.scaling.evaluator.lag"},
             {"name": "Revision", "type": "string", "jsonPath": ".status.revision"},
             {"name": "Canary", "type": "string", "jsonPath": ".status.canary.phase"},
+            {"name": "SLO", "type": "string", "jsonPath": ".status.slo.met"},
             age,
         ],
         "A tenant's real-time alert pipeline: Kafka topics, a compiled config and worker Deployments.",

@@ -67,7 +67,12 @@ class _QuietRolloutTimer(logging.Filter):
     logs its decisions itself (operator/rollouts.py)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "rollout_step' succeeded" not in record.getMessage()
+        message = record.getMessage()
+        return "rollout_step' succeeded" not in message and "slo_watch' succeeded" not in message
+
+
+def _has_slo(spec: kopf.Spec, **_: Any) -> bool:
+    return spec.get("slo") is not None
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
@@ -133,6 +138,11 @@ def register(
                 registry=registry)
     async def rollout_step(name: str, namespace: str | None, **_: Any) -> None:
         await rec.rollouts.tick(namespace or "", name)
+
+    @kopf.timer(GROUP, VERSION, PIPELINE_PLURAL, interval=rec.settings.slo_interval, when=_has_slo,
+                registry=registry)
+    async def slo_watch(name: str, namespace: str | None, **_: Any) -> None:
+        await rec.slo.tick(namespace or "", name)
 
     @kopf.on.delete(GROUP, VERSION, PIPELINE_PLURAL, when=_deletes_topics, registry=registry)
     async def delete_topics(spec: kopf.Spec, name: str, namespace: str | None, **_: Any) -> None:

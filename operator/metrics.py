@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
+    "CONFIG_REVISION",
     "ERRORS",
     "EVENTS",
     "PIPELINES",
@@ -14,6 +15,8 @@ __all__ = [
     "RECONCILE_SECONDS",
     "RULES",
     "WRITES",
+    "forget_config_revision",
+    "set_config_revision",
 ]
 
 RECONCILES = Counter(
@@ -42,3 +45,28 @@ PIPELINE_RECONCILED = Gauge(
 PIPELINES = Gauge("alertpipe_operator_pipelines", "AlertPipelines the operator watches.")
 RULES = Gauge("alertpipe_operator_rules", "AlertRules the operator watches.")
 QUEUE_DEPTH = Gauge("alertpipe_operator_queue_depth", "Reconciles waiting to run.")
+# The revision the operator wrote to each pipeline's ConfigMap; the workers export the one they
+# loaded (alertpipe_<role>_config_revision_info), so a PrometheusRule sees a revision not yet live.
+CONFIG_REVISION = Gauge(
+    "alertpipe_operator_pipeline_config_revision_info",
+    "The PipelineConfig revision in each pipeline's ConfigMap (value 1).",
+    ["namespace", "pipeline", "revision"],
+)
+_revisions: dict[tuple[str, str], str] = {}
+
+
+def set_config_revision(namespace: str, pipeline: str, revision: str) -> None:
+    """One series per pipeline: the revision it should run now."""
+    old = _revisions.get((namespace, pipeline))
+    if old == revision:
+        return
+    if old is not None:
+        CONFIG_REVISION.remove(namespace, pipeline, old)
+    _revisions[(namespace, pipeline)] = revision
+    CONFIG_REVISION.labels(namespace, pipeline, revision).set(1)
+
+
+def forget_config_revision(namespace: str, pipeline: str) -> None:
+    old = _revisions.pop((namespace, pipeline), None)
+    if old is not None:
+        CONFIG_REVISION.remove(namespace, pipeline, old)

@@ -18,6 +18,7 @@ from alertpipe.operator.autoscaling import (
     ScalingPolicy,
 )
 from alertpipe.operator.rollout_models import CanaryStatus, RolloutSpec
+from alertpipe.operator.slo_models import SLOSpec, SLOStatus
 from alertpipe.workers.config.base import Model
 from alertpipe.workers.config.durations import Duration
 from alertpipe.workers.config.models import (
@@ -55,6 +56,8 @@ __all__ = [
     "RoleScalingStatus",
     "RuleCounts",
     "RuleLiveness",
+    "SLOSpec",
+    "SLOStatus",
     "ScaledWorkloadSpec",
     "ScalingBehavior",
     "ScalingPolicy",
@@ -323,6 +326,10 @@ class AlertPipelineSpec(Model):
     rollout: RolloutSpec | None = Field(
         None, description="Canary rollout of rule and image changes; omitted: changes apply at once."
     )
+    slo: SLOSpec | None = Field(
+        None, description="The tenant's objective (e2e latency p99, delivery success); status.slo and"
+        " the SLOMet condition say whether it is met. Omitted: not measured."
+    )
     deletion_policy: Literal["Retain", "Delete"] = Field(
         "Retain",
         description="Retain keeps the Kafka topics when the pipeline is deleted; Delete removes them.",
@@ -386,6 +393,7 @@ class AlertPipelineStatus(Model):
         default_factory=dict, description="Autoscaling per role: lag, rates, the last decision."
     )
     canary: CanaryStatus | None = Field(None, description="The canary rollout, while one runs or ran.")
+    slo: SLOStatus | None = Field(None, description="The last SLO measurement against spec.slo.")
 
 
 class RuleLiveness(Model):

@@ -62,6 +62,8 @@ from alertpipe.operator.redis_check import RedisChecks
 from alertpipe.operator.rollouts import Rollouts, condition_of
 from alertpipe.operator.rule_statuses import RuleStatuses
 from alertpipe.operator.scrape import Scraper
+from alertpipe.operator.slo import SLOWatch
+from alertpipe.operator.slo import condition_of as slo_condition_of
 from alertpipe.operator.store import Store
 from alertpipe.operator.topics import Admins, Topics
 
@@ -86,6 +88,7 @@ class OperatorSettings:
     concurrency: int = 8
     scale_interval: float = 10.0  # seconds between lag observations (our engine; KEDA's pollingInterval)
     pod_address_annotation: str | None = None  # canary analysis: pod address from this annotation
+    slo_interval: float = 15.0  # seconds between SLO measurements (operator/slo.py)
 
 
 def _now() -> datetime:
@@ -126,6 +129,7 @@ class Reconciler:
         self.rule_statuses = RuleStatuses(kube, self.store, self.parsed, self.events)
         # canary rollouts: the tracks' documents, the candidate's objects, the step timer (rollouts.py)
         self.rollouts = Rollouts(self, Scraper(kube, settings.pod_address_annotation))
+        self.slo = SLOWatch(self, self.rollouts.scraper)  # status.slo; SLOMet comes from it below
 
     # --- inputs from Kopf -------------------------------------------------------------------
 
@@ -146,6 +150,8 @@ class Reconciler:
         metrics.PIPELINES.set(len(self.store.pipelines))
         with contextlib.suppress(KeyError):  # never reconciled to the end
             metrics.PIPELINE_RECONCILED.remove(namespace, name)
+        metrics.forget_config_revision(namespace, name)
+        self.slo.forget(namespace, name)
 
     def rule_seen(self, body: Mapping[str, Any]) -> None:
         if self.store.put(self.store.rules, body):
@@ -318,6 +324,7 @@ class Reconciler:
             )
             await self.rollouts.apply_candidate(body, owner, spec, candidate, desired)
             compiled = (config.revision, frozenset(e.name for e in entries))
+            metrics.set_config_revision(namespace, name, config.revision)
             if self.store.compiled.get((namespace, name)) != compiled:
                 self.store.compiled[(namespace, name)] = compiled
                 # rule statuses name the live revision; debounced so many compiles make one pass
@@ -347,6 +354,7 @@ class Reconciler:
             redis_error=redis_error,
             redis_reason=redis_reason,
             canary=condition_of(body),
+            slo=slo_condition_of(body),
             # KEDA engine: its ScaledObjects; status.scaling loses the roles no longer autoscaled
             extra={"scaling": await reconcile_keda(self, body, owner, spec, status, now) or None},
         )

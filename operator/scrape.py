@@ -51,14 +51,18 @@ class Scraper:
             logger.debug("scrape %s failed: %s", url, exc)
             return None
 
-    async def track(self, namespace: str, pipeline: str, component: str) -> Totals:
-        """The summed metrics of the pods that answered (``pods`` counts them; 0: no data)."""
+    async def texts(self, namespace: str, pipeline: str, component: str) -> list[str]:
+        """The /metrics texts of the component's pods that answered."""
         selector = f"app.kubernetes.io/instance={pipeline},app.kubernetes.io/component={component}"
         pods = [p for p in await self.kube.list("Pod", namespace, selector)
                 if not p["metadata"].get("deletionTimestamp")]
         addresses = [a for a in (_address(p, self.annotation) for p in pods) if a]
         texts = await asyncio.gather(*(self._get(f"http://{a}:{self.port}/metrics") for a in addresses))
-        return totals(t for t in texts if t is not None)
+        return [t for t in texts if t is not None]
+
+    async def track(self, namespace: str, pipeline: str, component: str) -> Totals:
+        """The summed metrics of the pods that answered (``pods`` counts them; 0: no data)."""
+        return totals(await self.texts(namespace, pipeline, component))
 
     async def close(self) -> None:
         if self._session is not None:

@@ -71,6 +71,7 @@ class Observed:
     kill_switches: tuple[str, ...] = ()  # active switch descriptions
     expired_switches: tuple[str, ...] = ()
     canary: Want | None = None  # decisions/canary.py canary_condition; None: no rollout ran
+    slo: Want | None = None  # decisions/slo.py slo_condition; None: no spec.slo measured
 
 
 def _topics(o: Observed) -> Want:
@@ -147,4 +148,5 @@ def pipeline_conditions(o: Observed) -> list[Want]:
         ready = Want("Ready", "False", blocking[0].reason, blocking[0].message)
     else:
         ready = Want("Ready", "True", "PipelineReady", "topics, config and workers are in place")
-    return [ready, topics, redis, rules, workers, kill] + ([o.canary] if o.canary is not None else [])
+    extra = [w for w in (o.canary, o.slo) if w is not None]
+    return [ready, topics, redis, rules, workers, kill, *extra]

@@ -115,6 +115,7 @@ class Findings:
     redis_error: str = ""
     redis_reason: str = ""
     canary: Want | None = None
+    slo: Want | None = None  # SLOMet from status.slo (operator/slo.py); None: no spec.slo
     extra: JSON = field(default_factory=dict)  # more status fields (the KEDA engine's ``scaling``)
 
 
@@ -138,6 +139,7 @@ def pipeline_status(
         kill_switches=lines,
         expired_switches=expired,
         canary=f.canary,
+        slo=f.slo,
     )
     fields = {
         "observedGeneration": generation,

@@ -27,7 +27,7 @@ def crds(api: client.ApiClient) -> None:
 def operator(kubeconfig: Path, namespace: str, crds: None, tmp_path: Path) -> Iterator[Path]:
     """``alertpipe operator`` scoped to the test's namespace; yields its log file."""
     log = tmp_path / "operator.log"
-    with run_operator(kubeconfig, namespace, log):
+    with run_operator(kubeconfig, namespace, log, ("--slo-interval", "1")):
         yield log
 
 

@@ -55,7 +55,7 @@ def test_tenant_applies_reads_and_is_told_what_is_wrong(
     wait_for(lambda: "demo" in kc("get", "ar", "cpu-hot", "-o", "jsonpath={.status.pipelines}").stdout, "rule status", 30)
     got = kc("get", "ap,ar").check().stdout
     blocks = [b for b in got.strip().split("\n\n") if b]
-    assert columns(blocks[0]) == ["NAME", "READY", "RULES", "EVALUATORS", "DELIVERERS", "LAG", "REVISION", "CANARY", "AGE"]
+    assert columns(blocks[0]) == ["NAME", "READY", "RULES", "EVALUATORS", "DELIVERERS", "LAG", "REVISION", "CANARY", "SLO", "AGE"]
     assert columns(blocks[1]) == ["NAME", "VALID", "SEVERITY", "PIPELINE", "AGE"]
     revision = co.get_namespaced_custom_object("alertpipe.io", "v1alpha1", namespace, "alertpipelines", "demo")["status"]["revision"]
     assert re.search(rf"^alertpipeline\.alertpipe\.io/demo\s+True\s+1\s+1\s+1\s+\S*\s*{revision}\s", blocks[0], re.M), got

@@ -33,6 +33,7 @@ from devstack.pipeline import (
     wait_for,
 )
 from devstack.pytest_plugin import LocalPods
+from tests.promtool import check_metrics
 
 pytestmark = pytest.mark.e2e
 
@@ -84,6 +85,7 @@ def test_apply_post_page_once_then_kill_switch_holds_and_releases(
         )
     hook = rec.url("/webhook/ops")
     body = demo_pipeline("edge", kafka_bootstrap, redis_url, hook, pod_runner.node_selector)
+    body["spec"]["slo"] = {"latencyP99": "30s", "successRatio": 0.9, "window": "10m"}
     co.create_namespaced_custom_object(GROUP, VERSION, namespace, "alertpipelines", body)
     co.create_namespaced_custom_object(GROUP, VERSION, namespace, "alertrules", demo_rule("edge"))
 
@@ -112,6 +114,16 @@ def test_apply_post_page_once_then_kill_switch_holds_and_releases(
     assert got[0]["id"] == got[1]["id"]
     assert "CPU 95" in got[0]["annotations"]["summary"]
     assert rec.recorder.duplicates() == 0
+
+    # The per-tenant SLO, measured from the deliverer's metrics: both deliveries, fast, none failed
+    def slo() -> dict[str, Any]:
+        st = co.get_namespaced_custom_object(GROUP, VERSION, namespace, "alertpipelines", "edge")["status"]
+        return dict(st.get("slo") or {})
+
+    measured = wait_for(lambda: (s := slo()).get("deliveries", 0) >= 2 and s, "status.slo: 2 deliveries", 30)
+    assert measured["met"] == "True" and measured["successRatio"] == 1.0, measured
+    assert 0 < measured["latencyP99Seconds"] <= 30
+    wait_for(lambda: is_true("SLOMet"), "SLOMet=True", 10)
 
     # Kill switch: delivery stops (the deliverer loads the revision that says so), the alert for d2
     # is produced by the evaluator but waits in Kafka; clearing the switch delivers it, once.
@@ -149,3 +161,10 @@ def test_apply_post_page_once_then_kill_switch_holds_and_releases(
     d2 = [a for a in delivered if a["groupKey"].endswith("d2")]
     assert [a["status"] for a in d2] == ["firing"]
     assert rec.recorder.duplicates() == 0
+
+    # Each worker's real /metrics, after traffic (labelled series exist): Prometheus' own lint is clean
+    evaluator = f"{pod_address(core, namespace, 'edge', 'evaluator')}:9102"
+    for role, address in (("ingestor", ingestor), ("evaluator", evaluator), ("deliverer", deliverer)):
+        status, text = http("GET", f"http://{address}/metrics")
+        assert status == 200 and b"alertpipe_" in text, role
+        assert check_metrics(text.decode()) == (0, ""), role

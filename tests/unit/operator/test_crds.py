@@ -77,6 +77,7 @@ def test_pipeline_crd_names_columns_and_validations() -> None:
         "Lag",
         "Revision",
         "Canary",
+        "SLO",
         "Age",
     ]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
