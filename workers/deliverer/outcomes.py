@@ -125,6 +125,7 @@ class Outcomes:
         status: int | None,
         took: float,
         marked: bool,
+        note: str = "",
     ) -> Outcome:
         tenant = self._config().tenant
         if not marked:
@@ -142,7 +143,8 @@ class Outcomes:
                 max(0.0, (done_ms - alert.event_time_ms) / 1000)
             )
         self.log(
-            alert, "delivered", name, attempt=attempts, status_code=status, latency_ms=round(took * 1000, 2)
+            alert, "delivered", name, attempt=attempts, status_code=status, latency_ms=round(took * 1000, 2),
+            reason=note,
         )
         return Outcome.DELIVERED
 
