@@ -9,6 +9,7 @@ value the client sent) and re-serialised compactly; its Kafka key is the deviceI
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import orjson
 
 from alertpipe.workers.events import EventError, ahead_reason, common_shape, event_from_obj
 
-__all__ = ["INGEST_TS_FIELD", "Batch", "BodyError", "Reject", "build_batch", "parse_body"]
+__all__ = ["INGEST_TS_FIELD", "Batch", "BodyError", "Reject", "build_batch", "parse_body", "parse_events"]
 
 INGEST_TS_FIELD = "_ingestTs"
 
@@ -98,6 +99,19 @@ def parse_body(body: bytes, content_type: str = "") -> tuple[list[Any], list[int
             raise BodyError(f"malformed NDJSON at line {n} column {exc.colno}: {exc.msg}{hint}") from None
         lines.append(n)
     return items, lines
+
+
+def parse_events(events: Sequence[bytes]) -> list[Any]:
+    """Events sent one JSON document each (gRPC's ``repeated bytes events``); BodyError naming the
+    first one that is not JSON, as ``parse_body`` refuses a body that is not."""
+    items: list[Any] = []
+    loads = orjson.loads
+    for i, raw in enumerate(events):
+        try:
+            items.append(loads(raw))
+        except orjson.JSONDecodeError as exc:
+            raise BodyError(f"events[{i}]: malformed JSON at {_where(exc)}") from None
+    return items
 
 
 def _fast_device_id(obj: Any, tenant: str) -> str | None:
