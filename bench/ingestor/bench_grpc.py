@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "grpc_results.json"))
     ap.add_argument("--plot", default=str(HERE / "grpc.png"))
     args = ap.parse_args()
+    args.loadgen = "python"  # what bench_ingest's report names; gRPC runs say python-grpc
     bootstrap, stack = bootstrap_from_args(args.bootstrap)
     try:
         runs = [run(bootstrap, args, mode) for mode in (args.mode or ["http", "unary", "stream"])]
