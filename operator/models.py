@@ -25,6 +25,7 @@ from alertpipe.workers.config.models import (
     DeliverySettings,
     IngestSettings,
     KillSwitches,
+    PiiSpec,
     RuleSpec,
     SecretKeyRef,
 )
@@ -319,6 +320,9 @@ class AlertPipelineSpec(Model):
     )
     kill_switches: KillSwitches = Field(
         default_factory=KillSwitches, description="Emergency stops, each with a reason and optional expiry."
+    )
+    pii: PiiSpec | None = Field(
+        None, description="Event fields that are personal data: masked in logs, dead letters, audit, alerts."
     )
     rollout: RolloutSpec | None = Field(
         None, description="Canary rollout of rule and image changes; omitted: changes apply at once."

@@ -62,5 +62,6 @@ def compile_config(
         channels=list(spec.channels),
         rules=sorted(rules, key=lambda r: r.name),
         kill_switches=active_switches(spec.kill_switches, now),
+        pii=spec.pii,
     )
     return config.with_revision()

@@ -20,6 +20,7 @@ from pydantic import AfterValidator, Field, model_validator
 from alertpipe.workers.config.base import Model as Model  # re-exported: models import it from here
 from alertpipe.workers.config.durations import Duration
 from alertpipe.workers.config.mobile import PushChannel, SmsChannel
+from alertpipe.workers.config.privacy import PiiSpec
 from alertpipe.workers.config.refs import Name, SecretKeyRef
 from alertpipe.workers.config.tracks import Track
 
@@ -36,6 +37,7 @@ __all__ = [
     "KillSwitches",
     "NamedKillSwitch",
     "PagerDutyChannel",
+    "PiiSpec",
     "PipelineConfig",
     "PushChannel",
     "RedisSettings",
@@ -121,6 +123,7 @@ class ChannelSpec(Model):
     max_concurrency: int = Field(8, ge=1, le=1024, description="Sends in flight at once.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry budget.")
     fallback: Name | None = Field(None, description="Channel tried once this one gives up.")
+    include_pii: bool = Field(False, description="Send the raw values of spec.pii fields to this channel.")
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> ChannelSpec:
@@ -356,6 +359,7 @@ class PipelineConfig(Model):
     channels: list[ChannelSpec] = Field(default_factory=list)
     rules: list[RuleEntry] = Field(default_factory=list)
     kill_switches: KillSwitches = Field(default_factory=KillSwitches)
+    pii: PiiSpec | None = None
     # a canary rollout's split of the keys (tracks.py); None: this evaluator owns every key
     track: Track | None = None
     revision: str = ""

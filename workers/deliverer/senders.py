@@ -25,7 +25,7 @@ import orjson
 
 from alertpipe.workers.alerts import Alert
 from alertpipe.workers.config import ChannelSpec, SecretKeyRef, parse_duration
-from alertpipe.workers.deliverer import payloads
+from alertpipe.workers.deliverer import payloads, privacy
 from alertpipe.workers.deliverer.http1 import ConnectError, Http1Pool, ProtocolError, request_head
 from alertpipe.workers.deliverer.mobile import MobileSenders
 from alertpipe.workers.deliverer.policy import classify_http_status, parse_retry_after
@@ -161,6 +161,8 @@ class Senders:
     async def send(
         self, alert: Alert, channel: ChannelSpec, key: str, raw: bytes | None = None
     ) -> SendResult:
+        if alert.pii is not None:  # spec.pii: raw values for a channel that opted in, else masked
+            alert, raw = privacy.for_channel(alert, channel.include_pii), None
         if channel.webhook is not None:
             return await self.send_webhook(alert, channel, key, raw)
         if channel.slack is not None:

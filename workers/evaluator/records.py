@@ -17,6 +17,7 @@ import orjson
 from confluent_kafka import KafkaError
 
 from alertpipe.workers.events import EventError, ahead_reason, common_shape, decode_event, nesting_reason
+from alertpipe.workers.pii import PiiPolicy, redact_record
 
 __all__ = ["Batch", "Decoded", "Headers", "dead_letter", "decode_batch", "fast_decode", "headers"]
 
@@ -130,9 +131,13 @@ def headers(msg: Any, kind: str, reason: str | None = None) -> Headers:
     return h
 
 
-def dead_letter(msg: Any, reason: str, at_ms: int) -> bytes:
-    """The dead-letter envelope of a malformed event: the reason and the record, byte for byte."""
-    envelope = {
+def dead_letter(
+    msg: Any, reason: str, at_ms: int, policy: PiiPolicy | None = None
+) -> tuple[bytes, bytes | None]:
+    """The dead-letter envelope of a malformed event and its record key: the reason and the record,
+    byte for byte; with spec.pii (``policy``), its PII fields masked, or only a digest of it when it
+    is not a JSON object (its fields cannot be found)."""
+    envelope: dict[str, Any] = {
         "kind": "malformed-event",
         "stage": "evaluator",
         "reason": reason,
@@ -143,7 +148,20 @@ def dead_letter(msg: Any, reason: str, at_ms: int) -> bytes:
         **_dead_letter_value(msg.value() or b""),
         "at": at_ms,
     }
-    return orjson.dumps(envelope)
+    key = msg.key()
+    if policy is not None:
+        masked, note = redact_record(msg.value() or b"", policy)
+        for k in ("valueBase64", "valueBytes", "truncated"):
+            envelope.pop(k, None)
+        if masked is None:
+            envelope["valueDigest"] = note
+        else:
+            envelope.update(_dead_letter_value(masked))
+        envelope["piiRedacted"] = True
+        if policy.covers(("deviceId",)):
+            envelope["key"] = policy.mask(envelope["key"])
+        key = envelope["key"].encode()
+    return orjson.dumps(envelope), key
 
 
 DEAD_LETTER_VALUE_BYTES = 256 * 1024  # base64 makes 4/3 of it: the record stays under Kafka's 1 MB

@@ -18,6 +18,7 @@ from alertpipe.workers.config import (
     parse_duration,
 )
 from alertpipe.workers.errors import RuleCompileError
+from alertpipe.workers.pii import policy_of as pii_policy
 from alertpipe.workers.rules import CompiledRule, compile_rule
 from alertpipe.workers.rules.engine import EngineSettings
 from alertpipe.workers.secrets import SecretResolver
@@ -61,7 +62,7 @@ def engine_settings(cfg: PipelineConfig) -> EngineSettings:
     # a device's reorder state lives as long as its dedup keys: past that a replay is new anyway
     return EngineSettings(cfg.tenant, cfg.pipeline, round(parse_duration(cfg.allowed_lateness) * 1000),
                           cfg.revision, device_ttl_ms=round(parse_duration(cfg.dedup_ttl) * 1000),
-                          repartition=cfg.kafka.topics.repartition is not None)
+                          repartition=cfg.kafka.topics.repartition is not None, pii=pii_policy(cfg))
 
 
 def connection(cfg: PipelineConfig) -> tuple[Any, ...]:

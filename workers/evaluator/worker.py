@@ -56,6 +56,7 @@ from alertpipe.workers.evaluator.settings import (
     redis_client,
 )
 from alertpipe.workers.evaluator.stage import CheckpointedStage, Outputs
+from alertpipe.workers.pii import policy_of as pii_policy
 from alertpipe.workers.rules.engine import DUPLICATE, LATE, Engine, Partition
 from alertpipe.workers.secrets import SecretResolver
 
@@ -319,8 +320,8 @@ class Evaluator(CheckpointedStage, Control):
                     continue
                 if p in parts:
                     malformed += 1
-                    raw = dead_letter(msg, dev, int(self.clock() * 1000))
-                    produce(self.topics.dead_letter, raw, msg.key(), headers=headers(msg, "malformed", dev))
+                    raw, dl_key = dead_letter(msg, dev, int(self.clock() * 1000), pii_policy(self.cfg))
+                    produce(self.topics.dead_letter, raw, dl_key, headers=headers(msg, "malformed", dev))
                     positions[p] = off + 1
                     touched.add(p)
                 continue
