@@ -13,6 +13,7 @@ from alertpipe.workers.deliverer import privacy
 from alertpipe.workers.pii import REDACTED, PiiPolicy, policy_of, redact_record, scrub_text
 from alertpipe.workers.rules import compile_rule
 from alertpipe.workers.rules.engine import Engine, EngineSettings
+from tests.unit.deliverer.test_payloads import _config
 
 pytestmark = pytest.mark.unit
 
@@ -20,18 +21,8 @@ EMAIL, PHONE = "bob@example.org", "+15550001234"
 
 
 def config(**extra: Any) -> PipelineConfig:
-    return PipelineConfig.model_validate(
-        {
-            "tenant": "acme",
-            "pipeline": "main",
-            "kafka": {
-                "bootstrapServers": "127.0.0.1:1",
-                "topics": {"events": "e", "alerts": "a", "late": "l", "deadLetter": "d", "audit": "u"},
-            },
-            "redis": {"url": "redis://127.0.0.1:1/0", "keyPrefix": "x:"},
-            **extra,
-        }
-    )
+    base = _config().model_dump(mode="json", by_alias=True)
+    return PipelineConfig.model_validate({**base, "pipeline": "main", **extra})
 
 
 def test_policy_of_the_config() -> None:
