@@ -27,6 +27,7 @@ from alertpipe.workers.config.models import (
     KillSwitches,
     PiiSpec,
     RuleSpec,
+    SchemaSpec,
     SecretKeyRef,
 )
 
@@ -323,6 +324,11 @@ class AlertPipelineSpec(Model):
     )
     pii: PiiSpec | None = Field(
         None, description="Event fields that are personal data: masked in logs, dead letters, audit, alerts."
+    )
+    event_schema: SchemaSpec | None = Field(
+        None,
+        alias="schema",
+        description="JSON Schema per event type (versioned), checked at ingest; changes stay compatible.",
     )
     rollout: RolloutSpec | None = Field(
         None, description="Canary rollout of rule and image changes; omitted: changes apply at once."

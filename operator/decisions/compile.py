@@ -63,5 +63,6 @@ def compile_config(
         rules=sorted(rules, key=lambda r: r.name),
         kill_switches=active_switches(spec.kill_switches, now),
         pii=spec.pii,
+        event_schema=spec.event_schema,
     )
     return config.with_revision()

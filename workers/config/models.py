@@ -22,6 +22,7 @@ from alertpipe.workers.config.durations import Duration
 from alertpipe.workers.config.mobile import PushChannel, SmsChannel
 from alertpipe.workers.config.privacy import PiiSpec
 from alertpipe.workers.config.refs import Name, SecretKeyRef
+from alertpipe.workers.config.schemas import EventSchema, SchemaSpec
 from alertpipe.workers.config.tracks import Track
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "ChannelSpec",
     "DeliverySettings",
     "EmailChannel",
+    "EventSchema",
     "IngestSettings",
     "KafkaSettings",
     "KillSwitch",
@@ -46,6 +48,7 @@ __all__ = [
     "RuleSelect",
     "RuleSpec",
     "RuleTest",
+    "SchemaSpec",
     "SecretKeyRef",
     "SlackChannel",
     "SmsChannel",
@@ -360,6 +363,7 @@ class PipelineConfig(Model):
     rules: list[RuleEntry] = Field(default_factory=list)
     kill_switches: KillSwitches = Field(default_factory=KillSwitches)
     pii: PiiSpec | None = None
+    event_schema: SchemaSpec | None = Field(None, alias="schema")
     # a canary rollout's split of the keys (tracks.py); None: this evaluator owns every key
     track: Track | None = None
     revision: str = ""

@@ -21,6 +21,7 @@ from alertpipe.workers.errors import RuleCompileError
 from alertpipe.workers.pii import policy_of as pii_policy
 from alertpipe.workers.rules import CompiledRule, compile_rule
 from alertpipe.workers.rules.engine import EngineSettings
+from alertpipe.workers.rules.schema_fields import schema_field_errors
 from alertpipe.workers.secrets import SecretResolver
 
 __all__ = ["EvaluatorOptions", "compile_rules", "connection", "engine_settings", "evaluator_kafka_options",
@@ -52,7 +53,11 @@ def compile_rules(cfg: PipelineConfig, now: datetime | None = None) -> list[Comp
         if entry.name in disabled:
             continue
         try:
-            out.append(compile_rule(entry.name, entry.spec))
+            rule = compile_rule(entry.name, entry.spec)
+            unknown = schema_field_errors(rule, cfg.event_schema)
+            if unknown:
+                raise RuleCompileError(unknown)
+            out.append(rule)
         except RuleCompileError as exc:
             logger.error("rule %s does not compile, skipped: %s", entry.name, exc)
     return out

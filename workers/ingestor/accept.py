@@ -18,6 +18,7 @@ from alertpipe.workers.ingestor.body import Batch, build_batch
 from alertpipe.workers.ingestor.keys import AuthResult, KeyRing
 from alertpipe.workers.ingestor.metrics import IngestorMetrics
 from alertpipe.workers.ingestor.producer import BatchResult, EventProducer, ProducerNotReady, QueueFull
+from alertpipe.workers.schemas import SchemaSet
 
 __all__ = [
     "MAX_REJECTS_LISTED",
@@ -107,6 +108,7 @@ async def publish(
     producer: EventProducer,
     metrics: IngestorMetrics,
     now_ms: int,
+    schemas: SchemaSet | None = None,
 ) -> Answer:
     """Validate ``items`` as events of the pipeline's tenant, produce the valid ones, and answer once
     Kafka acknowledged them (202), or refused them (429/503), or none was valid (400)."""
@@ -115,6 +117,7 @@ async def publish(
         items, list(lines) if lines is not None else None, cfg.tenant, now_ms,
         max_event_bytes=ingest.max_event_bytes,
         max_future_skew_ms=round(parse_duration(ingest.max_future_skew) * 1000),
+        check=schemas.check if schemas else None,
     )
     m = metrics
     m.batch_size.observe(batch.total)

@@ -44,6 +44,7 @@ from alertpipe.workers.ingestor.body import BodyError, parse_body
 from alertpipe.workers.ingestor.keys import KeyRing
 from alertpipe.workers.ingestor.metrics import IngestorMetrics
 from alertpipe.workers.ingestor.producer import EventProducer, producer_options
+from alertpipe.workers.schemas import SchemaSet
 from alertpipe.workers.secrets import SecretResolver
 
 __all__ = ["Ingestor", "IngestorSettings", "KeySource", "decide"]
@@ -143,6 +144,7 @@ class Ingestor:
         self._tasks: list[asyncio.Task[None]] = []
         self._openapi: bytes | None = None
         self._producer_error: str | None = None
+        self.schemas = SchemaSet(None)  # the config's spec.schema, compiled
 
     @property
     def config(self) -> PipelineConfig | None:
@@ -231,6 +233,8 @@ class Ingestor:
 
     def _take_config(self, cfg: PipelineConfig) -> None:
         old, self._config = self._config, cfg
+        if old is None or old.event_schema != cfg.event_schema:
+            self.schemas = SchemaSet(cfg.event_schema)
         if old is not None:
             self.metrics.config_info.remove(old.tenant, old.pipeline, old.revision)
             o, n = old.kafka, cfg.kafka
@@ -298,7 +302,9 @@ class Ingestor:
             items, lines = parse_body(body, request.headers.get("Content-Type", ""))
         except BodyError as exc:
             return self._answer(400, {"error": str(exc)})
-        return self._say(await publish(items, lines, cfg, producer, self.metrics, self._clock_ms()))
+        return self._say(
+            await publish(items, lines, cfg, producer, self.metrics, self._clock_ms(), self.schemas)
+        )
 
     @staticmethod
     async def _read_capped(request: web.Request, limit: int) -> bytes | None:

@@ -131,7 +131,7 @@ class GrpcIngest:
             items = parse_events(request.events)
         except BodyError as exc:
             return Answer(400, {"error": str(exc)})
-        return await publish(items, None, cfg, producer, ing.metrics, ing.now_ms())
+        return await publish(items, None, cfg, producer, ing.metrics, ing.now_ms(), ing.schemas)
 
     def _count(self, method: str, code: grpc.StatusCode) -> None:
         self.ingestor.metrics.grpc_requests.labels(method, code.name).inc()
