@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 from pydantic import Field, field_validator, model_validator
@@ -34,6 +34,11 @@ class SchemaSpec(Model):
     """Event schemas of the pipeline; types without one are not checked."""
 
     types: list[EventSchema] = Field(min_length=1, max_length=256, description="One schema per event type.")
+    validate_at: Literal["ingest", "topic"] = Field(
+        "ingest",
+        description="ingest: the ingestor refuses (400 with the path); topic: the evaluator dead-letters"
+        " (with the path), for producers that write to Kafka directly.",
+    )
 
     @model_validator(mode="after")
     def _one_per_type(self) -> SchemaSpec:

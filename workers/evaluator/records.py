@@ -48,11 +48,13 @@ class Decoded:
 
 
 def decode_batch(msgs: list[Any], tenant: str, owns: Callable[[Any], bool] | None,
-                 key_of: Callable[[str, int], bytes] | None, now_ms: int, skew_ms: int) -> Decoded:
+                 key_of: Callable[[str, int], bytes] | None, now_ms: int, skew_ms: int,
+                 check: Callable[[dict[str, Any]], str | None] | None = None) -> Decoded:
     """Decode consumed records: an event (fast path, else the shared codec), a malformed one (the
     reason: dead-letter it) or another canary track's (only the position moves). ``key_of``: the
     dedup key of (deviceId, seq), None without dedup. An event more than ``skew_ms`` ahead of
-    ``now_ms`` (ingest.maxFutureSkew) is dead-lettered: it would move the watermark ahead."""
+    ``now_ms`` (ingest.maxFutureSkew) is dead-lettered: it would move the watermark ahead. With
+    ``check`` (spec.schema validated on the topic), so is an event against its type's schema."""
     ts_limit = now_ms + skew_ms
     items: list[Item] = []
     keys: list[bytes] = []
@@ -91,6 +93,11 @@ def decode_batch(msgs: list[Any], tenant: str, owns: Callable[[Any], bool] | Non
         if ts > ts_limit:
             items.append((msg, p, off, None, ahead_reason(ts, now_ms, skew_ms, "evaluator"), 0, -1))
             continue
+        if check is not None:
+            why = check(d)
+            if why is not None:
+                items.append((msg, p, off, None, f"schema: {why}", 0, -1))
+                continue
         if owns is not None and msg.key() is None and not owns(dev):  # unkeyed: judged by deviceId
             items.append((msg, p, off, None, None, 0, -1))
             skipped += 1

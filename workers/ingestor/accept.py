@@ -101,6 +101,10 @@ def too_large(length: int | None, limit: int) -> Answer:
     )
 
 
+def _at_ingest(cfg: PipelineConfig) -> bool:
+    return cfg.event_schema is not None and cfg.event_schema.validate_at == "ingest"
+
+
 async def publish(
     items: list[Any],
     lines: Sequence[int] | None,
@@ -117,7 +121,7 @@ async def publish(
         items, list(lines) if lines is not None else None, cfg.tenant, now_ms,
         max_event_bytes=ingest.max_event_bytes,
         max_future_skew_ms=round(parse_duration(ingest.max_future_skew) * 1000),
-        check=schemas.check if schemas else None,
+        check=schemas.check if schemas and _at_ingest(cfg) else None,
     )
     m = metrics
     m.batch_size.observe(batch.total)
