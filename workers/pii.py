@@ -79,7 +79,7 @@ class PiiPolicy:
         """A copy of ``event`` with every PII path masked (copies only the dicts along those paths)."""
         out = dict(event)
         for f in self.fields:
-            out = _masked_at(out, f, self)
+            out, _ = _masked_at(out, f, self)
         return out
 
     # --- alerts ---------------------------------------------------------------------------------
@@ -120,12 +120,10 @@ class PiiPolicy:
         if notes:
             masked = dict(ctx)
             seen: dict[str, str] = {}
-            for paths in notes.values():
-                for p in paths:
-                    value = _get(ctx, p)
-                    if isinstance(value, str | int | float) and not isinstance(value, bool):
-                        seen[str(value)] = self.mask(value)
-                    masked = _masked_at(masked, p, self)
+            for p in dict.fromkeys(p for paths in notes.values() for p in paths):  # each path once
+                masked, value = _masked_at(masked, p, self)
+                if isinstance(value, str | int | float) and not isinstance(value, bool):
+                    seen[str(value)] = self.mask(value)
             raw["values"] = seen
             annotations = dict(alert["annotations"])
             raw["annotations"] = {}
@@ -137,29 +135,23 @@ class PiiPolicy:
             alert["pii"] = raw
 
 
-def _get(ctx: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    cur: Any = ctx
-    for part in path:
-        if not isinstance(cur, Mapping):
-            return None
-        cur = cur.get(part)
-    return cur
-
-
-def _masked_at(ctx: dict[str, Any], path: tuple[str, ...], policy: PiiPolicy) -> dict[str, Any]:
+def _masked_at(ctx: dict[str, Any], path: tuple[str, ...], policy: PiiPolicy) -> tuple[dict[str, Any], Any]:
+    """A copy of ``ctx`` with the value at ``path`` masked (the dicts along it copied), and that
+    value as it was (None when the path is not there)."""
     out = dict(ctx)
     cur = out
     for i, part in enumerate(path):
         if not isinstance(cur, dict) or part not in cur:
-            return out
+            return out, None
         if i == len(path) - 1:
-            cur[part] = policy.mask(cur[part])
-        else:
-            if not isinstance(cur[part], dict):
-                return out
-            cur[part] = dict(cur[part])
-            cur = cur[part]
-    return out
+            value = cur[part]
+            cur[part] = policy.mask(value)
+            return out, value
+        if not isinstance(cur[part], dict):
+            return out, None
+        cur[part] = dict(cur[part])
+        cur = cur[part]
+    return out, None
 
 
 def policy_of(cfg: PipelineConfig) -> PiiPolicy | None:

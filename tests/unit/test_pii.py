@@ -63,6 +63,7 @@ def alerts(policy: PiiPolicy | None) -> list[dict[str, Any]]:
             "annotations": {
                 "summary": "{{ value }} for {{ email }} ({{ user.phone }})",
                 "plain": "{{ value }}",
+                "who": "{{ email }}",
             },
         }
     )
@@ -94,11 +95,12 @@ def test_alerts_show_masks_and_carry_raw_only_when_kept() -> None:
     token, phone = policy.mask(EMAIL), policy.mask(PHONE)
     assert firing["id"] == plain[0]["id"]  # the id hashes the raw group: replays and dedup unchanged
     assert firing["groupKey"] == f"deviceId=d1,email={token}" and firing["labels"]["email"] == token
-    assert firing["annotations"] == {"summary": f"90 for {token} ({phone})", "plain": "90"}
+    # a field used by two annotations is masked once (not a hash of its hash)
+    assert firing["annotations"] == {"summary": f"90 for {token} ({phone})", "plain": "90", "who": token}
     assert firing["pii"] == {
         "groupKey": f"deviceId=d1,email={EMAIL}",
         "labels": {"email": EMAIL},
-        "annotations": {"summary": f"90 for {EMAIL} ({PHONE})"},
+        "annotations": {"summary": f"90 for {EMAIL} ({PHONE})", "who": EMAIL},
         "values": {EMAIL: token, PHONE: phone},
     }
     assert resolved["status"] == "resolved" and resolved["labels"]["email"] == token
