@@ -29,6 +29,7 @@ from alertpipe.operator.models import (
     AlertRuleSpec,
     AlertRuleStatus,
 )
+from alertpipe.workers.config.models import CHANNEL_KINDS
 
 __all__ = ["CEL_RULES", "add_arguments", "build_crds", "crd_files", "run", "structural_schema"]
 
@@ -44,9 +45,8 @@ CEL_RULES: dict[str, list[JSON]] = {
     ],
     "ChannelSpec": [
         {
-            "rule": "[has(self.webhook), has(self.slack), has(self.pagerduty), has(self.email)]"
-            ".filter(x, x).size() == 1",
-            "message": "a channel must set exactly one of webhook, slack, pagerduty, email",
+            "rule": "[" + ", ".join(f"has(self.{k})" for k in CHANNEL_KINDS) + "].filter(x, x).size() == 1",
+            "message": "a channel must set exactly one of " + ", ".join(CHANNEL_KINDS),
         }
     ],
     "RedisSpec": [

@@ -18,6 +18,7 @@ import kopf
 from alertpipe.operator.decisions.topics import desired_topics
 from alertpipe.operator.decisions.validation import (
     errors_text,
+    schema_change_errors,
     validate_pipeline,
     validate_pipeline_spec,
     validate_rule_in,
@@ -183,7 +184,7 @@ def register(
         for p in rec.store.pipelines_in(namespace or ""):
             pspec, _errs = validate_pipeline_spec(p.get("spec"))
             if pspec is not None and matches(pspec.rule_selector, labels):
-                selecting.append((str(p["metadata"]["name"]), list(pspec.channels)))
+                selecting.append((str(p["metadata"]["name"]), list(pspec.channels), pspec.event_schema))
         verdict = validate_rule_in(name or "rule", body.get("spec"), selecting)
         if not verdict.valid:
             raise kopf.AdmissionError(f"AlertRule {name}: {verdict.message}", code=422)
@@ -196,7 +197,13 @@ def register(
         operations=["CREATE", "UPDATE"],
         registry=registry,
     )
-    def validate_alertpipeline(body: kopf.Body, name: str | None, namespace: str | None, **_: Any) -> None:
+    def validate_alertpipeline(
+        body: kopf.Body, name: str | None, namespace: str | None, old: kopf.Body | None = None, **_: Any
+    ) -> None:
         spec, errors = validate_pipeline(namespace or "", name or "", body.get("spec"))
         if spec is None:
             raise kopf.AdmissionError(f"AlertPipeline {name}: {errors_text(errors)}", code=422)
+        errors = schema_change_errors(old.get("spec") if old is not None else None, spec)
+        if errors:
+            msg = f"AlertPipeline {name}: incompatible schema change: {errors_text(errors)}"
+            raise kopf.AdmissionError(msg, code=422)

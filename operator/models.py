@@ -26,7 +26,9 @@ from alertpipe.workers.config.models import (
     DeliverySettings,
     IngestSettings,
     KillSwitches,
+    PiiSpec,
     RuleSpec,
+    SchemaSpec,
     SecretKeyRef,
 )
 
@@ -322,6 +324,14 @@ class AlertPipelineSpec(Model):
     )
     kill_switches: KillSwitches = Field(
         default_factory=KillSwitches, description="Emergency stops, each with a reason and optional expiry."
+    )
+    pii: PiiSpec | None = Field(
+        None, description="Event fields that are personal data: masked in logs, dead letters, audit, alerts."
+    )
+    event_schema: SchemaSpec | None = Field(
+        None,
+        alias="schema",
+        description="JSON Schema per event type (versioned), checked at ingest; changes stay compatible.",
     )
     rollout: RolloutSpec | None = Field(
         None, description="Canary rollout of rule and image changes; omitted: changes apply at once."

@@ -47,6 +47,12 @@ class Alert(BaseModel):
     ingest_time_ms: int | None = Field(None, description="When the triggering event was ingested.")
     processed_at_ms: int = Field(description="Wall clock when the evaluator emitted it.")
     revision: str = Field("", description="Config revision that evaluated it.")
+    pii: dict[str, Any] | None = Field(
+        None,
+        exclude=True,  # read from the alerts topic, never written out from the model
+        description="Raw forms of fields masked for spec.pii (groupKey, labels, annotations), present only"
+        " when a channel sets includePii; the deliverer strips it from every other output.",
+    )
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.model_dump(mode="json", by_alias=True))

@@ -21,8 +21,9 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
@@ -145,7 +146,24 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] if s else 0.0
 
 
-def run_once(bootstrap: str, args: argparse.Namespace, label: str, extra: list[str]) -> dict[str, Any]:
+@dataclass
+class Started:
+    """One `alertpipe ingestor` process serving a fresh topic."""
+
+    server: subprocess.Popen[bytes]
+    url: str
+    topic: str
+    tmp: Path
+    log: IO[bytes]
+
+    def stop(self) -> None:
+        self.server.terminate()
+        self.server.wait(timeout=60)
+        self.log.close()
+
+
+def start_ingestor(bootstrap: str, args: argparse.Namespace, label: str, extra: list[str]) -> Started:
+    """Create a topic, start the ingestor process on it (with ``extra`` arguments), wait for /readyz."""
     topic = f"bench-{label}-{int(time.time())}"
     create_topic(bootstrap, topic, args.partitions)
     tmp = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
@@ -167,18 +185,25 @@ def run_once(bootstrap: str, args: argparse.Namespace, label: str, extra: list[s
          "--host", "127.0.0.1", "--port", str(port), *extra],
         stdout=log, stderr=subprocess.STDOUT,
     )
+    started = Started(server, url, topic, tmp, log)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:  # noqa: S310
+                if r.status == 200:
+                    return started
+        except OSError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            started.stop()
+            raise SystemExit((tmp / "ingestor.log").read_text())
+        time.sleep(0.2)
+
+
+def run_once(bootstrap: str, args: argparse.Namespace, label: str, extra: list[str]) -> dict[str, Any]:
+    started = start_ingestor(bootstrap, args, label, extra)
+    server, url, topic, tmp = started.server, started.url, started.topic, started.tmp
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(url + "/readyz", timeout=2) as r:  # noqa: S310
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit((tmp / "ingestor.log").read_text())
-            time.sleep(0.2)
         cpu0, t_start = cpu_seconds(server.pid), time.monotonic()
         if args.loadgen == "wrk":
             w = run_wrk(url, args, tmp)
@@ -203,16 +228,19 @@ def run_once(bootstrap: str, args: argparse.Namespace, label: str, extra: list[s
         wall = time.monotonic() - t_start
         metrics = scrape(url)
     finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
+        started.stop()
+    return from_loadgens(label, extra, args, bootstrap, topic, metrics, results, cpu, wall)
+
+
+def from_loadgens(label: str, extra: list[str], args: argparse.Namespace, bootstrap: str, topic: str,
+                  metrics: str, results: list[dict[str, Any]], cpu: float, wall: float) -> dict[str, Any]:
+    """One run's figures from its load generators' JSON lines (steady state: first and last second off)."""
     series = sorted(p for r in results for p in r["series"])
     events = sum(r["events"] for r in results)
     statuses: dict[str, int] = {}
     for r in results:
         for k, v in r["statuses"].items():
             statuses[k] = statuses.get(k, 0) + v
-    # steady state: drop the first and last second
     t0, t1 = series[0][0] + 1.0, series[-1][0] - 1.0
     steady = [p for p in series if t0 <= p[0] <= t1]
     rate = len(steady) * args.batch / max(1e-9, t1 - t0)

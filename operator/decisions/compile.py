@@ -62,5 +62,7 @@ def compile_config(
         channels=list(spec.channels),
         rules=sorted(rules, key=lambda r: r.name),
         kill_switches=active_switches(spec.kill_switches, now),
+        pii=spec.pii,
+        event_schema=spec.event_schema,
     )
     return config.with_revision()

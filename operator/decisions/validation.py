@@ -16,14 +16,17 @@ from pydantic import BaseModel, ValidationError
 
 from alertpipe.operator.decisions.topics import topic_name_errors
 from alertpipe.operator.models import AlertPipelineSpec
-from alertpipe.workers.config.models import ChannelSpec, RuleSpec
+from alertpipe.workers.config.models import ChannelSpec, RuleSpec, SchemaSpec
 from alertpipe.workers.errors import RuleCompileError
 from alertpipe.workers.rules import compile_rule
+from alertpipe.workers.rules.schema_fields import schema_field_errors
+from alertpipe.workers.schemas import compatibility_errors
 
 __all__ = [
     "RuleVerdict",
     "errors_text",
     "pydantic_errors",
+    "schema_change_errors",
     "validate_pipeline",
     "validate_pipeline_spec",
     "validate_rule",
@@ -80,9 +83,13 @@ class RuleVerdict:
 
 
 def validate_rule(
-    name: str, raw_spec: Mapping[str, Any] | None, channels: Sequence[ChannelSpec] | None = None
+    name: str,
+    raw_spec: Mapping[str, Any] | None,
+    channels: Sequence[ChannelSpec] | None = None,
+    schema: SchemaSpec | None = None,
 ) -> RuleVerdict:
-    """Validate an AlertRule's spec; with ``channels``, also that every channel it names exists."""
+    """Validate an AlertRule's spec; with ``channels``, also that every channel it names exists;
+    with ``schema`` (the pipeline's spec.schema), that the event fields it reads are declared."""
     if not isinstance(raw_spec, Mapping):
         return RuleVerdict(None, [("spec", "required: an AlertRule needs a spec")])
     try:
@@ -91,14 +98,22 @@ def validate_rule(
         return RuleVerdict(None, pydantic_errors(exc))
     errors: Errors = []
     try:  # the rule engine's compiler: the expressions, durations and the channels it names
-        compile_rule(name, spec, channels=list(channels) if channels is not None else None)
+        compiled = compile_rule(name, spec, channels=list(channels) if channels is not None else None)
     except RuleCompileError as exc:
         errors.extend(exc.errors)
+    else:
+        errors.extend(schema_field_errors(compiled, schema))
     return RuleVerdict(spec, errors)
 
 
+Selecting = tuple[str, Sequence[ChannelSpec]] | tuple[str, Sequence[ChannelSpec], SchemaSpec | None]
+"""A pipeline that selects a rule: its name, channels and (optionally) its event schemas."""
+
+
 def validate_rule_in(
-    name: str, raw_spec: Mapping[str, Any] | None, pipelines: Sequence[tuple[str, Sequence[ChannelSpec]]]
+    name: str,
+    raw_spec: Mapping[str, Any] | None,
+    pipelines: Sequence[Selecting],
 ) -> RuleVerdict:
     """The admission verdict: what the status of each selecting pipeline (name, channels) will say.
     Channel names are checked per pipeline, never against the union of their channels (a rule
@@ -107,8 +122,8 @@ def validate_rule_in(
     if not base.valid or not pipelines:
         return base
     errors: Errors = []
-    for pipeline, channels in pipelines:
-        for path, reason in validate_rule(name, raw_spec, channels).errors:
+    for pipeline, channels, *schema in pipelines:
+        for path, reason in validate_rule(name, raw_spec, channels, schema[0] if schema else None).errors:
             errors.append((path, f"{reason} (AlertPipeline {pipeline})"))
     return RuleVerdict(base.spec, errors)
 
@@ -136,3 +151,12 @@ def validate_pipeline(
         return None, errors
     errors = topic_name_errors(namespace, name, spec.kafka)
     return (None, errors) if errors else (spec, [])
+
+
+def schema_change_errors(old_raw_spec: Mapping[str, Any] | None, spec: AlertPipelineSpec) -> Errors:
+    """What an update of spec.schema breaks for events the version in force accepted (backward
+    compatibility, ``alertpipe.workers.schemas``); empty on create or when the old spec is unreadable."""
+    old, _ = validate_pipeline_spec(old_raw_spec) if isinstance(old_raw_spec, Mapping) else (None, [])
+    if old is None:
+        return []
+    return compatibility_errors(old.event_schema, spec.event_schema)

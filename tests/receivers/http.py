@@ -144,13 +144,17 @@ class HttpReceiver:
 
     async def start(self, port: int = 0) -> HttpReceiver:
         app = web.Application(client_max_size=4 * 1024 * 1024)
-        app.router.add_post("/webhook/{name}", self._webhook)
-        app.router.add_post("/slack/{token}", self._slack)
-        app.router.add_post("/pagerduty/v2/enqueue", self._pagerduty)
+        self.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         await self._listen(port)
         return self
+
+    def add_routes(self, app: web.Application) -> None:
+        """The APIs this receiver speaks (a subclass speaking another API overrides this)."""
+        app.router.add_post("/webhook/{name}", self._webhook)
+        app.router.add_post("/slack/{token}", self._slack)
+        app.router.add_post("/pagerduty/v2/enqueue", self._pagerduty)
 
     async def _listen(self, port: int) -> None:
         assert self._runner is not None

@@ -19,49 +19,45 @@ from pydantic import AfterValidator, Field, model_validator
 
 from alertpipe.workers.config.base import Model as Model  # re-exported: models import it from here
 from alertpipe.workers.config.durations import Duration
+from alertpipe.workers.config.mobile import PushChannel, SmsChannel
+from alertpipe.workers.config.privacy import PiiSpec
+from alertpipe.workers.config.refs import Name, SecretKeyRef
+from alertpipe.workers.config.schemas import EventSchema, SchemaSpec
 from alertpipe.workers.config.tracks import Track
 
 __all__ = [
+    "CHANNEL_KINDS",
     "AbsenceSpec",
     "AggregateSpec",
     "ChannelSpec",
     "DeliverySettings",
     "EmailChannel",
+    "EventSchema",
     "IngestSettings",
     "KafkaSettings",
     "KillSwitch",
     "KillSwitches",
     "NamedKillSwitch",
     "PagerDutyChannel",
+    "PiiSpec",
     "PipelineConfig",
+    "PushChannel",
     "RedisSettings",
     "RetryPolicy",
     "RuleEntry",
     "RuleSelect",
     "RuleSpec",
     "RuleTest",
+    "SchemaSpec",
     "SecretKeyRef",
     "SlackChannel",
+    "SmsChannel",
     "ThresholdSpec",
     "Topics",
     "WebhookChannel",
 ]
 
-Name = Annotated[
-    str,
-    Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
-]
 CelExpr = Annotated[str, Field(min_length=1, max_length=4096)]
-
-
-# --- secrets -----------------------------------------------------------------------------------
-
-
-class SecretKeyRef(Model):
-    """A key of a Kubernetes Secret in the pipeline's namespace; the value never enters the config."""
-
-    name: Name = Field(description="Name of the Secret.")
-    key: str = Field(min_length=1, max_length=253, description="Key inside the Secret.")
 
 
 # --- channels ----------------------------------------------------------------------------------
@@ -113,32 +109,38 @@ class EmailChannel(Model):
     password_secret_ref: SecretKeyRef | None = Field(None, description="SMTP password.")
 
 
+CHANNEL_KINDS = ("webhook", "slack", "pagerduty", "email", "sms", "push")
+
+
 class ChannelSpec(Model):
-    """A named destination; exactly one of webhook, slack, pagerduty, email is set."""
+    """A named destination; exactly one of webhook, slack, pagerduty, email, sms, push is set."""
 
     name: Name = Field(description="Name that rules use in spec.channels.")
     webhook: WebhookChannel | None = None
     slack: SlackChannel | None = None
     pagerduty: PagerDutyChannel | None = None
     email: EmailChannel | None = None
+    sms: SmsChannel | None = None
+    push: PushChannel | None = None
     rate_limit_per_second: float = Field(50.0, gt=0, description="Token-bucket rate limit.")
     max_concurrency: int = Field(8, ge=1, le=1024, description="Sends in flight at once.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retry budget.")
     fallback: Name | None = Field(None, description="Channel tried once this one gives up.")
+    include_pii: bool = Field(False, description="Send the raw values of spec.pii fields to this channel.")
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> ChannelSpec:
-        kinds = [k for k in ("webhook", "slack", "pagerduty", "email") if getattr(self, k)]
+        kinds = [k for k in CHANNEL_KINDS if getattr(self, k)]
         if len(kinds) != 1:
             raise ValueError(
-                f"channel {self.name!r} must set exactly one of webhook, slack, pagerduty, email"
+                f"channel {self.name!r} must set exactly one of {', '.join(CHANNEL_KINDS)}"
                 f" (found {', '.join(kinds) or 'none'})"
             )
         return self
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("webhook", "slack", "pagerduty", "email") if getattr(self, k))
+        return next(k for k in CHANNEL_KINDS if getattr(self, k))
 
 
 # --- rules -------------------------------------------------------------------------------------
@@ -360,6 +362,8 @@ class PipelineConfig(Model):
     channels: list[ChannelSpec] = Field(default_factory=list)
     rules: list[RuleEntry] = Field(default_factory=list)
     kill_switches: KillSwitches = Field(default_factory=KillSwitches)
+    pii: PiiSpec | None = None
+    event_schema: SchemaSpec | None = Field(None, alias="schema")
     # a canary rollout's split of the keys (tracks.py); None: this evaluator owns every key
     track: Track | None = None
     revision: str = ""

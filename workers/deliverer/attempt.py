@@ -190,6 +190,7 @@ class Attempt:
             status=result.status,
             took=self.took,
             marked=marked,
+            note=result.note,
         )
 
     async def _claimed_send(self, claims: ClaimStore) -> tuple[SendResult | None, DeliveryError | None]:

@@ -21,6 +21,7 @@ from confluent_kafka import KafkaException
 from alertpipe.workers.alerts import Alert
 from alertpipe.workers.config import PipelineConfig
 from alertpipe.workers.deliverer import metrics as m
+from alertpipe.workers.deliverer import privacy
 from alertpipe.workers.deliverer.backends import ClaimStore, Publisher
 from alertpipe.workers.deliverer.claims import ClaimResult
 from alertpipe.workers.deliverer.context import RECEIVED, DeliveryContext
@@ -80,6 +81,8 @@ class Outcomes:
         got = RECEIVED.get()
         if got is not None:
             kw["received_ms"], kw["fired_ms"], kw["replayed"] = got
+        if alert.pii is not None and kw.get("reason"):
+            kw["reason"] = privacy.scrub(alert, kw["reason"])
         self.audit(
             AuditEntry(
                 alert.id,
@@ -125,6 +128,7 @@ class Outcomes:
         status: int | None,
         took: float,
         marked: bool,
+        note: str = "",
     ) -> Outcome:
         tenant = self._config().tenant
         if not marked:
@@ -142,7 +146,8 @@ class Outcomes:
                 max(0.0, (done_ms - alert.event_time_ms) / 1000)
             )
         self.log(
-            alert, "delivered", name, attempt=attempts, status_code=status, latency_ms=round(took * 1000, 2)
+            alert, "delivered", name, attempt=attempts, status_code=status, latency_ms=round(took * 1000, 2),
+            reason=note,
         )
         return Outcome.DELIVERED
 
@@ -161,8 +166,9 @@ class Outcomes:
         """Dead-letter the delivery (acked), mark its claim dead, record why."""
         cfg = self._config()
         now_ms = int(time.time() * 1000)
+        reason, last_detail = privacy.scrub(alert, reason), privacy.scrub(alert, last_detail)
         dl = DeadLetter(
-            alert=alert.model_dump(mode="json", by_alias=True),
+            alert=privacy.stored(alert),
             channel=name,
             delivery_key=key,
             reason=reason,

@@ -3,7 +3,7 @@
 Webhooks to plain ``http://`` targets go through the lean keep-alive client in ``http1`` (half of
 aiohttp's CPU per request; see there); https webhooks, Slack and PagerDuty share one aiohttp session.
 Both resolve through the SSRF guard; redirects are not followed. Email goes through aiosmtplib
-(STARTTLS and auth optional).
+(STARTTLS and auth optional). SMS and push (mobile.py) post through the same guarded ``exchange``.
 Every failure is classified here: ``retryable`` and, for HTTP, the status and Retry-After.
 """
 
@@ -25,8 +25,9 @@ import orjson
 
 from alertpipe.workers.alerts import Alert
 from alertpipe.workers.config import ChannelSpec, SecretKeyRef, parse_duration
-from alertpipe.workers.deliverer import payloads
+from alertpipe.workers.deliverer import payloads, privacy
 from alertpipe.workers.deliverer.http1 import ConnectError, Http1Pool, ProtocolError, request_head
+from alertpipe.workers.deliverer.mobile import MobileSenders
 from alertpipe.workers.deliverer.policy import classify_http_status, parse_retry_after
 from alertpipe.workers.deliverer.ssrf import GuardedResolver, SsrfPolicy, check_url
 from alertpipe.workers.errors import AlertpipeError, DeliveryError
@@ -43,6 +44,7 @@ _EXCERPT = 300
 class SendResult:
     status: int | None
     detail: str
+    note: str = ""  # what the audit log's delivered entry says (a partial fan-out's refused recipients)
 
 
 class SetupError(DeliveryError):
@@ -86,6 +88,7 @@ class Senders:
         self._targets: dict[str, tuple[str, int, str, str]] = {}
         self._dns: dict[tuple[str, int, SsrfPolicy], tuple[list[str], float]] = {}
         self._quitting: set[asyncio.Task[None]] = set()  # SMTP sessions saying goodbye
+        self._mobile = MobileSenders(self.exchange, self._lookup)
 
     def _guard(self) -> GuardedResolver:
         if self._resolver is None:
@@ -158,6 +161,8 @@ class Senders:
     async def send(
         self, alert: Alert, channel: ChannelSpec, key: str, raw: bytes | None = None
     ) -> SendResult:
+        if alert.pii is not None:  # spec.pii: raw values for a channel that opted in, else masked
+            alert, raw = privacy.for_channel(alert, channel.include_pii), None
         if channel.webhook is not None:
             return await self.send_webhook(alert, channel, key, raw)
         if channel.slack is not None:
@@ -170,6 +175,10 @@ class Senders:
             return await self._post(channel.pagerduty.url, body, {payloads.IDEMPOTENCY_HEADER: key}, 10.0)
         if channel.email is not None:
             return await self.send_email(alert, channel, key)
+        if channel.sms is not None:
+            return SendResult(*await self._mobile.send_sms(alert, channel, key))
+        if channel.push is not None:
+            return SendResult(*await self._mobile.send_push(alert, channel, key))
         raise SetupError(f"channel {channel.name!r} has no kind", retryable=False)
 
     async def send_webhook(
@@ -187,6 +196,17 @@ class Senders:
         return await self._post(spec.url, body, headers, parse_duration(spec.timeout))
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> SendResult:
+        return _verdict(*await self.exchange(url, body, headers, timeout))
+
+    async def exchange(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        timeout: float,
+        content_type: str = "application/json",
+    ) -> tuple[int, str, str | None]:
+        """One POST through the SSRF guard: (status, the body's first KiB as text, Retry-After)."""
         allow = self._ssrf_policy()
         if (url, allow) not in self._checked:
             check_url(url, allow)
@@ -194,11 +214,11 @@ class Senders:
                 self._checked.clear()
             self._checked.add((url, allow))
         if self._lean is not None and url.startswith("http://"):
-            return await self._post_lean(url, body, headers, timeout)
+            return await self._post_lean(url, body, {"Content-Type": content_type, **headers}, timeout)
         if self._session is None:
             await self.start()
         assert self._session is not None  # noqa: S101 - started above
-        headers = {"Content-Type": "application/json", **headers}
+        headers = {"Content-Type": content_type, **headers}
         try:
             async with self._session.post(
                 url,
@@ -222,7 +242,7 @@ class Senders:
             raise DeliveryError(f"cannot connect: {exc.os_error.strerror or exc}", retryable=True) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise DeliveryError(f"connection failed: {type(exc).__name__}: {exc}", retryable=True) from None
-        return _verdict(status, text, retry_after_raw)
+        return status, text, retry_after_raw
 
     def _target(self, url: str) -> tuple[str, int, str, str]:
         t = self._targets.get(url)
@@ -237,7 +257,9 @@ class Senders:
             t = self._targets[url] = (host, port, path, host_header)
         return t
 
-    async def _post_lean(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> SendResult:
+    async def _post_lean(
+        self, url: str, body: bytes, headers: dict[str, str], timeout: float
+    ) -> tuple[int, str, str | None]:
         assert self._lean is not None  # noqa: S101 - checked by the caller
         host, port, path, host_header = self._target(url)
         try:
@@ -245,7 +267,7 @@ class Senders:
                 "POST",
                 path,
                 host_header,
-                {"User-Agent": USER_AGENT, "Content-Type": "application/json", **headers},
+                {"User-Agent": USER_AGENT, **headers},
                 len(body),
             )
         except ValueError as exc:
@@ -261,7 +283,7 @@ class Senders:
         except (OSError, ProtocolError) as exc:
             raise DeliveryError(f"connection failed: {type(exc).__name__}: {exc}", retryable=True) from None
         text = resp.body[:1024].decode("utf-8", errors="replace")
-        return _verdict(resp.status, text, resp.headers.get("retry-after"))
+        return resp.status, text, resp.headers.get("retry-after")
 
     async def send_email(self, alert: Alert, channel: ChannelSpec, key: str) -> SendResult:
         spec = channel.email

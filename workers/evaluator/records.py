@@ -17,6 +17,7 @@ import orjson
 from confluent_kafka import KafkaError
 
 from alertpipe.workers.events import EventError, ahead_reason, common_shape, decode_event, nesting_reason
+from alertpipe.workers.pii import PiiPolicy, redact_record
 
 __all__ = ["Batch", "Decoded", "Headers", "dead_letter", "decode_batch", "fast_decode", "headers"]
 
@@ -47,11 +48,13 @@ class Decoded:
 
 
 def decode_batch(msgs: list[Any], tenant: str, owns: Callable[[Any], bool] | None,
-                 key_of: Callable[[str, int], bytes] | None, now_ms: int, skew_ms: int) -> Decoded:
+                 key_of: Callable[[str, int], bytes] | None, now_ms: int, skew_ms: int,
+                 check: Callable[[dict[str, Any]], str | None] | None = None) -> Decoded:
     """Decode consumed records: an event (fast path, else the shared codec), a malformed one (the
     reason: dead-letter it) or another canary track's (only the position moves). ``key_of``: the
     dedup key of (deviceId, seq), None without dedup. An event more than ``skew_ms`` ahead of
-    ``now_ms`` (ingest.maxFutureSkew) is dead-lettered: it would move the watermark ahead."""
+    ``now_ms`` (ingest.maxFutureSkew) is dead-lettered: it would move the watermark ahead. With
+    ``check`` (spec.schema validated on the topic), so is an event against its type's schema."""
     ts_limit = now_ms + skew_ms
     items: list[Item] = []
     keys: list[bytes] = []
@@ -90,6 +93,11 @@ def decode_batch(msgs: list[Any], tenant: str, owns: Callable[[Any], bool] | Non
         if ts > ts_limit:
             items.append((msg, p, off, None, ahead_reason(ts, now_ms, skew_ms, "evaluator"), 0, -1))
             continue
+        if check is not None:
+            why = check(d)
+            if why is not None:
+                items.append((msg, p, off, None, f"schema: {why}", 0, -1))
+                continue
         if owns is not None and msg.key() is None and not owns(dev):  # unkeyed: judged by deviceId
             items.append((msg, p, off, None, None, 0, -1))
             skipped += 1
@@ -130,9 +138,13 @@ def headers(msg: Any, kind: str, reason: str | None = None) -> Headers:
     return h
 
 
-def dead_letter(msg: Any, reason: str, at_ms: int) -> bytes:
-    """The dead-letter envelope of a malformed event: the reason and the record, byte for byte."""
-    envelope = {
+def dead_letter(
+    msg: Any, reason: str, at_ms: int, policy: PiiPolicy | None = None
+) -> tuple[bytes, bytes | None]:
+    """The dead-letter envelope of a malformed event and its record key: the reason and the record,
+    byte for byte; with spec.pii (``policy``), its PII fields masked, or only a digest of it when it
+    is not a JSON object (its fields cannot be found)."""
+    envelope: dict[str, Any] = {
         "kind": "malformed-event",
         "stage": "evaluator",
         "reason": reason,
@@ -143,7 +155,20 @@ def dead_letter(msg: Any, reason: str, at_ms: int) -> bytes:
         **_dead_letter_value(msg.value() or b""),
         "at": at_ms,
     }
-    return orjson.dumps(envelope)
+    key = msg.key()
+    if policy is not None:
+        masked, note = redact_record(msg.value() or b"", policy)
+        for k in ("valueBase64", "valueBytes", "truncated"):
+            envelope.pop(k, None)
+        if masked is None:
+            envelope["valueDigest"] = note
+        else:
+            envelope.update(_dead_letter_value(masked))
+        envelope["piiRedacted"] = True
+        if policy.covers(("deviceId",)):
+            envelope["key"] = policy.mask(envelope["key"])
+        key = envelope["key"].encode()
+    return orjson.dumps(envelope), key
 
 
 DEAD_LETTER_VALUE_BYTES = 256 * 1024  # base64 makes 4/3 of it: the record stays under Kafka's 1 MB

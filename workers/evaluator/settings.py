@@ -18,8 +18,10 @@ from alertpipe.workers.config import (
     parse_duration,
 )
 from alertpipe.workers.errors import RuleCompileError
+from alertpipe.workers.pii import policy_of as pii_policy
 from alertpipe.workers.rules import CompiledRule, compile_rule
 from alertpipe.workers.rules.engine import EngineSettings
+from alertpipe.workers.rules.schema_fields import schema_field_errors
 from alertpipe.workers.secrets import SecretResolver
 
 __all__ = ["EvaluatorOptions", "compile_rules", "connection", "engine_settings", "evaluator_kafka_options",
@@ -51,7 +53,11 @@ def compile_rules(cfg: PipelineConfig, now: datetime | None = None) -> list[Comp
         if entry.name in disabled:
             continue
         try:
-            out.append(compile_rule(entry.name, entry.spec))
+            rule = compile_rule(entry.name, entry.spec)
+            unknown = schema_field_errors(rule, cfg.event_schema)
+            if unknown:
+                raise RuleCompileError(unknown)
+            out.append(rule)
         except RuleCompileError as exc:
             logger.error("rule %s does not compile, skipped: %s", entry.name, exc)
     return out
@@ -61,7 +67,7 @@ def engine_settings(cfg: PipelineConfig) -> EngineSettings:
     # a device's reorder state lives as long as its dedup keys: past that a replay is new anyway
     return EngineSettings(cfg.tenant, cfg.pipeline, round(parse_duration(cfg.allowed_lateness) * 1000),
                           cfg.revision, device_ttl_ms=round(parse_duration(cfg.dedup_ttl) * 1000),
-                          repartition=cfg.kafka.topics.repartition is not None)
+                          repartition=cfg.kafka.topics.repartition is not None, pii=pii_policy(cfg))
 
 
 def connection(cfg: PipelineConfig) -> tuple[Any, ...]:

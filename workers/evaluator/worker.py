@@ -38,6 +38,7 @@ from alertpipe.workers.config import (
     GROUPS_STAGE_SUFFIX,
     ConfigSource,
     PipelineConfig,
+    SchemaSpec,
     alert_filter,
     key_filter,
     parse_duration,
@@ -56,7 +57,9 @@ from alertpipe.workers.evaluator.settings import (
     redis_client,
 )
 from alertpipe.workers.evaluator.stage import CheckpointedStage, Outputs
+from alertpipe.workers.pii import policy_of as pii_policy
 from alertpipe.workers.rules.engine import DUPLICATE, LATE, Engine, Partition
+from alertpipe.workers.schemas import SchemaSet
 from alertpipe.workers.secrets import SecretResolver
 
 __all__ = ["RESTART", "Evaluator", "EvaluatorOptions", "compile_rules", "engine_settings"]
@@ -271,12 +274,24 @@ class Evaluator(CheckpointedStage, Control):
         """One consumed batch: decode, dedup (one Redis round trip), evaluate, produce."""
         self._evaluate(self._prepare(msgs))
 
+    _schemas: tuple[SchemaSpec | None, SchemaSet | None] = (None, None)
+
+    def _topic_check(self) -> Callable[[dict[str, Any]], str | None] | None:
+        """spec.schema's check when it is validated on the topic (compiled once per schema)."""
+        spec = self.cfg.event_schema
+        if spec is None or spec.validate_at != "topic":
+            return None
+        if self._schemas[0] is not spec:
+            self._schemas = (spec, SchemaSet(spec))
+        checker = self._schemas[1]
+        return checker.check if checker is not None else None
+
     def _prepare(self, msgs: list[Any]) -> Batch:
         """Decode and start the batch's dedup round trip (on the dedup thread); no state changes."""
         key_of = dedup_keys(self.cfg.redis.key_prefix, self.cfg.tenant) if self.opts.dedup else None
         now_ms = int(self.clock() * 1000)
         skew_ms = round(parse_duration(self.cfg.ingest.max_future_skew) * 1000)
-        d = decode_batch(msgs, self.cfg.tenant, self.track_keys, key_of, now_ms, skew_ms)
+        d = decode_batch(msgs, self.cfg.tenant, self.track_keys, key_of, now_ms, skew_ms, self._topic_check())
         now = self.clock()
         last = self.last_record
         for p in {item[1] for item in d.items}:
@@ -326,8 +341,8 @@ class Evaluator(CheckpointedStage, Control):
                     continue
                 if p in parts:
                     malformed += 1
-                    raw = dead_letter(msg, dev, int(self.clock() * 1000))
-                    produce(self.topics.dead_letter, raw, msg.key(), headers=headers(msg, "malformed", dev))
+                    raw, dl_key = dead_letter(msg, dev, int(self.clock() * 1000), pii_policy(self.cfg))
+                    produce(self.topics.dead_letter, raw, dl_key, headers=headers(msg, "malformed", dev))
                     positions[p] = off + 1
                     touched.add(p)
                 continue

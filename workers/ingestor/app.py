@@ -31,28 +31,25 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from alertpipe.workers.config import ConfigSource, PipelineConfig, kafka_options
-from alertpipe.workers.config.durations import parse_duration
 from alertpipe.workers.errors import ConfigError
-from alertpipe.workers.ingestor.body import Batch, BodyError, build_batch, parse_body
-from alertpipe.workers.ingestor.keys import AuthResult, KeyRing
-from alertpipe.workers.ingestor.metrics import IngestorMetrics
-from alertpipe.workers.ingestor.producer import (
-    BatchResult,
-    EventProducer,
-    ProducerNotReady,
-    QueueFull,
-    producer_options,
+from alertpipe.workers.ingestor.accept import (
+    RETRY_AFTER_UNAVAILABLE,
+    Answer,
+    admit,
+    decide,
+    publish,
+    too_large,
 )
+from alertpipe.workers.ingestor.body import BodyError, parse_body
+from alertpipe.workers.ingestor.keys import KeyRing
+from alertpipe.workers.ingestor.metrics import IngestorMetrics
+from alertpipe.workers.ingestor.producer import EventProducer, producer_options
+from alertpipe.workers.schemas import SchemaSet
 from alertpipe.workers.secrets import SecretResolver
 
 __all__ = ["Ingestor", "IngestorSettings", "KeySource", "decide"]
 
 logger = logging.getLogger(__name__)
-
-RETRY_AFTER_UNAVAILABLE = 5  # seconds: the broker is down or the config not loaded
-RETRY_AFTER_BUSY = 1  # seconds: too many events awaiting acknowledgement
-MAX_REJECTS_LISTED = 1000
-
 
 @dataclass(frozen=True)
 class IngestorSettings:
@@ -124,27 +121,6 @@ def _json(
     return web.Response(status=status, body=orjson.dumps(obj), content_type="application/json", headers=hdrs)
 
 
-def _rejects(batch: Batch) -> dict[str, Any]:
-    listed = [r.to_dict() for r in batch.rejects[:MAX_REJECTS_LISTED]]
-    return {"rejectedCount": len(batch.rejects), "rejected": listed}
-
-
-def decide(batch: Batch, result: BatchResult) -> tuple[int, dict[str, Any], int | None]:
-    """(status, body, Retry-After) once the broker answered for every record of ``batch``."""
-    if result.failed == 0:
-        return 202, {"accepted": result.delivered, **_rejects(batch)}, None
-    status, retry = (429, RETRY_AFTER_BUSY) if result.queue_full else (503, RETRY_AFTER_UNAVAILABLE)
-    body = {
-        "error": (
-            f"{result.failed} of {len(batch.records)} events were not acknowledged by Kafka"
-            f" ({result.first_error}); retry the whole request: events are deduplicated by deviceId and seq"
-        ),
-        "accepted": 0,
-        **_rejects(batch),
-    }
-    return status, body, retry
-
-
 class Ingestor:
     """One pipeline's ingest server; ``app()`` builds the aiohttp application."""
 
@@ -168,6 +144,16 @@ class Ingestor:
         self._tasks: list[asyncio.Task[None]] = []
         self._openapi: bytes | None = None
         self._producer_error: str | None = None
+        self.schemas = SchemaSet(None)  # the config's spec.schema, compiled
+
+    @property
+    def config(self) -> PipelineConfig | None:
+        """The loaded PipelineConfig (None until the first is read)."""
+        return self._config
+
+    def now_ms(self) -> int:
+        """The ingest timestamp stamped on events (``_ingestTs``)."""
+        return self._clock_ms()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -247,6 +233,8 @@ class Ingestor:
 
     def _take_config(self, cfg: PipelineConfig) -> None:
         old, self._config = self._config, cfg
+        if old is None or old.event_schema != cfg.event_schema:
+            self.schemas = SchemaSet(cfg.event_schema)
         if old is not None:
             self.metrics.config_info.remove(old.tenant, old.pipeline, old.revision)
             o, n = old.kafka, cfg.kafka
@@ -289,72 +277,33 @@ class Ingestor:
         self.metrics.requests.labels(str(status)).inc()
         return _json(status, obj, retry_after, headers)
 
+    def _say(self, answer: Answer) -> web.Response:
+        return self._answer(answer.status, answer.body, answer.retry_after, answer.headers)
+
     async def post_events(self, request: web.Request) -> web.Response:
         cfg, producer = self._config, self.producer
-        if cfg is None or producer is None or self.draining:
-            reason = "shutting down" if self.draining else "the pipeline config is not loaded yet"
-            return self._answer(503, {"error": f"not ready: {reason}"}, RETRY_AFTER_UNAVAILABLE)
-        auth = self.keys.ring.authenticate(request.headers.get("Authorization"), cfg.tenant, cfg.pipeline)
-        if auth is not AuthResult.OK:
-            if auth is AuthResult.FORBIDDEN:
-                msg = f"this API key may not post to pipeline {cfg.tenant}/{cfg.pipeline}"
-                return self._answer(403, {"error": msg})
-            msg = "missing API key: send Authorization: Bearer <key>" if auth is AuthResult.MISSING \
-                else "unknown API key"
-            return self._answer(401, {"error": msg}, headers={"WWW-Authenticate": 'Bearer realm="alertpipe"'})
+        refused = admit(cfg, producer, self.draining, self.keys.ring, request.headers.get("Authorization"))
+        if refused is not None:
+            return self._say(refused)
+        assert cfg is not None and producer is not None  # noqa: S101 - admit checked them
         limit = cfg.ingest.max_body_bytes
         length = request.content_length
         if length is not None and length > limit:
-            return self._too_large(length, limit)
+            return self._say(too_large(length, limit))
         if not producer.ready:
             return self._answer(
                 503, {"error": f"Kafka is unavailable: {producer.not_ready_reason}"}, RETRY_AFTER_UNAVAILABLE
             )
         body = await self._read_capped(request, limit)
         if body is None:
-            return self._too_large(None, limit)
+            return self._say(too_large(None, limit))
         self.metrics.body_bytes.inc(len(body))
         try:
             items, lines = parse_body(body, request.headers.get("Content-Type", ""))
         except BodyError as exc:
             return self._answer(400, {"error": str(exc)})
-        ingest = cfg.ingest
-        batch = build_batch(
-            items, lines, cfg.tenant, self._clock_ms(), max_event_bytes=ingest.max_event_bytes,
-            max_future_skew_ms=round(parse_duration(ingest.max_future_skew) * 1000),
-        )
-        m = self.metrics
-        m.batch_size.observe(batch.total)
-        if batch.rejects:
-            m.rejected.labels("invalid").inc(len(batch.rejects))
-        if not batch.records:
-            err = "no valid events in the request" if batch.total else "no events in the request"
-            return self._answer(400, {"error": err, "accepted": 0, **_rejects(batch)})
-        m.inflight.set(producer.inflight)
-        try:
-            result = await producer.send(batch.records, cfg.kafka.topics.events)
-        except QueueFull as exc:
-            m.rejected.labels("backpressure").inc(len(batch.records))
-            return self._answer(429, {"error": f"busy: {exc}; retry later"}, RETRY_AFTER_BUSY)
-        except ProducerNotReady as exc:
-            m.rejected.labels("backpressure").inc(len(batch.records))
-            return self._answer(503, {"error": f"Kafka is unavailable: {exc}"}, RETRY_AFTER_UNAVAILABLE)
-        m.inflight.set(producer.inflight)
-        m.produce_latency.observe(result.seconds)
-        if result.delivered and not result.failed:
-            m.accepted.inc(result.delivered)
-        elif result.failed:
-            m.rejected.labels("unacknowledged").inc(len(batch.records))
-            logger.warning("%d of %d events not acknowledged: %s", result.failed, len(batch.records),
-                           result.first_error)
-        status, obj, retry = decide(batch, result)
-        return self._answer(status, obj, retry)
-
-    def _too_large(self, length: int | None, limit: int) -> web.Response:
-        size = f"{length} bytes" if length is not None else "the body"
-        return self._answer(
-            413, {"error": f"{size} is over the limit of {limit} bytes: send smaller batches"},
-            headers={"Connection": "close"},
+        return self._say(
+            await publish(items, lines, cfg, producer, self.metrics, self._clock_ms(), self.schemas)
         )
 
     @staticmethod

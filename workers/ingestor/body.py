@@ -9,6 +9,7 @@ value the client sent) and re-serialised compactly; its Kafka key is the deviceI
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ import orjson
 
 from alertpipe.workers.events import EventError, ahead_reason, common_shape, event_from_obj
 
-__all__ = ["INGEST_TS_FIELD", "Batch", "BodyError", "Reject", "build_batch", "parse_body"]
+__all__ = ["INGEST_TS_FIELD", "Batch", "BodyError", "Reject", "build_batch", "parse_body", "parse_events"]
 
 INGEST_TS_FIELD = "_ingestTs"
 
@@ -100,6 +101,19 @@ def parse_body(body: bytes, content_type: str = "") -> tuple[list[Any], list[int
     return items, lines
 
 
+def parse_events(events: Sequence[bytes]) -> list[Any]:
+    """Events sent one JSON document each (gRPC's ``repeated bytes events``); BodyError naming the
+    first one that is not JSON, as ``parse_body`` refuses a body that is not."""
+    items: list[Any] = []
+    loads = orjson.loads
+    for i, raw in enumerate(events):
+        try:
+            items.append(loads(raw))
+        except orjson.JSONDecodeError as exc:
+            raise BodyError(f"events[{i}]: malformed JSON at {_where(exc)}") from None
+    return items
+
+
 def _fast_device_id(obj: Any, tenant: str) -> str | None:
     """The deviceId when ``obj`` is an event in the common shape, else None (see ``common_shape``:
     building the frozen ``Event`` is over half of ``event_from_obj``'s cost, and the ingestor only
@@ -116,12 +130,14 @@ def build_batch(
     *,
     max_event_bytes: int | None = None,
     max_future_skew_ms: int | None = None,
+    check: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> Batch:
     """Check each item as an event of ``tenant`` and serialise the valid ones, stamped.
 
     With ``max_event_bytes``, a larger event is rejected alone (Kafka would refuse it, and a retry
     of the whole request could never succeed); with ``max_future_skew_ms``, so is an event whose
-    ts is further ahead of ``ingest_ts_ms``.
+    ts is further ahead of ``ingest_ts_ms``; with ``check`` (the pipeline's event schemas), an
+    event it has a reason against (the JSON path and what is wrong) is rejected alone.
     """
     records: list[tuple[str, bytes]] = []
     indexes: list[int] = []
@@ -143,6 +159,11 @@ def build_batch(
             reason = ahead_reason(ts_ms, ingest_ts_ms, max_future_skew_ms or 0, "ingestor")
             rejects.append(Reject(i, reason or "ts is ahead", lines[i] if lines is not None else None))
             continue
+        if check is not None:
+            why = check(obj)
+            if why is not None:
+                rejects.append(Reject(i, f"schema: {why}", lines[i] if lines is not None else None))
+                continue
         obj[INGEST_TS_FIELD] = ingest_ts_ms
         try:
             value = dumps(obj)

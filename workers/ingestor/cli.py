@@ -1,4 +1,5 @@
-"""``alertpipe ingestor``: serve POST /v1/events for one pipeline until SIGTERM, then drain and flush."""
+"""``alertpipe ingestor``: serve POST /v1/events (and, with ``--grpc-port``, gRPC ingest) for one pipeline
+until SIGTERM, then drain and flush."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from aiohttp import web
 from alertpipe.workers.config.loaders import add_config_argument, parse_config_arg
 from alertpipe.workers.errors import ConfigError
 from alertpipe.workers.ingestor.app import Ingestor, IngestorSettings, KeySource
+from alertpipe.workers.ingestor.grpc_server import start_grpc_server
 from alertpipe.workers.loops import LOOP_CHOICES, loop_factory
 from alertpipe.workers.secrets import SecretResolver, add_secrets_argument
 
@@ -25,6 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_secrets_argument(parser)
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    parser.add_argument(
+        "--grpc-port", type=int, default=None, metavar="PORT",
+        help="also serve gRPC ingest (alertpipe.ingest.v1.Ingest) on this port; 0: a free one (default: off)",
+    )
     parser.add_argument(
         "--api-keys-file", default=None, metavar="PATH",
         help="key list (TENANT:KEY or TENANT/PIPELINE:KEY per line) instead of ingest.apiKeysSecretRef",
@@ -52,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def serve(ingestor: Ingestor, host: str, port: int, *, drain_seconds: float = 0.0,
-                access_log: bool = False, stop: asyncio.Event | None = None) -> None:
+                access_log: bool = False, stop: asyncio.Event | None = None,
+                grpc_port: int | None = None) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT), then drain, finish requests and flush."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -68,13 +75,18 @@ async def serve(ingestor: Ingestor, host: str, port: int, *, drain_seconds: floa
     site = web.TCPSite(runner, host, port, backlog=1024, shutdown_timeout=grace)
     await site.start()
     logger.info("ingestor listening on %s:%d", host, port)
+    grpc_server = None
     try:
+        if grpc_port is not None:
+            grpc_server, _ = await start_grpc_server(ingestor, host, grpc_port)
         await stop.wait()
     finally:
         logger.info("shutting down: draining for %.1fs, then finishing in-flight requests", drain_seconds)
         ingestor.draining = True
         if drain_seconds > 0:
             await asyncio.sleep(drain_seconds)
+        if grpc_server is not None:
+            await grpc_server.stop(grace)  # in-flight calls finish; new ones get UNAVAILABLE
         await runner.cleanup()
         logger.info("ingestor stopped")
 
@@ -90,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         delivery_timeout=args.delivery_timeout, max_inflight=args.max_inflight, linger_ms=args.linger_ms
     )
     ingestor = Ingestor(source, keys, settings)
-    main = serve(ingestor, args.host, args.port, drain_seconds=args.drain_seconds, access_log=args.access_log)
+    main = serve(ingestor, args.host, args.port, drain_seconds=args.drain_seconds, access_log=args.access_log,
+                 grpc_port=args.grpc_port)
     factory = loop_factory(args.loop, "ingestor")
     if factory is None:
         asyncio.run(main)

@@ -55,6 +55,11 @@ class IngestorMetrics:
             "alertpipe_ingestor_config_info", "The loaded PipelineConfig revision (value 1).",
             ["tenant", "pipeline", "revision"], registry=r,
         )
+        self.grpc_requests = Counter(
+            "alertpipe_ingestor_grpc_requests_total",
+            "gRPC Publish calls and PublishStream batches by method and status code.",
+            ["method", "code"], registry=r,
+        )
         self.key_count = Gauge(
             "alertpipe_ingestor_api_keys", "API keys loaded (of every tenant in the key list).", registry=r,
         )

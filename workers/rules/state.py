@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alertpipe.workers.alerts import alert_id
+from alertpipe.workers.pii import PiiPolicy
 from alertpipe.workers.rules.compiler import CompiledRule
 from alertpipe.workers.rules.templates import render_value
 
@@ -33,6 +34,7 @@ class EngineSettings:
     device_ttl_ms: int = 86_400_000
     # rules whose groups span devices are forwarded (``take_forwarded``), not evaluated here
     repartition: bool = False
+    pii: PiiPolicy | None = None  # the pipeline's spec.pii: what alerts must not show
 
 
 class _Ctx:
@@ -171,7 +173,7 @@ class RuleState:
         else:
             for n, v in zip(rule.by_names, key, strict=True):
                 ctx_all.setdefault(n, v)
-        ctx.out.append({
+        alert = {
             "id": alert_id(s.tenant, s.pipeline, rule.name, group, start),
             "status": status,
             "tenant": s.tenant,
@@ -189,7 +191,10 @@ class RuleState:
             "ingestTimeMs": ingest,
             "processedAtMs": int(ctx.clock() * 1000),
             "revision": s.revision,
-        })
+        }
+        if s.pii is not None:
+            s.pii.apply(alert, rule, key, ctx_all)
+        ctx.out.append(alert)
         counts = ctx.fired if status == "firing" else ctx.resolved
         counts[rule.name] = counts.get(rule.name, 0) + 1
 

@@ -64,7 +64,7 @@ BROKEN = [
                 "slack": {"webhookUrlSecretRef": {"name": "s", "key": "k"}},
             }
         ],
-        "exactly one of webhook, slack, pagerduty, email",
+        "exactly one of webhook, slack, pagerduty, email, sms, push",
     ),
     (
         "channel without name",

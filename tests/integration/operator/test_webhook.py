@@ -185,3 +185,14 @@ def test_webhook_rejects_broken_rules_at_apply(k: Cluster, webhook: int, kafka_b
         r["metadata"]["name"] for r in k.co.list_namespaced_custom_object(G, V, k.ns, "alertrules")["items"]
     ]
     assert sorted(names) == ["good-a", "good-b"]
+
+    # spec.schema: a compatible first version is taken; an update that breaks old events is refused
+    # with the field that breaks it; a rule reading a field the schema lacks is refused at apply
+    v1 = {"types": [{"type": "temp", "version": 1, "jsonSchema": {"type": "object", "properties": {"value": {"type": "number"}}}}]}
+    k.patch_spec("alertpipelines", "w", {"schema": v1})
+    breaking = {"types": [{"type": "temp", "version": 2, "jsonSchema": {"type": "object", "required": ["unit"], "properties": {"value": {"type": "number"}}}}]}
+    msg = rejection(lambda: k.patch_spec("alertpipelines", "w", {"schema": breaking}))
+    assert "incompatible schema change" in msg and "spec.schema.types[0].jsonSchema.required" in msg, msg
+    typo = {"select": {"types": ["temp"]}, "threshold": {"condition": "valeu > 3"}, "channels": ["ops"]}
+    msg = rejection(lambda: k.create(rule_body("typo", typo)))
+    assert "field 'valeu' is not in the event schema (temp v1)" in msg and "AlertPipeline w" in msg, msg
