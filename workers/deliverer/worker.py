@@ -183,6 +183,11 @@ class Deliverer:
         publisher = self._backends.producer(opts, asyncio.get_running_loop())
         kafka = self._backends.consumer(
             {
+                # librdkafka's 45 s session timeout is how long the group stalls when a member stops
+                # in the middle of a cooperative rebalance (its leave is lost): 10 s as the
+                # evaluator's, heartbeats every second; clientOptions may still set either
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
                 **opts,
                 "group.id": self._group(cfg),
                 "enable.auto.commit": False,
