@@ -14,7 +14,7 @@ import pytest  # noqa: E402 - after the environment is set for the subprocesses
 
 # The README's test command (`make test`, `.ci/run`) selects exactly these: a test without one of
 # them would be collected and never run by CI.
-RUN_BY_THE_TEST_COMMAND = ("unit", "integration", "e2e")
+RUN_BY_THE_TEST_COMMAND = ("unit", "integration", "e2e", "chaos")
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects them out of sight
