@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     readiness = RedisReadiness(lambda: redis_url(source.current(), resolver))  # no config: not ready
 
     if args.metrics_port:  # /healthz, /readyz and /metrics on one port: the pod's probes use it
+        readiness.export("deliverer")
         start_health_server(args.metrics_port, args.metrics_host, ready=readiness)
     # Thousands of short-lived tasks per second: move what was imported out of the collector's way
     # and collect the young generation less often (measured: ~10% less CPU per webhook).
