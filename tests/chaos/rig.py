@@ -135,7 +135,7 @@ class Rig:
     redis_url: str
     receiver: ThreadedReceiver
     work: Path
-    replication: int = 1
+    replication: int = 1  # -1: the cluster's default (as the operator creates topics)
     lateness: str = "5s"
     idle_timeout: str = "4s"
     channel: dict[str, Any] = field(default_factory=dict)  # overrides of the webhook channel spec
