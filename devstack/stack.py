@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from devstack.kafka import KafkaServer, kafka_healthy
 from devstack.kafka_cluster import KafkaCluster
@@ -35,6 +35,12 @@ __all__ = ["ENV_KEYS", "Stack", "StackEnv", "new_run_dir", "pid_alive", "prune_r
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+C = TypeVar("C", bound="_Component")
+
+
+class _Component(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
 
 ENV_KEYS = {
     "kafka": "ALERTPIPE_KAFKA_BOOTSTRAP",
@@ -233,17 +239,20 @@ class Stack:
 
         def make() -> KafkaCluster:
             ensure_provisioned("kafka")
-            c = KafkaCluster(kafka_libs(), self.run_dir / "kafka-cluster", brokers,
-                             tie_to_parent=self.tie_to_parent, jit=self.kafka_jit,
-                             cds_archive=kafka_cds_archive())  # fmt: skip
-            try:
-                self._timed("kafka-cluster", c.start)
-            except BaseException:
-                c.stop()
-                raise
-            return c
+            return self._started("kafka-cluster", KafkaCluster(
+                kafka_libs(), self.run_dir / "kafka-cluster", brokers, tie_to_parent=self.tie_to_parent,
+                jit=self.kafka_jit, cds_archive=kafka_cds_archive()))  # fmt: skip
 
         return self._cluster.get(make)
+
+    def _started(self, name: str, comp: C) -> C:
+        """``comp`` started (timed as ``name``), or stopped again and the error raised."""
+        try:
+            self._timed(name, comp.start)
+        except BaseException:
+            comp.stop()
+            raise
+        return comp
 
     def _cluster_of_size(self) -> KafkaCluster:
         return self.kafka_cluster(self.kafka_brokers)

@@ -10,8 +10,6 @@ static group member id. ``stream()`` runs the generator in a thread while the te
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,7 +26,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from alertpipe.generate import Ledger, Plan, Scenario, generate
 from alertpipe.workers.config import PipelineConfig
 from devstack.pipeline import ThreadedReceiver
-from devstack.processes import free_port
+from devstack.processes import ManagedProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "chaos-key-0123456789abcdef"
@@ -69,44 +67,44 @@ def metric_sum(text: str, name: str) -> float:
 
 @dataclass
 class Worker:
-    """One ``alertpipe <role>`` process; ``kill9()`` and ``start()`` keep its port and member id."""
+    """One ``alertpipe <role>`` process; ``kill9()`` and ``start()`` keep its port and member id.
+    A devstack ManagedProcess: tied to the test session (parent-death signal), its own group."""
 
     role: str
     argv: list[str]
     log: Path
     port: int
-    proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    proc: ManagedProcess | None = None
+    wanted: bool = False  # started and not stopped by the test: it must be running
 
     def start(self) -> Worker:
         self.starts += 1
-        with self.log.open("ab") as out:
-            out.write(f"\n==== chaos: start {self.starts} at {time.strftime('%H:%M:%S')}\n".encode())
-            out.flush()
-            self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if self.proc is None:
+            self.proc = ManagedProcess(self.role, self.argv, self.log, env={"PYTHONUNBUFFERED": "1"},
+                                       cwd=ROOT, stop_timeout=40)
+        self.proc.start()
+        self.wanted = True
         return self
 
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.proc is not None and self.proc.running()
 
     def kill9(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
+        self.wanted = False
+        self.proc.stop(kill=True)
 
-    def stop(self, timeout: float = 40.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill9()
+    def stop(self) -> None:
+        """SIGTERM (a clean drain), SIGKILL after 40 s."""
+        self.wanted = False
+        if self.proc is not None:
+            self.proc.stop()
 
     def ready(self) -> bool:
         if not self.running():
-            raise AssertionError(f"{self.role} exited ({self.proc and self.proc.returncode}):\n{self.tail()}")
+            code = self.proc.exit_code() if self.proc else None
+            raise AssertionError(f"{self.role} exited ({code}):\n{self.tail()}")
         return status_of(self.port, "/readyz") == 200
 
     def metric(self, name: str) -> float:
@@ -160,7 +158,7 @@ class Rig:
         """Topics, the API key file and the config with the scenario's rules."""
         self.work.mkdir(parents=True, exist_ok=True)
         (self.work / "keys").write_text(f"{scenario.tenant}:{API_KEY}\n")
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
         t = self.topics()
         parts = {"events": PARTITIONS, "alerts": 2, "retry": 2}
         new = [NewTopic(name, parts.get(kind, 1), self.replication) for kind, name in t.items()]
@@ -223,8 +221,7 @@ class Rig:
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         def ready() -> bool:
-            if not all(w.ready() for ws in self.workers.values() for w in ws if w.proc is not None
-                       and w.proc.returncode is None):
+            if not all(w.ready() for ws in self.workers.values() for w in ws if w.wanted):
                 return False
             assigned = sum(w.metric(ASSIGNED) for w in self.live("evaluator"))
             return assigned >= PARTITIONS
