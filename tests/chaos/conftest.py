@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from alertpipe.generate import Knobs, Scenario, parse_schedule
-from devstack.pipeline import ThreadedReceiver
+from devstack.pipeline import ThreadedReceiver, wait_for
 from devstack.redis import RedisServer
 from tests.chaos.accounting import Account, account, check, read_outcome
-from tests.chaos.rig import Rig, wait_for
+from tests.chaos.rig import Rig
 
 FULL = os.environ.get("ALERTPIPE_CHAOS_FULL") == "1"
 

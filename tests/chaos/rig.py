@@ -25,24 +25,13 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from alertpipe.generate import Ledger, Plan, Scenario, generate
 from alertpipe.workers.config import PipelineConfig
-from devstack.pipeline import ThreadedReceiver
+from devstack.pipeline import ThreadedReceiver, wait_for
 from devstack.processes import ManagedProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "chaos-key-0123456789abcdef"
 PARTITIONS = 3
 ASSIGNED = "alertpipe_evaluator_assigned_partitions"
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(every)
 
 
 def scrape(port: int, path: str = "/metrics") -> str:

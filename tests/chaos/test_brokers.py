@@ -12,8 +12,9 @@ import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
 
 from devstack.kafka_cluster import KafkaCluster
+from devstack.pipeline import wait_for
 from tests.chaos.conftest import MakeRig, scenario, verify
-from tests.chaos.rig import sleep_until, wait_for
+from tests.chaos.rig import sleep_until
 
 pytestmark = pytest.mark.chaos
 

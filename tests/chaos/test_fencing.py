@@ -11,8 +11,9 @@ import time
 import pytest
 from confluent_kafka import Consumer
 
+from devstack.pipeline import wait_for
 from tests.chaos.conftest import MakeRig, scenario, verify
-from tests.chaos.rig import Worker, sleep_until, wait_for
+from tests.chaos.rig import Worker, sleep_until
 
 pytestmark = pytest.mark.chaos
 

@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
+from devstack.pipeline import wait_for
 from tests.chaos.conftest import MakeRig, scenario, verify
-from tests.chaos.rig import ASSIGNED, PARTITIONS, Rig, sleep_until, wait_for
+from tests.chaos.rig import ASSIGNED, PARTITIONS, Rig, sleep_until
 
 pytestmark = pytest.mark.chaos
 # which workers die, in turn, at seeded points: reproducible runs
