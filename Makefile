@@ -8,7 +8,7 @@ export ALERTPIPE_CACHE ?= $(HOME)/.cache/alertpipe
 # this checkout (Python puts the current folder first on sys.path): never put it there.
 export PYTHONSAFEPATH := 1
 
-.PHONY: demo test bootstrap provision check unit tooling integration e2e bench crds clean
+.PHONY: demo test bootstrap provision check unit tooling integration e2e chaos bench crds clean
 
 $(BIN)/alertpipe: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,7 +22,7 @@ bootstrap: $(BIN)/alertpipe
 provision: bootstrap
 	$(BIN)/alertpipe devstack provision
 
-## test: everything CI runs — static checks, then unit, integration (tooling included) and e2e tests
+## test: everything CI runs — static checks, then unit, integration (tooling included), e2e and chaos tests
 test: provision
 	bash tools/check.sh
 	$(BIN)/python -m pytest -m "unit or integration or e2e" -p no:cacheprovider
@@ -41,10 +41,14 @@ tooling: provision
 	$(BIN)/python -m pytest -m tooling -q
 
 integration: provision
-	$(BIN)/python -m pytest -m integration
+	$(BIN)/python -m pytest -m "integration and not chaos"
 
 e2e: provision
 	$(BIN)/python -m pytest -m e2e
+
+## chaos: the fault suite with short outages (ALERTPIPE_CHAOS_FULL=1: the issue's full outage lengths)
+chaos: provision
+	$(BIN)/python -m pytest -m chaos -s
 
 ## bench: every benchmark (JSON on stdout + results.json and a PNG in each bench/<area>/); not part of test
 # (the checkout must be importable for bench.*; the installed .pth has imported the stdlib operator first)

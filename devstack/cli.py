@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also start Kafka with SASL/SCRAM over TLS and Redis with TLS and an ACL user"
         " (docs/security.md)",
     )
+    p.add_argument(
+        "--brokers", type=int, default=1, metavar="N",
+        help="Kafka brokers (KRaft; N > 1: replication factor min(N, 3), min.insync.replicas RF - 1)",
+    )
     sub.add_parser("down", help="stop the background stack")
     sub.add_parser("status", help="check every component of the background stack")
     sub.add_parser("env", help='print shell exports for the running stack: eval "$(alertpipe devstack env)"')
@@ -99,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             already = bool(control.running_state())
             t0 = time.monotonic()
             with console.status("starting the devstack ..."):
-                state = control.up(comps, pod_runner=not args.no_pod_runner)
+                state = control.up(comps, pod_runner=not args.no_pod_runner, brokers=args.brokers)
             console.print(
                 "[bold]devstack already running[/]" if already
                 else f"[bold green]devstack up[/] in {time.monotonic() - t0:.1f}s"

@@ -50,6 +50,7 @@ def up(
     components: tuple[str, ...] = ("redis", "kafka", "kube", "postgres"),
     timeout: float = 300.0,
     pod_runner: bool = True,
+    brokers: int = 1,
 ) -> dict[str, Any]:
     """Start the stack in a detached supervisor (or find the running one); return its ready state."""
     state = running_state()
@@ -75,6 +76,8 @@ def up(
                     "--components",
                     ",".join(components),
                     *([] if pod_runner else ["--no-pod-runner"]),
+                    "--brokers",
+                    str(brokers),
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,

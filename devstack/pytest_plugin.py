@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from devstack.kafka import KafkaServer
+from devstack.kafka_cluster import KafkaCluster
 from devstack.kube import LOCAL_NODE_LABEL, KubeCluster
 from devstack.paths import runs_dir
 from devstack.postgres import PostgresServer
@@ -30,7 +31,7 @@ from devstack.secure import SecureKafkaServer, SecureRedisServer
 from devstack.stack import ENV_KEYS, Stack, StackEnv, new_run_dir, prune_run_dirs
 
 ENV_VAR = "ALERTPIPE_DEVSTACK_ENV"
-_restartable: list[KafkaServer | RedisServer | PostgresServer] = []
+_restartable: list[KafkaServer | KafkaCluster | RedisServer | PostgresServer] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -79,6 +80,15 @@ def kafka_bootstrap(request: pytest.FixtureRequest, devstack_env: StackEnv | Non
         return devstack_env.check_kafka()
     server: KafkaServer = request.getfixturevalue("kafka_server")
     return server.bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(devstack: Stack) -> KafkaCluster:
+    """Three KRaft brokers this session owns (RF 3, min.insync.replicas 2): ``.kill(n)``, ``.restart(n)``."""
+    c = devstack.kafka_cluster(3)
+    if c not in _restartable:
+        _restartable.append(c)
+    return c
 
 
 @pytest.fixture(scope="session")

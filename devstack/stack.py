@@ -16,9 +16,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from devstack.kafka import KafkaServer, kafka_healthy
+from devstack.kafka_cluster import KafkaCluster
 from devstack.kube import KubeCluster, kube_client
 from devstack.paths import bin_dir
 from devstack.podrunner import PodRunner
@@ -34,7 +35,12 @@ __all__ = ["ENV_KEYS", "Stack", "StackEnv", "new_run_dir", "pid_alive", "prune_r
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-S = TypeVar("S", SecureKafkaServer, SecureRedisServer)
+C = TypeVar("C", bound="_Component")
+
+
+class _Component(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
 
 ENV_KEYS = {
     "kafka": "ALERTPIPE_KAFKA_BOOTSTRAP",
@@ -121,12 +127,16 @@ def ensure_provisioned(*needs: str) -> None:
 class Stack:
     """Components in one run directory; each one is started the first time it is asked for."""
 
-    def __init__(self, run_dir: Path, *, tie_to_parent: bool = True, kafka_jit: str = "fast") -> None:
+    def __init__(
+        self, run_dir: Path, *, tie_to_parent: bool = True, kafka_jit: str = "fast", kafka_brokers: int = 1
+    ) -> None:
         self.run_dir = run_dir
         self.tie_to_parent = tie_to_parent
         self.kafka_jit = kafka_jit
+        self.kafka_brokers = kafka_brokers  # the "kafka" component of start(): one node, or a cluster
         self._redis: _Lazy[RedisServer] = _Lazy()
         self._kafka: _Lazy[KafkaServer] = _Lazy()
+        self._cluster: _Lazy[KafkaCluster] = _Lazy()
         self._kube: _Lazy[KubeCluster] = _Lazy()
         self._pod_runner: _Lazy[PodRunner] = _Lazy()
         self._postgres: _Lazy[PostgresServer] = _Lazy()
@@ -188,14 +198,6 @@ class Stack:
 
         return self._kafka.get(make)
 
-    def _started(self, name: str, server: S) -> S:
-        try:
-            self._timed(name, server.start)
-        except BaseException:
-            server.stop()
-            raise
-        return server
-
     def secure_kafka(self) -> SecureKafkaServer:
         """A second broker with SASL/SCRAM over TLS (opt-in: ``devstack up --secure``)."""
 
@@ -217,6 +219,29 @@ class Stack:
             return self._started("secure-redis", server)
 
         return self._secure_redis.get(make)
+
+    def kafka_cluster(self, brokers: int = 3) -> KafkaCluster:
+        """A KRaft cluster of ``brokers`` nodes (see devstack.kafka_cluster), apart from ``kafka()``."""
+
+        def make() -> KafkaCluster:
+            ensure_provisioned("kafka")
+            return self._started("kafka-cluster", KafkaCluster(
+                kafka_libs(), self.run_dir / "kafka-cluster", brokers, tie_to_parent=self.tie_to_parent,
+                jit=self.kafka_jit, cds_archive=kafka_cds_archive()))  # fmt: skip
+
+        return self._cluster.get(make)
+
+    def _started(self, name: str, comp: C) -> C:
+        """``comp`` started (timed as ``name``), or stopped again and the error raised."""
+        try:
+            self._timed(name, comp.start)
+        except BaseException:
+            comp.stop()
+            raise
+        return comp
+
+    def _cluster_of_size(self) -> KafkaCluster:
+        return self.kafka_cluster(self.kafka_brokers)
 
     def kube(self) -> KubeCluster:
         def make() -> KubeCluster:
@@ -257,7 +282,7 @@ class Stack:
         """Start the given components concurrently (each waits for what it depends on)."""
         getters: dict[str, Callable[[], object]] = {
             "redis": self.redis,
-            "kafka": self.kafka,
+            "kafka": self.kafka if self.kafka_brokers == 1 else self._cluster_of_size,
             "kube": self.kube,
             "postgres": self.postgres,
             "secure-kafka": self.secure_kafka,
@@ -274,6 +299,8 @@ class Stack:
         out = {ENV_KEYS["run_dir"]: str(self.run_dir)}
         if self._kafka.value is not None:
             out[ENV_KEYS["kafka"]] = self._kafka.value.bootstrap
+        if self._cluster.value is not None and self._kafka.value is None:
+            out[ENV_KEYS["kafka"]] = self._cluster.value.bootstrap
         if self._redis.value is not None:
             out[ENV_KEYS["redis"]] = self._redis.value.url
         if self._kube.value is not None:
@@ -296,8 +323,8 @@ class Stack:
         """Stop what was started, dependents first."""
         if self._pod_runner.value is not None:
             self._pod_runner.value.stop()
-        comps = (self._kube.value, self._kafka.value, self._redis.value, self._postgres.value,
-                 self._secure_kafka.value, self._secure_redis.value)
+        comps = (self._kube.value, self._kafka.value, self._cluster.value, self._redis.value,
+                 self._postgres.value, self._secure_kafka.value, self._secure_redis.value)
         for comp in comps:
             if comp is not None:
                 try:

@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--components", default="redis,kafka,kube,postgres")
     p.add_argument("--no-pod-runner", action="store_true", help="do not run devstack-local's pods locally")
+    p.add_argument("--brokers", type=int, default=1, help="Kafka brokers (a KRaft cluster when > 1)")
     args = p.parse_args(argv)
     run_dir: Path = args.run_dir
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     components = tuple(c for c in args.components.split(",") if c)
     # a long-lived broker (the demo, benchmarks): full JIT, peak throughput over start-up time
-    stack = Stack(run_dir, tie_to_parent=True, kafka_jit="full")
+    stack = Stack(run_dir, tie_to_parent=True, kafka_jit="full", kafka_brokers=args.brokers)
     t0 = time.monotonic()
     _write_state(run_dir, pid=os.getpid(), status="starting", components=components)
     try:

@@ -19,6 +19,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
 from prometheus_client import REGISTRY, CollectorRegistry, make_wsgi_app
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from alertpipe.workers.config.models import PipelineConfig
 from alertpipe.workers.errors import AlertpipeError
@@ -88,6 +90,22 @@ class RedisReadiness:
                 ok, reason = self._ping()
                 self._answer = (time.monotonic(), ok, reason)
             return ok, reason
+
+    def export(self, stage: str, registry: CollectorRegistry = REGISTRY) -> None:
+        """``alertpipe_<stage>_redis_up`` in ``registry``: 1 while Redis answers, 0 while the stage
+        holds its input for want of it; read at each scrape (the same cached PING as /readyz)."""
+        registry.register(_RedisUp(self, stage))
+
+
+class _RedisUp(Collector):
+    def __init__(self, ready: RedisReadiness, stage: str) -> None:
+        self._ready, self._stage = ready, stage
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        ok, _ = self._ready()
+        yield GaugeMetricFamily(f"alertpipe_{self._stage}_redis_up",
+                                "1 while Redis answers PING; 0: the stage holds its input (nothing dropped)",
+                                value=1.0 if ok else 0.0)
 
 
 def health_app(registry: CollectorRegistry = REGISTRY, ready: Readiness = _always_ready) -> WsgiApp:

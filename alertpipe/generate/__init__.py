@@ -63,13 +63,16 @@ def generate(
     start_in: float = 0.2,
     ledger_path: str | Path | None = None,
     progress: Progress | None = None,
+    retry_for: float = 0.0,
 ) -> Ledger:
     """Run ``scenario`` against the ingestor at ``url`` (…/v1/events) or the Kafka ``topic`` and
-    return (and optionally write) its ledger. Blocks for the scenario's duration."""
+    return (and optionally write) its ledger. Blocks for the scenario's duration. ``retry_for``
+    (HTTP only): seconds a request without an answer, or answered 429/503, is sent again."""
     plan = Plan(scenario, start_ms=int((time.time() + start_in) * 1000))
     if url is not None:
         ledger = asyncio.run(
-            run_http(plan, url, api_key, batch=batch, linger_ms=linger_ms, progress=progress))
+            run_http(plan, url, api_key, batch=batch, linger_ms=linger_ms, progress=progress,
+                     retry_for=retry_for))
     elif bootstrap is not None and topic is not None:
         ledger = asyncio.run(run_kafka(plan, bootstrap, topic, linger_ms=linger_ms, progress=progress))
     else:

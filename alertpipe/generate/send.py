@@ -3,7 +3,9 @@
 The loop wakes every ``linger_ms``, takes every send whose planned time has come, and fires them
 as requests without waiting for earlier answers: the schedule is kept whatever the system does.
 Each request records its planned time (its earliest event's), when it went out and when it was
-answered, so the generator's own lateness is in the ledger next to the system's.
+answered, so the generator's own lateness is in the ledger next to the system's. With ``retry_for``
+the HTTP sender retries a request that got no answer, 429 or 503 (as a device's client would) for
+that long; the record keeps its first send time and the final answer.
 """
 
 from __future__ import annotations
@@ -68,9 +70,14 @@ async def _open_loop(plan: Plan, fire: Callable[[list[Send], str, int], None], l
     return n
 
 
+RETRIED = frozenset({0, 429, 503})  # no answer, too many in flight, the broker did not acknowledge
+
+
 async def run_http(plan: Plan, url: str, api_key: str, *, batch: int = 500, linger_ms: float = 5.0,
-                   connections: int = 64, progress: Progress | None = None) -> Ledger:
-    """POST the plan to ``url`` (…/v1/events) as JSON arrays; the ledger once every answer is in."""
+                   connections: int = 64, progress: Progress | None = None,
+                   retry_for: float = 0.0) -> Ledger:
+    """POST the plan to ``url`` (…/v1/events) as JSON arrays; the ledger once every answer is in.
+    ``retry_for``: seconds a request that got no answer, 429 or 503 is sent again (0: never)."""
     ledger = Ledger(plan, url)
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     tasks: set[asyncio.Task[None]] = set()
@@ -82,12 +89,19 @@ async def run_http(plan: Plan, url: str, api_key: str, *, batch: int = 500, ling
             body = orjson.dumps([s.body for s in chunk])
             events = sum(1 for s in chunk if s.kind != "malformed")
             sent = _now_ms()
-            try:
-                async with session.post(url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    status = resp.status
-            except (aiohttp.ClientError, TimeoutError):
-                status = 0
+            deadline = time.monotonic() + retry_for
+            delay = 0.05
+            while True:
+                try:
+                    async with session.post(url, data=body, headers=headers) as resp:
+                        await resp.read()
+                        status = resp.status
+                except (aiohttp.ClientError, TimeoutError):
+                    status = 0
+                if status not in RETRIED or time.monotonic() + delay > deadline:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
             ledger.requests.append(RequestRecord(planned, sent, _now_ms(), status, events, kind))
 
         def fire(chunk: list[Send], kind: str, planned: int) -> None:

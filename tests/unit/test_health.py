@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from alertpipe.workers.health import health_app
+from alertpipe.workers.health import RedisReadiness, health_app
 
 pytestmark = pytest.mark.unit
 
@@ -36,3 +36,15 @@ def test_probes_and_metrics() -> None:
     assert status == "200 OK"
     assert b"alertpipe_test_things_total 1.0" in body
     assert b"alertpipe_test_things" not in call(app, "/healthz")[1]
+
+
+def test_redis_up_gauge_follows_the_readiness_ping(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = CollectorRegistry()
+    ready = RedisReadiness(lambda: None, every=0.0)  # no config: no URL, so no PING at all
+    ready.export("evaluator", registry)
+    app = health_app(registry, ready)
+    assert call(app, "/readyz")[0] == "503 Service Unavailable"
+    assert b"alertpipe_evaluator_redis_up 0.0" in call(app, "/metrics")[1]
+    monkeypatch.setattr(ready, "_ping", lambda: (True, "ok"))
+    assert b"alertpipe_evaluator_redis_up 1.0" in call(app, "/metrics")[1]
+    assert call(app, "/readyz") == ("200 OK", b"ok\n")

@@ -13,7 +13,7 @@ from alertpipe.workers.config import SecretKeyRef
 from alertpipe.workers.config.loaders import add_config_argument, parse_config_arg
 from alertpipe.workers.deliverer.settings import DelivererSettings
 from alertpipe.workers.deliverer.worker import Deliverer
-from alertpipe.workers.errors import AlertpipeError
+from alertpipe.workers.errors import AlertpipeError, DeliveryError
 from alertpipe.workers.health import RedisReadiness, redis_url, start_health_server
 from alertpipe.workers.loops import LOOP_CHOICES, loop_factory
 from alertpipe.workers.secrets import SecretResolver, add_secrets_argument
@@ -91,23 +91,33 @@ def run(args: argparse.Namespace) -> int:
     def secret(ref: SecretKeyRef) -> str:
         return resolver.resolve(ref).get_secret_value()
 
-    readiness = RedisReadiness(lambda: redis_url(source.current(), resolver))  # no config: not ready
+    sources = [source]  # a new one for each new Deliverer (a stopped source does not start again)
+    readiness = RedisReadiness(lambda: redis_url(sources[-1].current(), resolver))  # no config: not ready
 
     if args.metrics_port:  # /healthz, /readyz and /metrics on one port: the pod's probes use it
+        readiness.export("deliverer")
         start_health_server(args.metrics_port, args.metrics_host, ready=readiness)
     # Thousands of short-lived tasks per second: move what was imported out of the collector's way
     # and collect the young generation less often (measured: ~10% less CPU per webhook).
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
-    deliverer = Deliverer(source, secret, settings)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await deliverer.run(stop)
+        while True:
+            try:
+                await Deliverer(sources[-1], secret, settings).run(stop)
+                return
+            except DeliveryError as exc:  # its Kafka consumer failed for good: a new deliverer
+                if not exc.retryable or stop.is_set():
+                    raise
+                logger.error("%s; starting a new deliverer (offsets and claims carry over)", exc)
+                await asyncio.sleep(1.0)
+                sources.append(parse_config_arg(args.config))
 
     factory = loop_factory(args.loop, "deliverer")
     try:

@@ -16,7 +16,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from alertpipe.workers.deliverer.backends import KafkaConsumer
 from alertpipe.workers.deliverer.kafka_io import PartitionTracker
@@ -24,6 +24,14 @@ from alertpipe.workers.deliverer.kafka_io import PartitionTracker
 __all__ = ["AlertConsumer"]
 
 logger = logging.getLogger(__name__)
+_FATAL = getattr(KafkaError, "_FATAL", -150)
+
+
+def is_fatal(err: Any) -> bool:
+    """A consumer error after which this consumer is finished (librdkafka's fatal errors, e.g.
+    FENCED_INSTANCE_ID when another member took its group.instance.id); a message's error carries
+    the code only."""
+    return bool(err.fatal()) or err.code() == _FATAL
 
 TP = tuple[str, int]
 
@@ -85,7 +93,10 @@ class AlertConsumer:
         """Commit what is terminal, leave the group, stop the consumer thread."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._kexec, self._commit_sync)
-        await loop.run_in_executor(self._kexec, self._c.close)
+        try:
+            await loop.run_in_executor(self._kexec, self._c.close)
+        except KafkaException as exc:  # a consumer that failed for good may refuse a clean close
+            logger.warning("consumer close: %s", exc)
         self._kexec.shutdown(wait=True)
 
     # --- consumer thread -------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from alertpipe.workers.deliverer.attempt import Seams
 from alertpipe.workers.deliverer.backends import Backends, KafkaRedis, Publisher
 from alertpipe.workers.deliverer.chains import Chains
 from alertpipe.workers.deliverer.channels import ChannelTable, is_paused
-from alertpipe.workers.deliverer.consumer import AlertConsumer
+from alertpipe.workers.deliverer.consumer import AlertConsumer, is_fatal
 from alertpipe.workers.deliverer.context import RECEIVED, DeliveryContext
 from alertpipe.workers.deliverer.kafka_io import PartitionTracker, client_options
 from alertpipe.workers.deliverer.metrics import child
@@ -52,6 +52,7 @@ from alertpipe.workers.deliverer.records import REPLAY_HEADER, AuditEntry, Parke
 from alertpipe.workers.deliverer.senders import Sender, Senders
 from alertpipe.workers.deliverer.settings import DelivererSettings
 from alertpipe.workers.deliverer.ssrf import SsrfPolicy
+from alertpipe.workers.errors import DeliveryError
 
 __all__ = ["Deliverer"]
 
@@ -96,6 +97,7 @@ class Deliverer:
         self._rand = random.SystemRandom().random
         self._run: _Running | None = None
         self.ready = asyncio.Event()
+        self.fatal: Any = None  # a fatal consumer error: run() ends, raising a retryable DeliveryError
 
     # --- config and secrets --------------------------------------------------------------------
 
@@ -172,6 +174,8 @@ class Deliverer:
             with contextlib.suppress(asyncio.CancelledError):
                 await releaser
             await self._shutdown(run, committer)
+        if self.fatal is not None:
+            raise DeliveryError(f"Kafka consumer failed for good: {self.fatal.str()}", retryable=True)
 
     def _group(self, cfg: PipelineConfig) -> str:
         return self.settings.group_id or consumer_group(cfg.tenant, cfg.pipeline, "deliverer")
@@ -183,6 +187,11 @@ class Deliverer:
         publisher = self._backends.producer(opts, asyncio.get_running_loop())
         kafka = self._backends.consumer(
             {
+                # librdkafka's 45 s session timeout is how long the group stalls when a member stops
+                # in the middle of a cooperative rebalance (its leave is lost): 10 s as the
+                # evaluator's, heartbeats every second; clientOptions may still set either
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
                 **opts,
                 "group.id": self._group(cfg),
                 "enable.auto.commit": False,
@@ -239,7 +248,7 @@ class Deliverer:
     # --- reading -------------------------------------------------------------------------------
 
     async def _consume_loop(self, stop: asyncio.Event, run: _Running) -> None:
-        while not stop.is_set():
+        while not stop.is_set() and self.fatal is None:
             cfg = self._refresh_config()
             paused = is_paused(cfg, datetime.now(tz=UTC))
             child(m.PAUSED, cfg.tenant).set(1 if paused else 0)
@@ -263,6 +272,8 @@ class Deliverer:
 
     def _dispatch(self, run: _Running, msg: Any) -> None:
         if msg.error() is not None:
+            if is_fatal(msg.error()):
+                self.fatal = msg.error()
             logger.warning("consumer error: %s", msg.error().str())
             return
         tp = (msg.topic(), msg.partition())

@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         # /healthz, /readyz (503 once stopping or while Redis does not answer) and /metrics on one
         # port: the pod's probes use it.
         redis_ready = RedisReadiness(lambda: redis_url(source.current(), secrets))
+        redis_ready.export("evaluator", metrics.registry)
         start_health_server(
             args.metrics_port, args.metrics_host, metrics.registry,
             lambda: (False, "stopping") if stop.is_set() else redis_ready(),

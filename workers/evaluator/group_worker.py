@@ -26,6 +26,7 @@ import redis
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
+from alertpipe.workers.evaluator.records import is_fatal
 from alertpipe.workers.evaluator.redis_state import RedisState
 from alertpipe.workers.evaluator.repartition import (
     ForwardedEvent,
@@ -103,6 +104,7 @@ class GroupWorker(CheckpointedStage):
         self.upstreams = _partition_count(self.consumer, events_topic, wait=120)
         self.router = Router(self.partitions)
         self.stages: dict[int, GroupStage] = {}
+        self.fatal: Any = None  # a fatal consumer error: the evaluator starts a new GroupWorker
         self.sender = WatermarkSender()
         self._last_metadata = clock()
 
@@ -201,7 +203,9 @@ class GroupWorker(CheckpointedStage):
         for msg in msgs:
             err = msg.error()
             if err is not None:
-                if err.code() != _PARTITION_EOF:
+                if is_fatal(err):
+                    self.fatal = err  # the evaluator starts anew (see Evaluator.fatal)
+                elif err.code() != _PARTITION_EOF:
                     logger.warning("repartition consume error: %s", err)
                 continue
             r = msg.partition()

@@ -24,6 +24,14 @@ __all__ = ["Batch", "Decoded", "Headers", "dead_letter", "decode_batch", "fast_d
 logger = logging.getLogger(__name__)
 
 _PARTITION_EOF = getattr(KafkaError, "_PARTITION_EOF", -191)
+_FATAL = getattr(KafkaError, "_FATAL", -150)
+
+
+def is_fatal(err: Any) -> bool:
+    """A consumer error after which the consumer is finished (librdkafka's fatal errors, e.g.
+    FENCED_INSTANCE_ID after the group coordinator's broker died); a message's error carries the
+    code only."""
+    return bool(err.fatal()) or err.code() == _FATAL
 Headers = list[tuple[str, str | bytes | None]]
 # (msg, partition, offset, event | None, deviceId | reason | None, seq, ts) per record
 Item = tuple[Any, int, int, Any, Any, int, int]
@@ -45,6 +53,7 @@ class Decoded:
     partitions: list[int]
     offsets: list[int]
     skipped: int  # another track's keys
+    fatal: Any = None  # a fatal consumer error among the records: the consumer is finished
 
 
 def decode_batch(msgs: list[Any], tenant: str, owns: Callable[[Any], bool] | None,
@@ -62,10 +71,13 @@ def decode_batch(msgs: list[Any], tenant: str, owns: Callable[[Any], bool] | Non
     offs: list[int] = []
     loads = orjson.loads
     skipped = 0
+    fatal = None
     for msg in msgs:
         if msg.error() is not None:
             err = msg.error()
-            if err.code() != _PARTITION_EOF:
+            if is_fatal(err):
+                fatal = err
+            elif err.code() != _PARTITION_EOF:
                 logger.warning("consume error: %s", err)
             continue
         p = msg.partition()
@@ -107,7 +119,7 @@ def decode_batch(msgs: list[Any], tenant: str, owns: Callable[[Any], bool] | Non
             keys.append(key_of(dev, seq))
             ps.append(p)
             offs.append(off)
-    return Decoded(items, keys, ps, offs, skipped)
+    return Decoded(items, keys, ps, offs, skipped, fatal)
 
 
 def fast_decode(

@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from alertpipe.workers.config import (
     GROUPS_STAGE_SUFFIX,
@@ -114,6 +114,9 @@ class Evaluator(CheckpointedStage, Control):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="evaluator-dedup")
         self.groups = self._group_worker(cfg) if self.topics.repartition else None
         self._pending: deque[Batch] = deque()
+        # a fatal consumer error (e.g. FENCED_INSTANCE_ID after the group coordinator's broker died):
+        # this consumer is finished; run() ends with RESTART and the CLI starts a new Evaluator
+        self.fatal: Any = None
         self._waited = 0.0  # of the last _prepare: a dedup round trip made on the loop's thread
         # a canary track's share of the keys (None: all); checked on the Kafka key, before decoding
         self.track_keys = key_filter(cfg.track)
@@ -221,6 +224,12 @@ class Evaluator(CheckpointedStage, Control):
                     self._waited = 0.0
                     pending.append(self._prepare(msgs))
                     loop["decode"] += perf() - t1 - self._waited
+                fatal = self.fatal or (self.groups.fatal if self.groups is not None else None)
+                if fatal is not None:
+                    logger.error("evaluator: Kafka consumer failed for good (%s); starting a new one from"
+                                 " the checkpoints", fatal)
+                    result = RESTART
+                    break
                 # While the oldest batch's dedup round trip runs on the dedup thread and more records
                 # came in, decode those (up to `depth` batches in flight); otherwise wait for it here.
                 while pending and (
@@ -250,7 +259,10 @@ class Evaluator(CheckpointedStage, Control):
             self.checkpoint(sorted(self.assigned))
         except Exception:  # noqa: BLE001 - shutting down: the next owner replays from the last checkpoint
             logger.exception("final checkpoint failed; the next owner replays from the previous one")
-        self.consumer.close()
+        try:
+            self.consumer.close()
+        except KafkaException as exc:  # a consumer that failed for good may refuse a clean close
+            logger.warning("consumer close: %s", exc)
         if self.groups is not None:
             self.groups.close()
         self.producer.flush(10)
@@ -292,6 +304,7 @@ class Evaluator(CheckpointedStage, Control):
         now_ms = int(self.clock() * 1000)
         skew_ms = round(parse_duration(self.cfg.ingest.max_future_skew) * 1000)
         d = decode_batch(msgs, self.cfg.tenant, self.track_keys, key_of, now_ms, skew_ms, self._topic_check())
+        self.fatal = self.fatal or d.fatal
         now = self.clock()
         last = self.last_record
         for p in {item[1] for item in d.items}:

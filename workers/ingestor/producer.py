@@ -10,6 +10,11 @@ Backpressure is bounded twice: our own count of unacknowledged events (``max_inf
 that would pass it is refused before anything is produced → 429) and librdkafka's queue limits. A
 second thread asks the cluster for metadata every ``health_interval`` seconds; together with the
 ``_ALL_BROKERS_DOWN`` error callback it decides readiness (→ 503 while the broker is unreachable).
+A ready producer turns unready once metadata requests have failed for ``UNREADY_AFTER_S``, not at
+the first failure: with one broker of a cluster killed, requests routed to it time out until the
+cluster fences it (broker.session.timeout.ms, 9 s) while the others take the events (seen in the
+chaos suite: 7 s of 503s, the retried events came late and their alerts were lost). All brokers
+down (librdkafka's ``_ALL_BROKERS_DOWN``) still turns it unready at once.
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 __all__ = ["BatchResult", "EventProducer", "ProducerNotReady", "QueueFull", "producer_options"]
 
 logger = logging.getLogger(__name__)
+UNREADY_AFTER_S = 10.0  # above the broker fencing time (broker.session.timeout.ms, 9 s)
+
+
+def unreachable(failing_for: float, was_ready: bool) -> bool:
+    """Whether metadata requests failing for ``failing_for`` seconds make the producer unready."""
+    return not was_ready or failing_for >= UNREADY_AFTER_S
 
 
 class QueueFull(Exception):
@@ -127,6 +138,7 @@ class EventProducer:
         self.ready = False
         self.fatal = False
         self.not_ready_reason = "not connected to the broker yet"
+        self._failing_since: float | None = None  # monotonic time of the first failed request in a row
         self._health_interval = health_interval
         self._on_ready_change = on_ready_change
         self._producer = Producer(
@@ -172,8 +184,17 @@ class EventProducer:
         try:
             md = self._producer.list_topics(timeout=timeout)
         except KafkaException as exc:
-            self._set_ready(False, f"broker unreachable: {exc.args[0].str() if exc.args else exc}")
+            now = time.monotonic()
+            if self._failing_since is None:
+                self._failing_since = now - timeout
+            reason = f"broker unreachable: {exc.args[0].str() if exc.args else exc}"
+            if unreachable(now - self._failing_since, self.ready):
+                self._set_ready(False, reason)
+            else:
+                logger.info("metadata request failed for %.0f s (still ready): %s", now - self._failing_since,
+                            reason)
             return
+        self._failing_since = None
         t = md.topics.get(self.topic)
         if t is None:
             self._set_ready(False, f"topic {self.topic!r} does not exist")

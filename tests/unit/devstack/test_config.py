@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from devstack.kafka import broker_properties, log4j2_properties, new_cluster_id
+from devstack.kafka_cluster import cluster_properties
 from devstack.kube import FAKE_NODE_ANNOTATION, fake_node, kubeconfig_yaml
 from devstack.stack import StackEnv, prune_run_dirs
 from devstack.supervisor import write_env_file
@@ -65,6 +66,20 @@ def test_broker_properties_single_node_kraft() -> None:
     ):
         assert props[key] == "1", key
     assert all(v.count("://") == 0 or "127.0.0.1" in v for v in props.values())  # loopback only
+
+
+@pytest.mark.parametrize(("nodes", "rf", "isr"), [(3, "3", "2"), (2, "2", "1"), (5, "3", "2")])
+def test_cluster_properties_name_the_quorum_and_replicate_by_size(nodes: int, rf: str, isr: str) -> None:
+    ports = [(9000 + 2 * i, 9001 + 2 * i) for i in range(nodes)]
+    props = dict(line.split("=", 1) for line in cluster_properties(2, ports, Path("/d")).splitlines())
+    assert props["node.id"] == "2"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9002,CONTROLLER://127.0.0.1:9003"
+    voters = ",".join(f"{i + 1}@127.0.0.1:{9001 + 2 * i}" for i in range(nodes))
+    assert props["controller.quorum.voters"] == voters
+    for key in ("default.replication.factor", "offsets.topic.replication.factor",
+                "transaction.state.log.replication.factor"):
+        assert props[key] == rf, key
+    assert props["min.insync.replicas"] == props["transaction.state.log.min.isr"] == isr
 
 
 def test_log4j2_config_is_properties_format() -> None:
