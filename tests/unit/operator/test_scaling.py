@@ -240,7 +240,8 @@ def test_a_step_is_met_and_drained_then_scaled_back() -> None:
     assert seen[-1] <= 2 and lags[-1] <= 500
 
 
-@settings(max_examples=40, deadline=None, derandomize=True)  # a statistical bound: the same 40 cases every run
+# a statistical bound: the same 40 cases every run (random ones failed about once in a few hundred)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 2**32 - 1),
     noise=st.floats(0.0, 0.3),
