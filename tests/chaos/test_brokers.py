@@ -59,3 +59,35 @@ def test_kill_9_of_the_partition_leaders_broker_and_restart(
     assert restarted.is_set() and kafka_cluster.running()
     assert ledger.complete(), ledger.summary()
     verify(r, "kill -9 of the leaders' broker (3 brokers)", ledger, fault_end=r.faults[-1].end)
+
+
+def in_sync(bootstrap: str, topic: str, replicas: int) -> bool:
+    md = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(topic, timeout=10)
+    return all(len(p.isrs) == replicas for p in md.topics[topic].partitions.values())
+
+
+def test_a_rolling_restart_of_all_three_brokers(
+    rig: MakeRig, unique: str, kafka_cluster: KafkaCluster
+) -> None:
+    """Each broker in turn stopped (SIGTERM: a controlled shutdown hands its leaderships over) and
+    started again, the next one only when every events partition is back to three in-sync replicas,
+    as an operator upgrading the cluster would: the stream goes on and the ledger holds."""
+    sc = scenario(unique, seed=43, seconds=30.0)
+    r = rig(sc, bootstrap=kafka_cluster.bootstrap, replication=-1, idle_timeout="12s")
+    events = r.topics()["events"]
+    rolled: list[int] = []
+
+    def chaos(t0: float) -> None:
+        sleep_until(t0 + 3)
+        with r.fault("rolling restart of brokers 1, 2, 3"):
+            for node in (1, 2, 3):
+                kafka_cluster.nodes[node - 1].stop()
+                kafka_cluster.restart(node)
+                wait_for(lambda: in_sync(kafka_cluster.bootstrap, events, 3),
+                         f"three in-sync replicas after broker {node}", 60)
+                rolled.append(node)
+
+    ledger = r.stream(sc, chaos)
+    assert rolled == [1, 2, 3] and kafka_cluster.running()
+    assert ledger.complete(), ledger.summary()
+    verify(r, "rolling restart of all three brokers", ledger, fault_end=r.faults[-1].end)
