@@ -16,10 +16,21 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError
 
+from alertpipe.workers.config import SchemaSpec
 from alertpipe.workers.events import EventError, ahead_reason, common_shape, decode_event, nesting_reason
 from alertpipe.workers.pii import PiiPolicy, redact_record
+from alertpipe.workers.schemas import SchemaSet
 
-__all__ = ["Batch", "Decoded", "Headers", "dead_letter", "decode_batch", "fast_decode", "headers"]
+__all__ = [
+    "Batch",
+    "Decoded",
+    "Headers",
+    "TopicSchemaCheck",
+    "dead_letter",
+    "decode_batch",
+    "fast_decode",
+    "headers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +131,22 @@ def decode_batch(msgs: list[Any], tenant: str, owns: Callable[[Any], bool] | Non
             ps.append(p)
             offs.append(off)
     return Decoded(items, keys, ps, offs, skipped, fatal)
+
+
+class TopicSchemaCheck:
+    """spec.schema's check of an event when the schema is validated on the topic (``validateAt:
+    topic``), compiled once per schema; None when it is validated at ingest or there is none."""
+
+    def __init__(self) -> None:
+        self._spec: SchemaSpec | None = None
+        self._set: SchemaSet | None = None
+
+    def of(self, spec: SchemaSpec | None) -> Callable[[dict[str, Any]], str | None] | None:
+        if spec is None or spec.validate_at != "topic":
+            return None
+        if self._spec is not spec:
+            self._spec, self._set = spec, SchemaSet(spec)
+        return self._set.check if self._set is not None else None
 
 
 def fast_decode(

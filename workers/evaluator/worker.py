@@ -32,34 +32,30 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from alertpipe.workers.config import (
-    GROUPS_STAGE_SUFFIX,
     ConfigSource,
     PipelineConfig,
-    SchemaSpec,
     alert_filter,
     key_filter,
     parse_duration,
 )
+from alertpipe.workers.evaluator.clients import EvaluatorClients, stage_two_consumer
 from alertpipe.workers.evaluator.control import RESTART, Control
 from alertpipe.workers.evaluator.group_worker import GroupWorker
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
-from alertpipe.workers.evaluator.records import Batch, dead_letter, decode_batch, headers
+from alertpipe.workers.evaluator.records import Batch, TopicSchemaCheck, dead_letter, decode_batch, headers
 from alertpipe.workers.evaluator.redis_state import DUPLICATE as DUP_FLAG
-from alertpipe.workers.evaluator.redis_state import RedisState, dedup_keys
+from alertpipe.workers.evaluator.redis_state import dedup_keys
 from alertpipe.workers.evaluator.settings import (
     EvaluatorOptions,
     compile_rules,
     engine_settings,
-    evaluator_kafka_options,
-    redis_client,
 )
 from alertpipe.workers.evaluator.stage import CheckpointedStage, Outputs
 from alertpipe.workers.pii import policy_of as pii_policy
 from alertpipe.workers.rules.engine import DUPLICATE, LATE, Engine, Partition
-from alertpipe.workers.schemas import SchemaSet
 from alertpipe.workers.secrets import SecretResolver
 
 __all__ = ["RESTART", "Evaluator", "EvaluatorOptions", "compile_rules", "engine_settings"]
@@ -79,6 +75,7 @@ class Evaluator(CheckpointedStage, Control):
         secrets: SecretResolver | None = None,
         metrics: EvaluatorMetrics | None = None,
         clock: Callable[[], float] = time.time,
+        clients: EvaluatorClients | None = None,
     ) -> None:
         cfg = source.current()
         if cfg is None:
@@ -92,19 +89,18 @@ class Evaluator(CheckpointedStage, Control):
         self.topics = cfg.kafka.topics
         self.engine = Engine(engine_settings(cfg), compile_rules(cfg), clock=clock)
         self.metrics.rules.set(len(self.engine.rules))
-        self.redis = redis_client(cfg, self.secrets)
-        self.state = RedisState(self.redis, cfg.redis.key_prefix, self.topics.events)
+        clients = clients or EvaluatorClients.real(cfg, self.opts, self.secrets)
+        self.redis = clients.redis
+        self.state = clients.state
         self.dedup_ttl = int(parse_duration(cfg.dedup_ttl))
         self.idle_ms = round(parse_duration(cfg.idle_timeout) * 1000)
         self.pending_gaps: dict[int, list[dict[str, Any]]] = {}
         self.last_record: dict[int, float] = {}  # wall clock of the last record per partition
         self.assigned: set[int] = set()
-        self.producer = Producer(evaluator_kafka_options(cfg, self.opts, self.secrets, producer=True))
+        self.producer = clients.producer
         # checkpoints are written on a thread of their own: a large one never delays a dedup answer
         self._writes = ThreadPoolExecutor(1, thread_name_prefix="evaluator-checkpoint")
-        super().__init__(self.topics.events,
-                         Consumer(evaluator_kafka_options(cfg, self.opts, self.secrets, producer=False)),
-                         Outputs(self.producer), self._writes, clock)
+        super().__init__(self.topics.events, clients.consumer, Outputs(self.producer), self._writes, clock)
         # Snapshots are whole partitions: with many group keys one takes long, so the interval
         # stretches to keep the cuts under ~10 % of the loop's time (replays grow accordingly).
         self._checkpoint_every = self.opts.checkpoint_interval
@@ -121,16 +117,16 @@ class Evaluator(CheckpointedStage, Control):
         # a canary track's share of the keys (None: all); checked on the Kafka key, before decoding
         self.track_keys = key_filter(cfg.track)
         self.track_alerts = alert_filter(cfg.track)
+        self._schema_check = TopicSchemaCheck()
 
     def _group_worker(self, cfg: PipelineConfig) -> GroupWorker:
         """Stage 2 (rules whose groups span devices): a second consumer on the repartition topic."""
-        opts = evaluator_kafka_options(cfg, self.opts, self.secrets, producer=False)
-        opts["group.id"] += GROUPS_STAGE_SUFFIX
-        if "group.instance.id" in opts:
-            opts["group.instance.id"] += GROUPS_STAGE_SUFFIX
+        if self.redis is None:
+            raise ValueError("the repartition stage needs a Redis client (EvaluatorClients.redis)")
         return GroupWorker(
             topic=str(self.topics.repartition), events_topic=self.topics.events, late_topic=self.topics.late,
-            alerts_topic=self.topics.alerts, consumer=Consumer(opts), outputs=self.outputs,
+            alerts_topic=self.topics.alerts, consumer=stage_two_consumer(cfg, self.opts, self.secrets),
+            outputs=self.outputs,
             writer=self._writes, redis_client=self.redis, key_prefix=cfg.redis.key_prefix,
             settings=self.engine.settings, rules=self.engine.rules.values(), metrics=self.metrics,
             batch_size=self.opts.batch_size, checkpoint_interval=self.opts.checkpoint_interval,
@@ -286,24 +282,13 @@ class Evaluator(CheckpointedStage, Control):
         """One consumed batch: decode, dedup (one Redis round trip), evaluate, produce."""
         self._evaluate(self._prepare(msgs))
 
-    _schemas: tuple[SchemaSpec | None, SchemaSet | None] = (None, None)
-
-    def _topic_check(self) -> Callable[[dict[str, Any]], str | None] | None:
-        """spec.schema's check when it is validated on the topic (compiled once per schema)."""
-        spec = self.cfg.event_schema
-        if spec is None or spec.validate_at != "topic":
-            return None
-        if self._schemas[0] is not spec:
-            self._schemas = (spec, SchemaSet(spec))
-        checker = self._schemas[1]
-        return checker.check if checker is not None else None
-
     def _prepare(self, msgs: list[Any]) -> Batch:
         """Decode and start the batch's dedup round trip (on the dedup thread); no state changes."""
         key_of = dedup_keys(self.cfg.redis.key_prefix, self.cfg.tenant) if self.opts.dedup else None
         now_ms = int(self.clock() * 1000)
         skew_ms = round(parse_duration(self.cfg.ingest.max_future_skew) * 1000)
-        d = decode_batch(msgs, self.cfg.tenant, self.track_keys, key_of, now_ms, skew_ms, self._topic_check())
+        d = decode_batch(msgs, self.cfg.tenant, self.track_keys, key_of, now_ms, skew_ms,
+                         self._schema_check.of(self.cfg.event_schema))
         self.fatal = self.fatal or d.fatal
         now = self.clock()
         last = self.last_record
