@@ -21,6 +21,7 @@ from alertpipe.workers.config import PipelineConfig, StaticConfigSource
 from alertpipe.workers.evaluator.clients import EvaluatorClients
 from alertpipe.workers.evaluator.redis_state import DUPLICATE, NEW, SAME_RECORD
 from alertpipe.workers.evaluator.worker import Evaluator, EvaluatorOptions
+from tests.unit.deliverer.memory import Message  # the shape of a confluent_kafka.Message
 
 pytestmark = pytest.mark.unit
 
@@ -28,55 +29,21 @@ EVENTS, ALERTS, DLQ = "e", "a", "d"
 
 
 @dataclass
-class Record:
-    _topic: str
-    _partition: int
-    _offset: int
-    _key: bytes | None
-    _value: bytes | None
-    _headers: list[tuple[str, bytes]] | None = None
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._headers
-
-    def error(self) -> None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, int(time.time() * 1000))
-
-
-@dataclass
 class Broker:
     """Topics of one partition each, and the committed offsets of the events topic."""
 
-    topics: dict[str, list[Record]] = field(default_factory=dict)
+    topics: dict[str, list[Message]] = field(default_factory=dict)
     committed: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def append(self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None) -> Record:
+    def append(self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None) -> Message:
         with self.lock:
             log = self.topics.setdefault(topic, [])
-            rec = Record(topic, 0, len(log), key, value, headers)
+            rec = Message(topic, 0, len(log), key, value, headers)
             log.append(rec)
             return rec
 
-    def read(self, topic: str) -> list[Record]:
+    def read(self, topic: str) -> list[Message]:
         with self.lock:
             return list(self.topics.get(topic, []))
 
@@ -95,7 +62,7 @@ class MemoryConsumer:
         assert topics == [EVENTS]
         self.callbacks = callbacks
 
-    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Record]:
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
         if self.position is None:
             self.callbacks["on_assign"](self, [TopicPartition(EVENTS, 0)])
         assert self.position is not None
@@ -130,7 +97,7 @@ class MemoryProducer:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.reports: list[tuple[Callable[[Any, Any], None], Record]] = []
+        self.reports: list[tuple[Callable[[Any, Any], None], Message]] = []
 
     def produce(self, topic: str, value: bytes | None, key: bytes | None = None,
                 on_delivery: Callable[[Any, Any], None] | None = None, headers: Any = None,
