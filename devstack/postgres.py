@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from devstack.processes import ManagedProcess, StartError, free_port, port_open, start_with_fresh_ports
+from devstack.processes import ManagedProcess, OnePortServer, StartError, free_port, port_open
 
 __all__ = ["PostgresServer", "postgres_bin_dir"]
 
@@ -33,7 +33,9 @@ def postgres_bin_dir() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
-class PostgresServer:
+class PostgresServer(OnePortServer):
+    START_TIMEOUT = 60.0
+
     def __init__(self, run_dir: Path, *, port: int | None = None, tie_to_parent: bool = True) -> None:
         self.dir = run_dir
         self.port = port or free_port()
@@ -89,15 +91,6 @@ class PostgresServer:
             "-c", "shared_buffers=32MB",
         ]  # fmt: skip
 
-    def start(self, timeout: float = 60.0) -> None:
-        if self.process is not None and self.process.running():
-            return
-        start_with_fresh_ports(lambda: self._start_once(timeout), self.stop, self._repick, self._may_repick)
-        self._may_repick = False
-
-    def _repick(self) -> None:
-        self.port = free_port()
-
     def _start_once(self, timeout: float) -> None:
         bins = postgres_bin_dir()
         if bins is None:
@@ -140,18 +133,6 @@ class PostgresServer:
             check=False,
         )
         return proc.returncode == 0
-
-    def stop(self, *, kill: bool = False) -> None:
-        if self.process is not None:
-            self.process.stop(kill=kill)
-
-    def restart(self, *, crash: bool = False, timeout: float = 60.0) -> None:
-        """Stop (SIGTERM, a fast shutdown; ``crash=True``: SIGKILL), start on the same port and data."""
-        self.stop(kill=crash)
-        self.start(timeout=timeout)
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.running()
 
     def remove_data(self) -> None:
         """Delete the data directory (after stop)."""

@@ -29,6 +29,7 @@ from typing import IO, TypeVar
 
 __all__ = [
     "ManagedProcess",
+    "OnePortServer",
     "StartError",
     "free_port",
     "install_signal_handlers",
@@ -238,6 +239,43 @@ class ManagedProcess:
 
     def __repr__(self) -> str:
         return f"ManagedProcess({self.name!r}, pid={self.pid})"
+
+
+class OnePortServer:
+    """A server on one loopback port, ours (picked free) or given: ``start`` (again on fresh ports when
+    another process took the one we picked before our server bound it), ``stop``, ``restart`` (same
+    port and data), ``running``. A subclass sets ``port``, ``process`` and ``_may_repick`` and has
+    ``_start_once(timeout)``."""
+
+    START_TIMEOUT = 30.0
+    port: int
+    process: ManagedProcess | None
+    _may_repick: bool
+
+    def _start_once(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    def start(self, timeout: float | None = None) -> None:
+        if self.process is not None and self.process.running():
+            return
+        wait = self.START_TIMEOUT if timeout is None else timeout
+        start_with_fresh_ports(lambda: self._start_once(wait), self.stop, self._repick, self._may_repick)
+        self._may_repick = False
+
+    def _repick(self) -> None:
+        self.port = free_port()
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.process is not None:
+            self.process.stop(kill=kill)
+
+    def restart(self, *, crash: bool = False, timeout: float | None = None) -> None:
+        """Stop (SIGTERM; ``crash=True``: SIGKILL), start on the same port and data."""
+        self.stop(kill=crash)
+        self.start(timeout=timeout)
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.running()
 
 
 def start_with_fresh_ports(

@@ -7,12 +7,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from devstack.processes import ManagedProcess, StartError, free_port, port_open, start_with_fresh_ports
+from devstack.processes import ManagedProcess, OnePortServer, StartError, free_port, port_open
 
 __all__ = ["RedisServer", "redis_ping"]
 
 
-class RedisServer:
+class RedisServer(OnePortServer):
     def __init__(self, run_dir: Path, *, port: int | None = None, tie_to_parent: bool = True) -> None:
         self.dir = run_dir
         self.port = port or free_port()
@@ -41,15 +41,6 @@ class RedisServer:
             "--databases", "16",
         ]  # fmt: skip
 
-    def start(self, timeout: float = 30.0) -> None:
-        if self.process is not None and self.process.running():
-            return
-        start_with_fresh_ports(lambda: self._start_once(timeout), self.stop, self._repick, self._may_repick)
-        self._may_repick = False
-
-    def _repick(self) -> None:
-        self.port = free_port()
-
     def _start_once(self, timeout: float) -> None:
         (self.dir / "data").mkdir(parents=True, exist_ok=True)
         self.process = ManagedProcess(
@@ -77,17 +68,6 @@ class RedisServer:
     def pid_or_none(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
-    def stop(self, *, kill: bool = False) -> None:
-        if self.process is not None:
-            self.process.stop(kill=kill)
-
-    def restart(self, *, crash: bool = False, timeout: float = 30.0) -> None:
-        """Stop (SIGTERM: Redis flushes the AOF; ``crash=True``: SIGKILL), start on the same port and dir."""
-        self.stop(kill=crash)
-        self.start(timeout=timeout)
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.running()
 
 
 def redis_ping(url: str) -> bool:
