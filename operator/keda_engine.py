@@ -26,7 +26,7 @@ from alertpipe.operator.models import AlertPipelineSpec
 from alertpipe.workers.config import OFFSET_RESET, consumer_group
 
 if TYPE_CHECKING:
-    from alertpipe.operator.reconciler import Reconciler
+    from alertpipe.operator.context import Context
 
 __all__ = ["reconcile_keda"]
 
@@ -36,7 +36,7 @@ JSON = dict[str, Any]
 
 
 async def reconcile_keda(
-    rec: Reconciler,
+    rec: Context,
     body: Mapping[str, Any],
     owner: Owner,
     spec: AlertPipelineSpec,

@@ -18,13 +18,13 @@ import logging
 import random
 import time
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from alertpipe.operator import metrics
 from alertpipe.operator.apply import Applier
 from alertpipe.operator.backoff import backoff
+from alertpipe.operator.context import OperatorSettings
 from alertpipe.operator.decisions.compile import compile_config
 from alertpipe.operator.decisions.conditions import Observed
 from alertpipe.operator.decisions.connectivity import Failure
@@ -74,21 +74,6 @@ logger = logging.getLogger(__name__)
 JSON = dict[str, Any]
 Key = Hashable  # (kind, namespace, name); kind "pipeline" or "rules" (name "")
 FIRST_KINDS = ("Deployment", "ServiceAccount")  # written before the other owned objects
-
-
-@dataclass(frozen=True)
-class OperatorSettings:
-    image: str = "alertpipe:latest"
-    role_images: Mapping[str, str] = field(default_factory=dict)
-    image_pull_policy: str = "IfNotPresent"  # a role's spec.<role>.imagePullPolicy wins
-    image_pull_secrets: tuple[str, ...] = ()  # Secret names in each pipeline's namespace
-    rule_debounce: float = 0.2  # seconds a rule change waits for more changes...
-    rule_max_wait: float = 1.0  # ...but never longer than this after the first one
-    resync: float = 300.0  # seconds between full resyncs
-    concurrency: int = 8
-    scale_interval: float = 10.0  # seconds between lag observations (our engine; KEDA's pollingInterval)
-    pod_address_annotation: str | None = None  # canary analysis: pod address from this annotation
-    slo_interval: float = 15.0  # seconds between SLO measurements (operator/slo.py)
 
 
 def _now() -> datetime:

@@ -57,8 +57,8 @@ from alertpipe.workers.config.durations import parse_duration
 from alertpipe.workers.config.models import PipelineConfig, RuleEntry
 
 if TYPE_CHECKING:
+    from alertpipe.operator.context import Context
     from alertpipe.operator.models import AlertPipelineSpec
-    from alertpipe.operator.reconciler import Reconciler
 
 __all__ = ["Rollouts", "canary_status", "condition_of"]
 
@@ -95,7 +95,7 @@ def _now_ms() -> int:
 
 
 class Rollouts:
-    def __init__(self, rec: Reconciler, scraper: Scraper) -> None:
+    def __init__(self, rec: Context, scraper: Scraper) -> None:
         self.rec = rec
         self.scraper = scraper
         self._stable: dict[Key, list[RuleEntry] | None] = {}

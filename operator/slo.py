@@ -22,7 +22,7 @@ from alertpipe.operator.slo_models import SLOStatus
 from alertpipe.workers.config.durations import parse_duration
 
 if TYPE_CHECKING:
-    from alertpipe.operator.reconciler import Reconciler
+    from alertpipe.operator.context import Context
 
 __all__ = ["SLOWatch", "condition_of", "slo_status"]
 
@@ -42,7 +42,7 @@ def condition_of(body: Mapping[str, Any]) -> Want | None:
 
 
 class SLOWatch:
-    def __init__(self, rec: Reconciler, scraper: Scraper) -> None:
+    def __init__(self, rec: Context, scraper: Scraper) -> None:
         self.rec = rec
         self.scraper = scraper
         self._history: dict[tuple[str, str], deque[tuple[float, SLOTotals]]] = {}
