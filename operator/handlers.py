@@ -23,6 +23,7 @@ from alertpipe.operator.decisions.validation import (
     validate_pipeline_spec,
     validate_rule_in,
 )
+from alertpipe.operator.decisions.warnings import spec_warnings
 from alertpipe.operator.kafka_admin import KafkaAdminError
 from alertpipe.operator.models import GROUP, PIPELINE_PLURAL, RULE_PLURAL, VERSION
 from alertpipe.operator.reconciler import Reconciler
@@ -198,7 +199,12 @@ def register(
         registry=registry,
     )
     def validate_alertpipeline(
-        body: kopf.Body, name: str | None, namespace: str | None, old: kopf.Body | None = None, **_: Any
+        body: kopf.Body,
+        name: str | None,
+        namespace: str | None,
+        warnings: list[str],
+        old: kopf.Body | None = None,
+        **_: Any,
     ) -> None:
         spec, errors = validate_pipeline(namespace or "", name or "", body.get("spec"))
         if spec is None:
@@ -207,3 +213,4 @@ def register(
         if errors:
             msg = f"AlertPipeline {name}: incompatible schema change: {errors_text(errors)}"
             raise kopf.AdmissionError(msg, code=422)
+        warnings.extend(spec_warnings(spec))

@@ -45,6 +45,7 @@ from alertpipe.operator.decisions.topics import desired_topics
 from alertpipe.operator.decisions.validation import (
     errors_text,
 )
+from alertpipe.operator.decisions.warnings import spec_warnings
 from alertpipe.operator.decisions.workloads import (
     DESIRED_HASH,
     Owner,
@@ -267,6 +268,9 @@ class Reconciler:
             metrics.RECONCILES.labels(kind="AlertPipeline", result="invalid").inc()
             return None
 
+        if generation != status.get("observedGeneration"):  # once per generation
+            for warning in spec_warnings(spec):
+                self.event_soon(body, "Warning", "SpecWarning", warning)
         owner = Owner(namespace, name, meta["uid"])
 
         # 1. topics and the Redis check run while the config and workloads are written

@@ -196,3 +196,11 @@ def test_webhook_rejects_broken_rules_at_apply(k: Cluster, webhook: int, kafka_b
     typo = {"select": {"types": ["temp"]}, "threshold": {"condition": "valeu > 3"}, "channels": ["ops"]}
     msg = rejection(lambda: k.create(rule_body("typo", typo)))
     assert "field 'valeu' is not in the event schema (temp v1)" in msg and "AlertPipeline w" in msg, msg
+
+    # a valid but risky spec is taken, with an admission warning kubectl prints as "Warning: ..."
+    _, _, headers = k.co.patch_namespaced_custom_object_with_http_info(
+        G, V, k.ns, "alertpipelines", "w", {"spec": {"idleTimeout": "4s"}}
+    )
+    warning = headers.get("Warning") or ""
+    assert "spec.idleTimeout: 4s is shorter than a Kafka leader failover" in warning, headers
+    assert k.get("alertpipelines", "w")["spec"]["idleTimeout"] == "4s"

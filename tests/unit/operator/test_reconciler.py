@@ -188,3 +188,17 @@ async def test_disabling_a_role_deletes_its_deployment() -> None:
     assert ("Deployment", NS, "p-ingestor") not in w.kube.objects
     assert ("Service", NS, "p-ingestor") not in w.kube.objects
     assert "WorkloadRemoved" in w.reasons()
+
+
+async def test_a_risky_spec_posts_one_spec_warning_per_generation() -> None:
+    w = World()
+    w.seen(pipeline(idleTimeout="4s"))
+    await w.reconcile()
+    (event,) = w.kube.events("SpecWarning")
+    assert event["type"] == "Warning" and event["message"].startswith("spec.idleTimeout: 4s")
+    w.rec.store.pipelines[(NS, "p")]["status"] = w.status()  # same generation: not again
+    await w.reconcile()
+    assert len(w.kube.events("SpecWarning")) == 1
+    w.seen(pipeline(generation=2, idleTimeout="5s"))
+    await w.reconcile()
+    assert len(w.kube.events("SpecWarning")) == 2
