@@ -7,6 +7,11 @@ with the cluster's defaults (as the operator creates them) survives the loss of 
 ``acks=all`` producers still acknowledged. One static controller quorum over all nodes: losing one
 of three keeps the quorum; a dead broker is fenced after 4 s (``broker.session.timeout.ms``).
 ``kill(node)`` / ``restart(node)`` keep a node's ports and data.
+
+With ``links=True`` clients reach each broker through a ``devstack.link.Link`` (a listener of its
+own, ``CLIENT``, advertised at the link's port), while the brokers and the controllers talk
+directly: ``cut(node)`` / ``heal(node)`` partition the clients from one broker that the cluster
+still sees alive (the chaos suite's partial partition). ``bootstrap`` names the links then.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from devstack.kafka import KafkaServer, broker_properties, log4j2_properties, new_cluster_id
+from devstack.link import Link
 from devstack.processes import StartError, free_port, wait_until
 
 __all__ = ["KafkaCluster", "cluster_properties"]
@@ -24,9 +30,11 @@ __all__ = ["KafkaCluster", "cluster_properties"]
 logger = logging.getLogger(__name__)
 
 
-def cluster_properties(node: int, ports: list[tuple[int, int]], data_dir: Path, partitions: int = 3) -> str:
+def cluster_properties(node: int, ports: list[tuple[int, int]], data_dir: Path, partitions: int = 3,
+                       client: tuple[int, int] | None = None) -> str:
     """server.properties of node ``node`` (1-based) of a cluster whose (broker, controller) ports are
-    ``ports``: the single-node settings with the quorum and the replication of the cluster's size."""
+    ``ports``: the single-node settings with the quorum and the replication of the cluster's size.
+    ``client``: (port, advertised port) of a CLIENT listener for clients that come through a link."""
     n = len(ports)
     rf = min(n, 3)
     isr = max(1, rf - 1)
@@ -50,6 +58,11 @@ def cluster_properties(node: int, ports: list[tuple[int, int]], data_dir: Path, 
         "broker.session.timeout.ms": "4000",
         "broker.heartbeat.interval.ms": "1000",
     })
+    if client is not None:
+        listen, advertised = client
+        props["listeners"] += f",CLIENT://127.0.0.1:{listen}"
+        props["advertised.listeners"] += f",CLIENT://127.0.0.1:{advertised}"
+        props["listener.security.protocol.map"] += ",CLIENT:PLAINTEXT"
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
@@ -63,8 +76,10 @@ class _Node(KafkaServer):
 
     def _configure(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        link = self.cluster.links[self.node - 1] if self.cluster.links else None
+        client = (link.target_port, link.port) if link is not None else None
         (self.dir / "server.properties").write_text(
-            cluster_properties(self.node, self.cluster.ports(), self.data_dir)
+            cluster_properties(self.node, self.cluster.ports(), self.data_dir, client=client)
         )
         (self.dir / "log4j2.properties").write_text(log4j2_properties())
         if (self.data_dir / "meta.properties").exists():
@@ -85,12 +100,14 @@ class KafkaCluster:
     """``brokers`` KRaft nodes; ``bootstrap`` lists them all."""
 
     def __init__(self, libs: Path, run_dir: Path, brokers: int = 3, *, tie_to_parent: bool = True,
-                 jit: str = "fast", cds_archive: Path | None = None, heap: str = "384m") -> None:
+                 jit: str = "fast", cds_archive: Path | None = None, heap: str = "384m",
+                 links: bool = False) -> None:
         if brokers < 1:
             raise StartError("kafka: --brokers must be at least 1")
         self.libs = libs
         self.dir = run_dir
         self.cluster_id = new_cluster_id()
+        self.links = [Link(free_port()) for _ in range(brokers)] if links else []
         self.nodes = [
             _Node(self, i + 1, port=free_port(), controller_port=free_port(), tie_to_parent=tie_to_parent,
                   jit=jit, cds_archive=cds_archive, heap=heap)
@@ -102,7 +119,17 @@ class KafkaCluster:
 
     @property
     def bootstrap(self) -> str:
+        """What clients use: the links' ports with ``links``, else the brokers' own."""
+        if self.links:
+            return ",".join(f"127.0.0.1:{link.port}" for link in self.links)
         return ",".join(n.bootstrap for n in self.nodes)
+
+    def cut(self, node: int) -> None:
+        """Partition the clients from node ``node`` (1-based); the brokers still see it (``links``)."""
+        self.links[node - 1].cut()
+
+    def heal(self, node: int) -> None:
+        self.links[node - 1].heal()
 
     @property
     def process(self) -> object | None:  # the pytest plugin's restart-after-test check
@@ -114,6 +141,8 @@ class KafkaCluster:
     def start(self, timeout: float = 120.0) -> None:
         """Start every node that is not running (together: the quorum needs a majority), then wait
         until every broker is registered and unfenced."""
+        for link in self.links:
+            link.start()
         down = [n for n in self.nodes if not n.running()]
         with ThreadPoolExecutor(max_workers=max(1, len(down))) as pool:
             for f in [pool.submit(n.start, timeout) for n in down]:
@@ -148,3 +177,5 @@ class KafkaCluster:
 
         with ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
             list(pool.map(one, self.nodes))
+        for link in self.links:
+            link.stop()

@@ -84,8 +84,9 @@ def kafka_bootstrap(request: pytest.FixtureRequest, devstack_env: StackEnv | Non
 
 @pytest.fixture(scope="session")
 def kafka_cluster(devstack: Stack) -> KafkaCluster:
-    """Three KRaft brokers this session owns (RF 3, min.insync.replicas 2): ``.kill(n)``, ``.restart(n)``."""
-    c = devstack.kafka_cluster(3)
+    """Three KRaft brokers this session owns (RF 3, min.insync.replicas 2): ``.kill(n)``, ``.restart(n)``;
+    clients come through links: ``.cut(n)`` / ``.heal(n)`` partition them from broker n."""
+    c = devstack.kafka_cluster(3, links=True)
     if c not in _restartable:
         _restartable.append(c)
     return c

@@ -220,14 +220,15 @@ class Stack:
 
         return self._secure_redis.get(make)
 
-    def kafka_cluster(self, brokers: int = 3) -> KafkaCluster:
-        """A KRaft cluster of ``brokers`` nodes (see devstack.kafka_cluster), apart from ``kafka()``."""
+    def kafka_cluster(self, brokers: int = 3, links: bool = False) -> KafkaCluster:
+        """A KRaft cluster of ``brokers`` nodes (see devstack.kafka_cluster), apart from ``kafka()``;
+        ``links``: clients reach each broker through a link the chaos suite can cut."""
 
         def make() -> KafkaCluster:
             ensure_provisioned("kafka")
             return self._started("kafka-cluster", KafkaCluster(
                 kafka_libs(), self.run_dir / "kafka-cluster", brokers, tie_to_parent=self.tie_to_parent,
-                jit=self.kafka_jit, cds_archive=kafka_cds_archive()))  # fmt: skip
+                jit=self.kafka_jit, cds_archive=kafka_cds_archive(), links=links))  # fmt: skip
 
         return self._cluster.get(make)
 

@@ -8,13 +8,14 @@ Evaluator in-memory ones with the same methods (tests/unit/evaluator/test_evalua
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis
 from confluent_kafka import Consumer, Producer
 
 from alertpipe.workers.config import GROUPS_STAGE_SUFFIX, PipelineConfig
+from alertpipe.workers.evaluator.links import STATS_INTERVAL_MS, LinkHealth
 from alertpipe.workers.evaluator.redis_state import RedisState
 from alertpipe.workers.evaluator.settings import EvaluatorOptions, evaluator_kafka_options, redis_client
 from alertpipe.workers.secrets import SecretResolver
@@ -40,15 +41,21 @@ class EvaluatorClients:
     producer: Any  # alerts, late and dead-letter records (a confluent_kafka.Producer)
     state: StateStore
     redis: redis.Redis | None = None  # stage 2's state (the repartition stage needs a real Redis)
+    links: LinkHealth | None = field(default=None)  # is each events partition's leader answering
+
 
     @classmethod
     def real(cls, cfg: PipelineConfig, opts: EvaluatorOptions, secrets: SecretResolver) -> EvaluatorClients:
         client = redis_client(cfg, secrets)
+        links = LinkHealth(cfg.kafka.topics.events)
+        options = evaluator_kafka_options(cfg, opts, secrets, producer=False)
+        options.update({"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": links.on_stats})
         return cls(
-            consumer=Consumer(evaluator_kafka_options(cfg, opts, secrets, producer=False)),
+            consumer=Consumer(options),
             producer=Producer(evaluator_kafka_options(cfg, opts, secrets, producer=True)),
             state=RedisState(client, cfg.redis.key_prefix, cfg.kafka.topics.events),
             redis=client,
+            links=links,
         )
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, TopicPartition
 
 from alertpipe.workers.config import ConfigSource, PipelineConfig, alert_filter, key_filter, parse_duration
+from alertpipe.workers.evaluator.links import LinkHealth
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.settings import compile_rules, connection, engine_settings
 from alertpipe.workers.rules.engine import Engine, Partition
@@ -45,6 +46,7 @@ class Control:
     track_keys: Any
     track_alerts: Any
     idle_ms: int
+    links: LinkHealth
     dedup_ttl: int
     dirty: set[int]
     positions: dict[int, int]
@@ -140,7 +142,7 @@ class Control:
             if lag is not None:
                 m.lag.labels(str(p)).set(lag)
             idle_for = (now - self.last_record.get(p, now)) * 1000
-            if not self.paused and lag == 0 and idle_for >= self.idle_ms and part.max_ts > 0:
+            if not self.paused and self._caught_up(p) == 0 and idle_for >= self.idle_ms and part.max_ts > 0:
                 target = part.max_ts - part.lateness + int(idle_for)
                 if target > part.wm:
                     part.advance_to(target)
@@ -150,12 +152,18 @@ class Control:
             g = self.groups
             parts = {p: self.engine.partitions[p] for p in self.assigned if p in self.engine.partitions}
             if not self.paused:
-                g.send_watermarks(parts, self._lag, lambda p: (now - self.last_record.get(p, now)) * 1000,
-                                  self.idle_ms, now)
+                idle_for_ms = lambda p: (now - self.last_record.get(p, now)) * 1000  # noqa: E731
+                g.send_watermarks(parts, self._caught_up, idle_for_ms, self.idle_ms, now)
             g.housekeeping(now)
             groups += g.group_count()
         m.held.set(held)
         m.groups.set(groups)
+        m.out_of_touch.set(self.links.out_of_touch())
+
+    def _caught_up(self, p: int) -> int | None:
+        """The lag, as far as the idleness rule may trust it: unknown (None) while the partition's
+        leader does not answer, since its last figure may hide what waits beyond a cut (links.py)."""
+        return self._lag(p) if self.links.in_touch(p) else None
 
     def _lag(self, p: int) -> int | None:
         """High watermark (as of the last fetch: no broker round trip) minus the next offset."""

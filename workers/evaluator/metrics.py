@@ -93,6 +93,9 @@ class EvaluatorMetrics:
         self.groups = Gauge("alertpipe_evaluator_active_groups", "Group keys with rule state.", registry=r)
         self.assigned = Gauge("alertpipe_evaluator_assigned_partitions", "Partitions this process owns.",
                               registry=r)
+        self.out_of_touch = Gauge("alertpipe_evaluator_partitions_leader_unreachable",
+                                  "Events partitions whose leader has not answered for 3 s (their watermark"
+                                  " holds: no idleness while a link is cut).", registry=r)
         self.rules = Gauge("alertpipe_evaluator_rules", "Rules loaded (enabled).", registry=r)
         self.loop_seconds: dict[str, float] = dict.fromkeys(LOOP_PHASES, 0.0)
         r.register(_LoopSeconds(self.loop_seconds))

@@ -44,6 +44,7 @@ from alertpipe.workers.config import (
 from alertpipe.workers.evaluator.clients import EvaluatorClients, stage_two_consumer
 from alertpipe.workers.evaluator.control import RESTART, Control
 from alertpipe.workers.evaluator.group_worker import GroupWorker
+from alertpipe.workers.evaluator.links import LinkHealth
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.records import Batch, TopicSchemaCheck, dead_letter, decode_batch, headers
 from alertpipe.workers.evaluator.redis_state import DUPLICATE as DUP_FLAG
@@ -92,6 +93,7 @@ class Evaluator(CheckpointedStage, Control):
         clients = clients or EvaluatorClients.real(cfg, self.opts, self.secrets)
         self.redis = clients.redis
         self.state = clients.state
+        self.links = clients.links or LinkHealth(self.topics.events)  # without statistics: in touch
         self.dedup_ttl = int(parse_duration(cfg.dedup_ttl))
         self.idle_ms = round(parse_duration(cfg.idle_timeout) * 1000)
         self.pending_gaps: dict[int, list[dict[str, Any]]] = {}
