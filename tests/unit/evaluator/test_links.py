@@ -17,7 +17,8 @@ TOPIC = "t.p.events"
 
 def stats(rxidle_us: dict[int, int], leaders: dict[int, int], topic: str = TOPIC) -> bytes:
     brokers: dict[str, Any] = {
-        f"127.0.0.1:{9000 + n}/{n}": {"nodeid": n, "state": "UP", "rxidle": idle} for n, idle in rxidle_us.items()
+        f"127.0.0.1:{9000 + n}/{n}": {"nodeid": n, "state": "UP", "rxidle": idle}
+        for n, idle in rxidle_us.items()
     }
     brokers["GroupCoordinator"] = {"nodeid": -1, "rxidle": 10}
     parts = {str(p): {"partition": p, "leader": leader} for p, leader in leaders.items()}
