@@ -36,14 +36,12 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from alertpipe.workers.config import (
     ConfigSource,
-    PipelineConfig,
     alert_filter,
     key_filter,
     parse_duration,
 )
-from alertpipe.workers.evaluator.clients import EvaluatorClients, stage_two_consumer
+from alertpipe.workers.evaluator.clients import EvaluatorClients, group_worker
 from alertpipe.workers.evaluator.control import RESTART, Control
-from alertpipe.workers.evaluator.group_worker import GroupWorker
 from alertpipe.workers.evaluator.links import LinkHealth
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.records import Batch, TopicSchemaCheck, dead_letter, decode_batch, headers
@@ -110,7 +108,8 @@ class Evaluator(CheckpointedStage, Control):
         self.batches = 0
         # one thread: the dedup scripts run in consume order (a copy is a duplicate of the earlier one)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="evaluator-dedup")
-        self.groups = self._group_worker(cfg) if self.topics.repartition else None
+        self.groups = (group_worker(cfg, self.opts, self.secrets, self.redis, self.outputs, self._writes,
+                                    self.engine, self.metrics, clock) if self.topics.repartition else None)
         self._pending: deque[Batch] = deque()
         # a fatal consumer error (e.g. FENCED_INSTANCE_ID after the group coordinator's broker died):
         # this consumer is finished; run() ends with RESTART and the CLI starts a new Evaluator
@@ -120,19 +119,6 @@ class Evaluator(CheckpointedStage, Control):
         self.track_keys = key_filter(cfg.track)
         self.track_alerts = alert_filter(cfg.track)
         self._schema_check = TopicSchemaCheck()
-
-    def _group_worker(self, cfg: PipelineConfig) -> GroupWorker:
-        """Stage 2 (rules whose groups span devices): a second consumer on the repartition topic."""
-        if self.redis is None:
-            raise ValueError("the repartition stage needs a Redis client (EvaluatorClients.redis)")
-        return GroupWorker(
-            topic=str(self.topics.repartition), events_topic=self.topics.events, late_topic=self.topics.late,
-            alerts_topic=self.topics.alerts, consumer=stage_two_consumer(cfg, self.opts, self.secrets),
-            outputs=self.outputs,
-            writer=self._writes, redis_client=self.redis, key_prefix=cfg.redis.key_prefix,
-            settings=self.engine.settings, rules=self.engine.rules.values(), metrics=self.metrics,
-            batch_size=self.opts.batch_size, checkpoint_interval=self.opts.checkpoint_interval,
-            clock=self.clock)
 
     # --- the stage's state (CheckpointedStage) -----------------------------------------------------
 
