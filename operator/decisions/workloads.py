@@ -94,6 +94,7 @@ def secret_refs(spec: AlertPipelineSpec, role: Role) -> list[SecretKeyRef]:
                 c.email.password_secret_ref if c.email else None,
                 c.sms.auth_token_secret_ref if c.sms else None,
                 c.push.access_token_secret_ref if c.push else None,
+                c.push.service_account_secret_ref if c.push else None,
             ]
     return [r for r in refs if r is not None]
 

@@ -32,14 +32,14 @@ async def test_tls_listener_serves_trusted_clients_and_refuses_plaintext(
             assert (answer.batch_id, answer.accepted, answer.rejected_count) == (3, 40, 0)
 
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                code, _, _ = await refused(Client(channel).publish(request(events(5, start=100)), metadata=AUTH,
-                                                                   timeout=10))  # fmt: skip
+                call = Client(channel).publish(request(events(5, start=100)), metadata=AUTH, timeout=10)
+                code, _, _ = await refused(call)
             assert code is grpc.StatusCode.UNAVAILABLE
 
             untrusted = grpc.ssl_channel_credentials(root_certificates=other_ca.read_bytes())
             async with grpc.aio.secure_channel(f"127.0.0.1:{port}", untrusted) as channel:
-                code, _, _ = await refused(Client(channel).publish(request(events(5, start=200)), metadata=AUTH,
-                                                                   timeout=10))  # fmt: skip
+                call = Client(channel).publish(request(events(5, start=200)), metadata=AUTH, timeout=10)
+                code, _, _ = await refused(call)
             assert code is grpc.StatusCode.UNAVAILABLE
             _, metrics = await ing.get("/metrics")
         finally:
