@@ -115,8 +115,11 @@ class TokenCache:
             if hit is not None and hit.expires_at - REFRESH_MARGIN > self._clock():
                 return hit.value
             token = await self._exchange(ServiceAccount.parse(account_json))
-            while len(self._tokens) >= _KEPT:
-                self._tokens.pop(next(iter(self._tokens)))
+            while len(self._tokens) >= _KEPT:  # the oldest account first (a rotated key's, likely)
+                old = next(iter(self._tokens))
+                self._tokens.pop(old)
+                if old in self._locks and not self._locks[old].locked():
+                    del self._locks[old]
             self._tokens[key] = token
             return token.value
 
