@@ -57,7 +57,7 @@ def compile_config(
         allowed_lateness=spec.allowed_lateness,
         idle_timeout=spec.idle_timeout,
         dedup_ttl=spec.dedup_ttl,
-        ingest=spec.ingest,
+        ingest=spec.ingest.settings(),
         delivery=spec.delivery,
         channels=list(spec.channels),
         rules=sorted(rules, key=lambda r: r.name),
