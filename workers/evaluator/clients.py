@@ -8,13 +8,15 @@ Evaluator in-memory ones with the same methods (tests/unit/evaluator/test_evalua
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import redis
 from confluent_kafka import Consumer, Producer
 
 from alertpipe.workers.config import GROUPS_STAGE_SUFFIX, PipelineConfig
+from alertpipe.workers.evaluator.lookup_store import RedisLookupStore
+from alertpipe.workers.evaluator.lookups import LookupStore
 from alertpipe.workers.evaluator.redis_state import RedisState
 from alertpipe.workers.evaluator.settings import EvaluatorOptions, evaluator_kafka_options, redis_client
 from alertpipe.workers.secrets import SecretResolver
@@ -34,12 +36,23 @@ class StateStore(Protocol):
                    ) -> None: ...
 
 
+class _NoRows:
+    """A lookup store without tables: every row is absent."""
+
+    def fetch(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any] | None]:
+        return [None] * len(keys)
+
+
+NO_ROWS = _NoRows()
+
+
 @dataclass
 class EvaluatorClients:
     consumer: Any  # the events topic's (a confluent_kafka.Consumer)
     producer: Any  # alerts, late and dead-letter records (a confluent_kafka.Producer)
     state: StateStore
     redis: redis.Redis | None = None  # stage 2's state (the repartition stage needs a real Redis)
+    lookups: LookupStore = field(default_factory=lambda: NO_ROWS)  # lookup tables' rows (lookup_store.py)
 
     @classmethod
     def real(cls, cfg: PipelineConfig, opts: EvaluatorOptions, secrets: SecretResolver) -> EvaluatorClients:
@@ -49,6 +62,7 @@ class EvaluatorClients:
             producer=Producer(evaluator_kafka_options(cfg, opts, secrets, producer=True)),
             state=RedisState(client, cfg.redis.key_prefix, cfg.kafka.topics.events),
             redis=client,
+            lookups=RedisLookupStore(client, cfg.redis.lookups_prefix),
         )
 
 
