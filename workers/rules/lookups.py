@@ -149,7 +149,7 @@ def gen_lookup(gen: _Gen, n: Call) -> tuple[str, str]:
         return gen.err(f"lookup() takes a table name and a key, e.g. lookup('thresholds', deviceId),"
                        f" at column {n.col}")
     if not gen.env.event_fields:
-        return gen.err(f"lookup() needs the event; it is available in select.filter and"
+        return gen.err(f"lookup() needs the event: it is available in select.filter and"
                        f" threshold.condition, not here, at column {n.col}")
     table = args[0]
     if not (isinstance(table, Lit) and isinstance(table.value, str)):
