@@ -38,7 +38,8 @@ from ..rules.helpers import ev, rule
 
 pytestmark = pytest.mark.unit
 
-OVER = rule("over", select={"types": ["cpu"]}, threshold={"condition": "value > lookup('thresholds', deviceId).max"})
+OVER = rule("over", select={"types": ["cpu"]},
+            threshold={"condition": "value > lookup('thresholds', deviceId).max"})
 PLAIN = rule("plain", threshold={"condition": "value > 1"})
 
 

@@ -109,7 +109,8 @@ def test_compile_errors_carry_the_field_path() -> None:
     errors = compile_errors(aggregate={"fn": "avg", "field": "value", "window": "1m",
                                        "condition": "value > lookup('thresholds', deviceId).max"})
     assert errors[0][0] == "spec.aggregate.condition"
-    assert "lookup() needs the event: it is available in select.filter and threshold.condition" in errors[0][1]
+    assert "lookup() needs the event: it is available in select.filter and threshold.condition" \
+        in errors[0][1]
 
 
 def test_tables_the_pipeline_does_not_declare_are_refused() -> None:
@@ -136,7 +137,8 @@ def test_a_condition_lookup_in_a_rule_spanning_devices_is_refused_but_a_filter_o
 # --- the engine --------------------------------------------------------------------------------
 
 
-PER_DEVICE = rule("over", select={"types": ["cpu"]}, threshold={"condition": "value > lookup('thresholds', deviceId).max"})
+PER_DEVICE = rule("over", select={"types": ["cpu"]},
+                  threshold={"condition": "value > lookup('thresholds', deviceId).max"})
 MAINTENANCE = rule("hot-unless-maintenance", select={"types": ["cpu"]},
                    threshold={"condition": "value > 80 && !(lookup('maintenance', deviceId).until > ts)"})
 
