@@ -19,7 +19,7 @@ from .helpers import ev, feed, rule
 
 pytestmark = pytest.mark.unit
 
-TABLES = {"thresholds": {"d1": {"max": 50}, "d2": {"max": 90.5}, "7": {"max": 1}},
+TABLES: dict[str, dict[str, dict[str, Any]]] = {"thresholds": {"d1": {"max": 50}, "d2": {"max": 90.5}, "7": {"max": 1}},
           "maintenance": {"d1": {"until": 2_000_000_000_000}}}
 
 
