@@ -78,7 +78,7 @@ def test_per_device_thresholds_and_maintenance_windows_from_redis(
 
     ev = EvaluatorProcess(pipeline, tmp_path, checkpoint_interval=0.5).start()
     evaluators.append(ev)
-    first = range(0, 10)
+    first = range(10)
     pipeline.produce(events({"lk-1": ("cpu", 60), "lk-2": ("cpu", 60), "lk-3": ("cpu", 60),
                              "lk-4": ("temp", 95), "lk-5": ("temp", 95)}, first, t0))
     assert firing(pipeline, 2) == {("over-own-threshold", "deviceId=lk-1"),

@@ -19,8 +19,10 @@ from .helpers import ev, feed, rule
 
 pytestmark = pytest.mark.unit
 
-TABLES: dict[str, dict[str, dict[str, Any]]] = {"thresholds": {"d1": {"max": 50}, "d2": {"max": 90.5}, "7": {"max": 1}},
-          "maintenance": {"d1": {"until": 2_000_000_000_000}}}
+TABLES: dict[str, dict[str, dict[str, Any]]] = {
+    "thresholds": {"d1": {"max": 50}, "d2": {"max": 90.5}, "7": {"max": 1}},
+    "maintenance": {"d1": {"until": 2_000_000_000_000}},
+}
 
 
 def run_with(tables: LookupTables, rules: list[Any], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
