@@ -4,7 +4,7 @@ Rows live in Redis as hashes ``<prefix>:lookup:<table>:<key>`` (``lookup_store.p
 ``alertpipe lookup load``). Before a batch is evaluated, ``LookupCache.prefetch`` takes the
 (table, key) pairs its events may read (``rules.lookups.lookup_keys``: the active rules list the
 tables they read, compiled) and fetches those not cached, or cached longer than the TTL ago, in
-one pipelined round trip of HGETALLs. The engine then reads rows from this cache (``row``, the
+one round trip (an HGETALL per row, in one script call: lookup_store.py). The engine then reads rows from this cache (``row``, the
 ``LookupView`` it is given), never from Redis: the rule engine stays free of I/O.
 
 cachetools' ``LRUCache`` bounds the size; its ``TTLCache`` does not fit: it makes an expired row
