@@ -4,8 +4,10 @@ Rows live in Redis as hashes ``<prefix>:lookup:<table>:<key>`` (``lookup_store.p
 ``alertpipe lookup load``). Before a batch is evaluated, ``LookupCache.prefetch`` takes the
 (table, key) pairs its events may read (``rules.lookups.lookup_keys``: the active rules list the
 tables they read, compiled) and fetches those not cached, or cached longer than the TTL ago, in
-one round trip (an HGETALL per row, in one script call: lookup_store.py). The engine then reads rows from this cache (``row``, the
-``LookupView`` it is given), never from Redis: the rule engine stays free of I/O.
+one round trip (an HGETALL per row, in one script call: lookup_store.py). The engine then reads
+rows from this cache (``row``, the ``LookupView`` it is given), never from Redis: the rule engine
+stays free of I/O. The batch's rows are also kept in a plain dict, read first (no LRU bookkeeping
+on the hot path).
 
 cachetools' ``LRUCache`` bounds the size; its ``TTLCache`` does not fit: it makes an expired row
 unreadable, but an event released from a reorder buffer after its own batch (it waited for a
@@ -35,6 +37,7 @@ from alertpipe.workers.rules.lookups import lookup_keys
 __all__ = ["LookupCache", "LookupStore"]
 
 Row = dict[str, Any]
+_UNSET: Any = object()
 
 
 class LookupStore(Protocol):
@@ -56,12 +59,17 @@ class LookupCache:
         self.metrics = metrics
         self.clock = clock
         self.hits = self.misses = self.unfetched = 0
+        self.batch: dict[tuple[str, str], Row | None] = {}  # the rows of the last prefetch's keys
         self._rules: object = None
         self._active: tuple[CompiledRule, ...] = ()
 
     # --- the engine's side (LookupView) ---
     def row(self, table: str, key: str) -> Row | None:
-        entry = self.cache.get((table, key))
+        k = (table, key)
+        row = self.batch.get(k, _UNSET)  # the current batch's rows: a plain dict, no LRU bookkeeping
+        if row is not _UNSET:
+            return row  # type: ignore[no-any-return]
+        entry = self.cache.get(k)  # an event released from a reorder buffer after its batch
         if entry is None:
             self.unfetched += 1
             if self.metrics is not None:
@@ -89,10 +97,13 @@ class LookupCache:
         now = self.clock()
         cache, ttl = self.cache, self.ttl
         stale = []
+        batch: dict[tuple[str, str], Row | None] = {}
         for k in wanted:
             entry = cache.get(k)
             if entry is None or now - entry[1] >= ttl:
                 stale.append(k)
+            else:
+                batch[k] = entry[0]
         hits = len(wanted) - len(stale)
         self.hits += hits
         self.misses += len(stale)
@@ -100,11 +111,14 @@ class LookupCache:
         if m is not None:
             m.lookup_hits.inc(hits)
         if not stale:
+            self.batch = batch
             return 0
         t0 = time.perf_counter()
         rows = self.store.fetch(stale)
         for k, row in zip(stale, rows, strict=True):
             cache[k] = (row, now)
+            batch[k] = row
+        self.batch = batch
         if m is not None:
             m.lookup_misses.inc(len(stale))
             m.lookup_fetch_seconds.observe(time.perf_counter() - t0)
@@ -114,6 +128,7 @@ class LookupCache:
     def configure(self, ttl_s: float, max_entries: int) -> None:
         """A new config revision's TTL and size (a smaller cache keeps the most recently used rows)."""
         self.ttl = ttl_s
+        self.batch = {}
         if max_entries != self.cache.maxsize:
             old = self.cache
             self.cache = LRUCache(max_entries)
