@@ -107,12 +107,18 @@ def lookup_keys(rules: Iterable[CompiledRule], events: Iterable[dict[str, Any]])
     index = {t: tuple(refs) + tuple(wildcard) for t, refs in by_type.items()}
     every = tuple(wildcard)
     out: set[tuple[str, str]] = set()
-    for d in events:
+    add = out.add
+    pairs = {t: tuple((r.table, r.key) for r in refs) for t, refs in index.items()}
+    every_pairs = tuple((r.table, r.key) for r in every)
+    for d in events:  # the hot part of a batch's prefetch: lookup_key inlined
         typ = d.get("type")
-        for ref in index.get(typ, every) if typ.__class__ is str else every:
-            k = lookup_key(ref.key(d))
-            if k is not None:
-                out.add((ref.table, k))
+        for table, key in pairs.get(typ, every_pairs) if typ.__class__ is str else every_pairs:
+            k = key(d)
+            cls = k.__class__
+            if cls is str:
+                add((table, k))
+            elif cls is int:
+                add((table, str(k)))
     return out
 
 
