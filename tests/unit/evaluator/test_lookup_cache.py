@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from alertpipe.workers.config import PipelineConfig, StaticConfigSource
@@ -170,6 +171,49 @@ def test_a_store_that_fails_stops_the_loop_before_the_batch_is_evaluated() -> No
         evaluator.run(threading.Event())  # the CLI holds and starts again from the checkpoint
     assert transitions(broker) == []
     assert evaluator.positions.get(0, 0) == 0  # nothing evaluated, nothing committed past it
+
+
+class FailsOnce(MemoryStore):
+    calls = 0
+
+    def fetch(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any] | None]:
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError("redis down")
+        return super().fetch(keys)
+
+
+def test_a_batch_whose_rows_failed_is_evaluated_before_any_later_one() -> None:
+    """Redis fails for one batch and answers again: the final drain evaluates that batch first, so
+    the checkpoint that follows covers it (it is never skipped in favour of later batches)."""
+    broker, state = Broker(), MemoryState()
+    store = FailsOnce({("thresholds", "d1"): {"max": 50}})
+    t0 = int(time.time() * 1000) - 120_000
+    for seq in range(1, 9):
+        send(broker, seq, t0 + seq * 1000, 60)
+    evaluator = Evaluator(StaticConfigSource(config()),
+                          options=EvaluatorOptions(checkpoint_interval=0.05, batch_size=2),
+                          clients=EvaluatorClients(MemoryConsumer(broker), MemoryProducer(broker), state,
+                                                   lookups=store))
+    with pytest.raises(ConnectionError):
+        evaluator.run(threading.Event())
+    saved = orjson.loads(state.chains[0][0])
+    assert saved["offset"] == 2  # the failed batch, evaluated by the drain: covered, not skipped
+    assert store.trips == [[("thresholds", "d1")]]
+    # the next evaluator (the CLI's restart) goes on from there: d1 fires once
+    evaluator = Evaluator(StaticConfigSource(config()), options=EvaluatorOptions(checkpoint_interval=0.05),
+                          clients=EvaluatorClients(MemoryConsumer(broker), MemoryProducer(broker), state,
+                                                   lookups=store))
+    stop = threading.Event()
+    t = threading.Thread(target=evaluator.run, args=(stop,), daemon=True)
+    t.start()
+    deadline = time.monotonic() + 20
+    while not transitions(broker) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    stop.set()
+    t.join(20)
+    assert transitions(broker) == [("deviceId=d1", "firing")]
 
 
 # --- the files `alertpipe lookup load` reads --------------------------------------------------------
