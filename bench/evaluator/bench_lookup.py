@@ -177,7 +177,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_xlim(0, max(sc[n]["wall_us_per_event"] for n in names) * 1.7)
     ax.set_xlabel("wall µs per event (median of rounds)")
     ax.set_title(f"lookup() cost: 20 threshold rules, {results['events']:,} events, batches of {BATCH}")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
