@@ -2,10 +2,12 @@
 a CSV and maintenance windows from a JSON file into the pipeline's Redis; an evaluator process
 alerts only for devices over their own threshold and not for a device in maintenance; a threshold
 changed with ``lookup load`` takes effect once the cache's TTL has passed; the rows live under the
-pipeline's key prefix (another pipeline's store does not see them)."""
+pipeline's key prefix (another pipeline's store does not see them); Redis down holds the evaluator
+and drops nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -104,3 +106,38 @@ def test_per_device_thresholds_and_maintenance_windows_from_redis(
                          for a in pipeline.read("alerts", min_count=4, timeout=30, quiet=1.0)),
              "lk-1 to resolve", 60)
     assert ev.stop() == 0
+
+
+def test_redis_down_holds_lookup_rules_and_nothing_is_dropped(
+    pipeline: Pipeline, evaluators: list[EvaluatorProcess], tmp_path: Path, redis_server: Any
+) -> None:
+    """Redis stops after the rows' TTL ran out: the evaluator holds (alive, nothing evaluated with
+    stale or absent rows, no alert); once Redis is back (AOF kept the rows) the held events are
+    evaluated and each device fires once."""
+    pipe = dataclasses.replace(pipeline, redis_url=redis_server.url)
+    pipe.rules = RULES[:1]
+    pipe.extra = {"lookups": {"ttl": "1s"}}
+    cfg = pipe.write()
+    store = RedisLookupStore(redis.Redis.from_url(redis_server.url), cfg.redis.lookups_prefix)
+    store.put("thresholds", [("rd-1", {"max": 50}), ("rd-2", {"max": 50})])
+    ev = EvaluatorProcess(pipe, tmp_path, checkpoint_interval=0.5).start()
+    evaluators.append(ev)
+    t0 = int(time.time() * 1000) - 60_000
+    pipe.produce(events({"rd-1": ("cpu", 60), "rd-2": ("cpu", 10)}, range(10), t0))
+    assert firing(pipe, 1) == {("over-own-threshold", "deviceId=rd-1")}
+    redis_server.stop(kill=True)
+    try:
+        time.sleep(1.5)  # the cached rows are older than the TTL now: the next batch must read Redis
+        pipe.produce(events({"rd-2": ("cpu", 60)}, range(10, 20), t0))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            assert ev.running(), ev.log_text()[-3000:]  # holds, never exits
+            time.sleep(0.2)
+        assert firing(pipe, 1) == {("over-own-threshold", "deviceId=rd-1")}  # rd-2 not evaluated yet
+    finally:
+        redis_server.start()
+    wait_for(lambda: ("over-own-threshold", "deviceId=rd-2") in firing(pipe, 2), "rd-2 to fire", 90)
+    alerts = pipe.read("alerts", min_count=2, timeout=30, quiet=2.0)
+    fired = sorted(a["groupKey"] for a in alerts if a["status"] == "firing")
+    assert fired == ["deviceId=rd-1", "deviceId=rd-2"]  # each once: nothing dropped, nothing doubled
+    assert "Redis unavailable" in ev.log_text()
