@@ -141,3 +141,25 @@ def test_redis_down_holds_lookup_rules_and_nothing_is_dropped(
     fired = sorted(a["groupKey"] for a in alerts if a["status"] == "firing")
     assert fired == ["deviceId=rd-1", "deviceId=rd-2"]  # each once: nothing dropped, nothing doubled
     assert "Redis unavailable" in ev.log_text()
+
+
+def test_load_replace_lists_and_deletes_only_the_tables_own_rows(pipeline: Pipeline, tmp_path: Path,
+                                                                 redis_url: str) -> None:
+    pipeline.extra = {"redis": {"url": redis_url, "keyPrefix": f"ap:[{pipeline.name}]*"}}  # glob characters
+    cfg = pipeline.write()
+    store = RedisLookupStore(redis.Redis.from_url(redis_url), cfg.redis.lookups_prefix)
+    store.put("thresholds", [("a", {"max": 1}), ("b", {"max": 2}), ("c:d", {"max": 3})])
+    store.put("thresholds2", [("a", {"max": 9})])  # another table whose name starts the same
+    RedisLookupStore(redis.Redis.from_url(redis_url), "ap:x").put("thresholds", [("z", {"max": 0})])
+    assert sorted(store.keys("thresholds")) == ["a", "b", "c:d"]
+    f = tmp_path / "t.json"
+    f.write_text('[{"key": "b", "max": 20}, {"key": "e", "max": 5}]')
+    out = lookup_cli(pipeline, "load", "--table", "thresholds", "--replace", str(f))
+    assert "2 row(s) written, 2 deleted" in out, out
+    assert sorted(store.keys("thresholds")) == ["b", "e"]
+    assert store.fetch([("thresholds", "b"), ("thresholds", "a"), ("thresholds2", "a")]) == [
+        {"max": 20}, None, {"max": 9}]
+    rows = [orjson.loads(line) for line in lookup_cli(pipeline, "get", "--table", "thresholds").splitlines()]
+    assert rows == [{"key": "b", "row": {"max": 20}}, {"key": "e", "row": {"max": 5}}]
+    assert "2 row(s) deleted" in lookup_cli(pipeline, "delete", "--table", "thresholds", "--all")
+    assert list(store.keys("thresholds")) == [] and store.get("thresholds2", "a") == {"max": 9}
