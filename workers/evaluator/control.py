@@ -95,8 +95,9 @@ class Control:
         rules = compile_rules(cfg, now)
         self.engine.set_rules(rules, engine_settings(cfg))
         self.lookups.configure(parse_duration(cfg.lookups.ttl), cfg.lookups.max_entries)
-        for part in self.engine.partitions.values():  # a new rule may read rows for waiting events
-            self.lookups.prefetch(self.engine.rules, part.held_events())
+        if self.lookups.active(self.engine.rules):  # a new rule may read rows for waiting events
+            for part in self.engine.partitions.values():
+                self.lookups.prefetch(self.engine.rules, part.held_events())
         self._disabled_now = self._disabled_set(cfg, now)
         self.cfg = cfg
         self.track_keys = key_filter(cfg.track)

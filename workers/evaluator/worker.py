@@ -149,7 +149,8 @@ class Evaluator(CheckpointedStage, Control):
         if chain is None:
             return None
         meta = part.restore(*chain)
-        self.lookups.prefetch(self.engine.rules, part.held_events())  # rows of the restored waiting events
+        if self.lookups.active(self.engine.rules):  # the rows of the restored waiting events
+            self.lookups.prefetch(self.engine.rules, part.held_events())
         if part.ctx.out:  # rules changed while no process ran: their episodes resolve
             self._emit(part, p)
         return int(meta["offset"])
