@@ -22,6 +22,7 @@ from alertpipe.operator.rollout_models import CanaryStatus, RolloutSpec
 from alertpipe.operator.slo_models import SLOSpec, SLOStatus
 from alertpipe.workers.config.base import Model
 from alertpipe.workers.config.durations import Duration
+from alertpipe.workers.config.lookups import LookupSettings
 from alertpipe.workers.config.models import (
     ChannelSpec,
     DeliverySettings,
@@ -335,6 +336,11 @@ class AlertPipelineSpec(Model):
         None,
         alias="schema",
         description="JSON Schema per event type (versioned), checked at ingest; changes stay compatible.",
+    )
+    lookups: LookupSettings = Field(
+        default_factory=LookupSettings,
+        description="Lookup tables rules read (lookup('thresholds', deviceId).max): cache TTL and size,"
+        " the tables rules may name. Rows live in Redis (alertpipe lookup load).",
     )
     rollout: RolloutSpec | None = Field(
         None, description="Canary rollout of rule and image changes; omitted: changes apply at once."

@@ -53,6 +53,7 @@ def compile_config(
             url=spec.redis.url,
             url_secret_ref=spec.redis.url_secret_ref,
             key_prefix=spec.redis.key_prefix or default_key_prefix(namespace, name),
+            lookup_prefix=spec.redis.key_prefix or default_key_prefix(namespace, name),
         ),
         allowed_lateness=spec.allowed_lateness,
         idle_timeout=spec.idle_timeout,
@@ -64,5 +65,6 @@ def compile_config(
         kill_switches=active_switches(spec.kill_switches, now),
         pii=spec.pii,
         event_schema=spec.event_schema,
+        lookups=spec.lookups,
     )
     return config.with_revision()

@@ -18,6 +18,8 @@ from confluent_kafka import Consumer, Producer
 from alertpipe.workers.config import GROUPS_STAGE_SUFFIX, PipelineConfig
 from alertpipe.workers.evaluator.group_worker import GroupWorker
 from alertpipe.workers.evaluator.links import STATS_INTERVAL_MS, LinkHealth
+from alertpipe.workers.evaluator.lookup_store import RedisLookupStore
+from alertpipe.workers.evaluator.lookups import LookupStore
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.redis_state import RedisState
 from alertpipe.workers.evaluator.settings import EvaluatorOptions, evaluator_kafka_options, redis_client
@@ -40,6 +42,16 @@ class StateStore(Protocol):
                    ) -> None: ...
 
 
+class _NoRows:
+    """A lookup store without tables: every row is absent."""
+
+    def fetch(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any] | None]:
+        return [None] * len(keys)
+
+
+NO_ROWS = _NoRows()
+
+
 @dataclass
 class EvaluatorClients:
     consumer: Any  # the events topic's (a confluent_kafka.Consumer)
@@ -47,7 +59,7 @@ class EvaluatorClients:
     state: StateStore
     redis: redis.Redis | None = None  # stage 2's state (the repartition stage needs a real Redis)
     links: LinkHealth | None = field(default=None)  # is each events partition's leader answering
-
+    lookups: LookupStore = field(default_factory=lambda: NO_ROWS)  # lookup tables' rows (lookup_store.py)
 
     @classmethod
     def real(cls, cfg: PipelineConfig, opts: EvaluatorOptions, secrets: SecretResolver) -> EvaluatorClients:
@@ -61,6 +73,7 @@ class EvaluatorClients:
             state=RedisState(client, cfg.redis.key_prefix, cfg.kafka.topics.events),
             redis=client,
             links=links,
+            lookups=RedisLookupStore(client, cfg.redis.lookups_prefix),
         )
 
 

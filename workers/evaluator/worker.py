@@ -6,7 +6,8 @@ writes checkpoints. A batch waits for its first record only (``poll_timeout``) a
 the client has fetched already; while the oldest batch's dedup round trip is in flight and more
 records came in, those are decoded (up to ``dedup_depth`` batches in flight), so the loop waits on
 Redis only when Redis is slower than the evaluation.
-Per batch: decode (malformed → dead-letter topic), dedup in one Redis round trip, feed the engine
+Per batch: decode (malformed → dead-letter topic), dedup in one Redis round trip, the lookup rows
+its events may read (one more round trip for those not cached: lookups.py), feed the engine
 in offset order (late → late topic), produce the alert transitions with an idempotent producer.
 Every ``checkpoint_interval``: the three-step checkpoint of ``stage`` (the cut on the loop; the
 Redis write once the cut's outputs are acknowledged, on its thread; then the commit), and a
@@ -43,6 +44,7 @@ from alertpipe.workers.config import (
 from alertpipe.workers.evaluator.clients import EvaluatorClients, group_worker
 from alertpipe.workers.evaluator.control import RESTART, Control
 from alertpipe.workers.evaluator.links import LinkHealth
+from alertpipe.workers.evaluator.lookups import LookupCache
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.records import Batch, TopicSchemaCheck, dead_letter, decode_batch, headers
 from alertpipe.workers.evaluator.redis_state import DUPLICATE as DUP_FLAG
@@ -86,9 +88,11 @@ class Evaluator(CheckpointedStage, Control):
         self.metrics = metrics or EvaluatorMetrics(cfg.tenant)
         self.metrics.set_revision(cfg.revision)
         self.topics = cfg.kafka.topics
-        self.engine = Engine(engine_settings(cfg), compile_rules(cfg), clock=clock)
-        self.metrics.rules.set(len(self.engine.rules))
         clients = clients or EvaluatorClients.real(cfg, self.opts, self.secrets)
+        self.lookups = LookupCache(clients.lookups, ttl_s=parse_duration(cfg.lookups.ttl),
+                                   max_entries=cfg.lookups.max_entries, metrics=self.metrics)
+        self.engine = Engine(engine_settings(cfg), compile_rules(cfg), clock=clock, lookups=self.lookups)
+        self.metrics.rules.set(len(self.engine.rules))
         self.redis = clients.redis
         self.state = clients.state
         self.links = clients.links or LinkHealth(self.topics.events)  # without statistics: in touch
@@ -133,6 +137,8 @@ class Evaluator(CheckpointedStage, Control):
         if chain is None:
             return None
         meta = part.restore(*chain)
+        if self.lookups.active(self.engine.rules):  # the rows of the restored waiting events
+            self.lookups.prefetch(self.engine.rules, part.held_events())
         if part.ctx.out:  # rules changed while no process ran: their episodes resolve
             self._emit(part, p)
         return int(meta["offset"])
@@ -311,6 +317,16 @@ class Evaluator(CheckpointedStage, Control):
             seen = seen.result()
             m.loop_seconds["dedup_wait"] += time.perf_counter() - tw
         t0 = time.perf_counter()
+        if self.lookups.active(self.engine.rules):  # the batch's lookup rows: one round trip for misses
+            try:
+                self.lookups.prefetch(self.engine.rules, [it[3] for it in batch.items if it[3] is not None])
+            except Exception:
+                # Redis did not answer: the batch stays first in line (close's drain tries it again
+                # before any later one), so a checkpoint never covers offsets it skipped
+                self._pending.appendleft(batch)
+                raise
+            m.loop_seconds["lookup_wait"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
         positions = self.positions
         parts = self.engine.partitions
         produce = self.outputs.produce
