@@ -314,7 +314,11 @@ class Evaluator(CheckpointedStage, Control):
         seen = batch.seen or b""
         if isinstance(seen, Future):
             tw = time.perf_counter()
-            seen = seen.result()
+            try:
+                seen = seen.result()
+            except Exception:  # Redis did not answer: as for lookups below, the batch stays first
+                self._pending.appendleft(batch)
+                raise
             m.loop_seconds["dedup_wait"] += time.perf_counter() - tw
         t0 = time.perf_counter()
         if self.lookups.active(self.engine.rules):  # the batch's lookup rows: one round trip for misses
