@@ -64,5 +64,6 @@ def compile_config(
         kill_switches=active_switches(spec.kill_switches, now),
         pii=spec.pii,
         event_schema=spec.event_schema,
+        tracing=spec.tracing,
     )
     return config.with_revision()

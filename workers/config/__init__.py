@@ -33,6 +33,7 @@ from alertpipe.workers.config.models import (
     SmsChannel,
     ThresholdSpec,
     Topics,
+    TracingSpec,
     WebhookChannel,
 )
 from alertpipe.workers.config.source import ConfigSource, StaticConfigSource
@@ -73,6 +74,7 @@ __all__ = [
     "StaticConfigSource",
     "ThresholdSpec",
     "Topics",
+    "TracingSpec",
     "Track",
     "WebhookChannel",
     "alert_filter",

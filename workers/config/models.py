@@ -23,6 +23,7 @@ from alertpipe.workers.config.mobile import PushChannel, SmsChannel
 from alertpipe.workers.config.privacy import PiiSpec
 from alertpipe.workers.config.refs import Name, SecretKeyRef
 from alertpipe.workers.config.schemas import EventSchema, SchemaSpec
+from alertpipe.workers.config.tracing import TracingSpec
 from alertpipe.workers.config.tracks import Track
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "SmsChannel",
     "ThresholdSpec",
     "Topics",
+    "TracingSpec",
     "WebhookChannel",
 ]
 
@@ -364,6 +366,7 @@ class PipelineConfig(Model):
     kill_switches: KillSwitches = Field(default_factory=KillSwitches)
     pii: PiiSpec | None = None
     event_schema: SchemaSpec | None = Field(None, alias="schema")
+    tracing: TracingSpec | None = None  # spec.tracing: OTLP spans across the stages; None: off
     # a canary rollout's split of the keys (tracks.py); None: this evaluator owns every key
     track: Track | None = None
     revision: str = ""

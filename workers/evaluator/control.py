@@ -26,6 +26,7 @@ from alertpipe.workers.rules.engine import Engine, Partition
 if TYPE_CHECKING:
     from alertpipe.workers.config.models import Topics
     from alertpipe.workers.evaluator.group_worker import GroupWorker
+    from alertpipe.workers.tracing import TracingHolder
 
 __all__ = ["RESTART", "Control"]
 
@@ -51,9 +52,10 @@ class Control:
     assigned: set[int]
     last_record: dict[int, float]
     paused: bool
+    tracing: TracingHolder
     _last_housekeeping: float
 
-    def _emit(self, part: Partition, p: int) -> None:
+    def _emit(self, part: Partition, p: int, trace: Any = None) -> None:
         raise NotImplementedError
 
     def _drain(self) -> None:
@@ -100,6 +102,7 @@ class Control:
         self.dedup_ttl = int(parse_duration(cfg.dedup_ttl))
         self.metrics.set_revision(cfg.revision)
         self.metrics.rules.set(len(rules))
+        self.tracing.update(cfg.tracing, cfg.tenant, cfg.pipeline)
         for p, part in self.engine.partitions.items():
             self._emit(part, p)  # resolutions of retired rules
             self.dirty.add(p)

@@ -57,6 +57,7 @@ from alertpipe.workers.evaluator.stage import CheckpointedStage, Outputs
 from alertpipe.workers.pii import policy_of as pii_policy
 from alertpipe.workers.rules.engine import DUPLICATE, LATE, Engine, Partition
 from alertpipe.workers.secrets import SecretResolver
+from alertpipe.workers.tracing import Tracing, TracingHolder, traceparent_of
 
 __all__ = ["RESTART", "Evaluator", "EvaluatorOptions", "compile_rules", "engine_settings"]
 
@@ -118,6 +119,9 @@ class Evaluator(CheckpointedStage, Control):
         self.track_keys = key_filter(cfg.track)
         self.track_alerts = alert_filter(cfg.track)
         self._schema_check = TopicSchemaCheck()
+        # spec.tracing: a span per alert raised by an event whose record carries a sampled trace context
+        self.tracing = TracingHolder("evaluator", lambda ref: self.secrets.resolve(ref).get_secret_value())
+        self.tracing.update(cfg.tracing, cfg.tenant, cfg.pipeline)
 
     def _group_worker(self, cfg: PipelineConfig) -> GroupWorker:
         """Stage 2 (rules whose groups span devices): a second consumer on the repartition topic."""
@@ -264,6 +268,7 @@ class Evaluator(CheckpointedStage, Control):
         self.producer.flush(10)
         self._pool.shutdown(wait=True)
         self._writes.shutdown(wait=True)
+        self.tracing.shutdown()
 
     def _next_batch(self, full: int) -> list[Any]:
         """Up to ``full`` records, waiting (``poll_timeout``) for the first one only.
@@ -327,6 +332,8 @@ class Evaluator(CheckpointedStage, Control):
         parts = self.engine.partitions
         produce = self.outputs.produce
         late_topic = self.topics.late
+        tracing = self.tracing.current
+        traced = tracing.enabled
         late = dup_redis = dup_engine = evaluated = malformed = 0
         touched: set[int] = set()
         k = 0
@@ -355,7 +362,13 @@ class Evaluator(CheckpointedStage, Control):
                 dup_redis += 1
                 continue
             ts_type, ingest = msg.timestamp()
-            verdict = part.offer(d, dev, seq, ts, ingest if ts_type else None)
+            if not traced:
+                verdict = part.offer(d, dev, seq, ts, ingest if ts_type else None)
+            else:
+                parent, started = traceparent_of(msg.headers()), time.time_ns()
+                verdict = part.offer(d, dev, seq, ts, ingest if ts_type else None)
+                if parent is not None:  # what this event raised is emitted now, under its trace
+                    self._emit(part, p, (tracing, parent, started, msg))
             if verdict == 0:
                 evaluated += 1
             elif verdict == LATE:
@@ -380,7 +393,9 @@ class Evaluator(CheckpointedStage, Control):
         m.loop_seconds["evaluate"] += took
         m.batch_seconds.observe(took)
 
-    def _emit(self, part: Partition, p: int) -> None:
+    def _emit(self, part: Partition, p: int, trace: tuple[Tracing, bytes, int, Any] | None = None) -> None:
+        """Produce what ``part`` raised; ``trace``: (tracing, the event's traceparent, when its
+        evaluation began, its record), each alert then one span whose context its record carries."""
         alerts = part.take_alerts()
         if alerts and self.track_alerts is not None:
             publishes = self.track_alerts
@@ -392,7 +407,10 @@ class Evaluator(CheckpointedStage, Control):
             now_ms = int(self.clock() * 1000)
             m = self.metrics
             for a in alerts:
-                self.outputs.produce(self.topics.alerts, orjson.dumps(a), a["id"].encode())
+                if trace is None:
+                    self.outputs.produce(self.topics.alerts, orjson.dumps(a), a["id"].encode())
+                else:
+                    self._produce_traced(a, *trace)
                 m.alerts.labels(self.cfg.tenant, a["rule"], a["status"]).inc()
                 by_event = m.event_to_alert.labels("event_time")
                 by_event.observe(max(0.0, (now_ms - a["eventTimeMs"]) / 1000))
@@ -408,3 +426,19 @@ class Evaluator(CheckpointedStage, Control):
             self.pending_gaps.setdefault(p, []).extend(gaps)
             self.metrics.gaps.inc(len(gaps))
             self.metrics.gap_events.inc(sum(g["missing"] for g in gaps))
+
+    def _produce_traced(self, alert: dict[str, Any], tracing: Tracing, parent: bytes, started_ns: int,
+                        msg: Any) -> None:
+        span = tracing.start("alertpipe.evaluate", parent, start_ns=started_ns, attributes={
+            "alertpipe.rule": alert["rule"],
+            "alertpipe.alert.id": alert["id"],
+            "alertpipe.alert.status": alert["status"],
+            "alertpipe.alert.severity": alert.get("severity", ""),
+            "messaging.kafka.source.partition": msg.partition(),
+            "messaging.kafka.offset": msg.offset(),
+            "messaging.destination.name": self.topics.alerts,
+        })
+        headers = tracing.headers(span) if span is not None else None
+        self.outputs.produce(self.topics.alerts, orjson.dumps(alert), alert["id"].encode(), headers=headers)
+        if span is not None:
+            span.end()
