@@ -55,7 +55,7 @@ class Control:
     tracing: TracingHolder
     _last_housekeeping: float
 
-    def _emit(self, part: Partition, p: int, trace: Any = None) -> None:
+    def _emit(self, part: Partition, p: int) -> None:
         raise NotImplementedError
 
     def _drain(self) -> None:

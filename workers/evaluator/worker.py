@@ -54,10 +54,11 @@ from alertpipe.workers.evaluator.settings import (
     engine_settings,
 )
 from alertpipe.workers.evaluator.stage import CheckpointedStage, Outputs
+from alertpipe.workers.evaluator.traced import TracedEvent, TracedEvents
 from alertpipe.workers.pii import policy_of as pii_policy
 from alertpipe.workers.rules.engine import DUPLICATE, LATE, Engine, Partition
 from alertpipe.workers.secrets import SecretResolver
-from alertpipe.workers.tracing import Tracing, TracingHolder, traceparent_of
+from alertpipe.workers.tracing import TracingHolder, traceparent_of
 
 __all__ = ["RESTART", "Evaluator", "EvaluatorOptions", "compile_rules", "engine_settings"]
 
@@ -122,6 +123,7 @@ class Evaluator(CheckpointedStage, Control):
         # spec.tracing: a span per alert raised by an event whose record carries a sampled trace context
         self.tracing = TracingHolder("evaluator", lambda ref: self.secrets.resolve(ref).get_secret_value())
         self.tracing.update(cfg.tracing, cfg.tenant, cfg.pipeline)
+        self.traced = TracedEvents()  # sampled events, to find the trace of the alert one raised
 
     def _group_worker(self, cfg: PipelineConfig) -> GroupWorker:
         """Stage 2 (rules whose groups span devices): a second consumer on the repartition topic."""
@@ -167,6 +169,7 @@ class Evaluator(CheckpointedStage, Control):
             self.engine.drop(p)
             self.pending_gaps.pop(p, None)
             self.assigned.discard(p)
+            self.traced.forget(p)
             if self.groups is not None:
                 self.groups.forget_upstream(p)
             for gauge in (self.metrics.lag, self.metrics.watermark_delay, self.metrics.checkpoint_bytes):
@@ -332,8 +335,7 @@ class Evaluator(CheckpointedStage, Control):
         parts = self.engine.partitions
         produce = self.outputs.produce
         late_topic = self.topics.late
-        tracing = self.tracing.current
-        traced = tracing.enabled
+        traced = self.tracing.current.enabled
         late = dup_redis = dup_engine = evaluated = malformed = 0
         touched: set[int] = set()
         k = 0
@@ -362,13 +364,9 @@ class Evaluator(CheckpointedStage, Control):
                 dup_redis += 1
                 continue
             ts_type, ingest = msg.timestamp()
-            if not traced:
-                verdict = part.offer(d, dev, seq, ts, ingest if ts_type else None)
-            else:
-                parent, started = traceparent_of(msg.headers()), time.time_ns()
-                verdict = part.offer(d, dev, seq, ts, ingest if ts_type else None)
-                if parent is not None:  # what this event raised is emitted now, under its trace
-                    self._emit(part, p, (tracing, parent, started, msg))
+            if traced and (parent := traceparent_of(msg.headers())) is not None:
+                self.traced.remember(p, dev, ts, parent, time.time_ns(), off)
+            verdict = part.offer(d, dev, seq, ts, ingest if ts_type else None)
             if verdict == 0:
                 evaluated += 1
             elif verdict == LATE:
@@ -393,9 +391,7 @@ class Evaluator(CheckpointedStage, Control):
         m.loop_seconds["evaluate"] += took
         m.batch_seconds.observe(took)
 
-    def _emit(self, part: Partition, p: int, trace: tuple[Tracing, bytes, int, Any] | None = None) -> None:
-        """Produce what ``part`` raised; ``trace``: (tracing, the event's traceparent, when its
-        evaluation began, its record), each alert then one span whose context its record carries."""
+    def _emit(self, part: Partition, p: int) -> None:
         alerts = part.take_alerts()
         if alerts and self.track_alerts is not None:
             publishes = self.track_alerts
@@ -406,11 +402,13 @@ class Evaluator(CheckpointedStage, Control):
         if alerts:
             now_ms = int(self.clock() * 1000)
             m = self.metrics
+            traced = self.traced if len(self.traced) else None
             for a in alerts:
-                if trace is None:
+                event = traced.of(p, a) if traced is not None else None
+                if event is None:
                     self.outputs.produce(self.topics.alerts, orjson.dumps(a), a["id"].encode())
                 else:
-                    self._produce_traced(a, *trace)
+                    self._produce_traced(a, p, event)
                 m.alerts.labels(self.cfg.tenant, a["rule"], a["status"]).inc()
                 by_event = m.event_to_alert.labels("event_time")
                 by_event.observe(max(0.0, (now_ms - a["eventTimeMs"]) / 1000))
@@ -427,18 +425,8 @@ class Evaluator(CheckpointedStage, Control):
             self.metrics.gaps.inc(len(gaps))
             self.metrics.gap_events.inc(sum(g["missing"] for g in gaps))
 
-    def _produce_traced(self, alert: dict[str, Any], tracing: Tracing, parent: bytes, started_ns: int,
-                        msg: Any) -> None:
-        span = tracing.start("alertpipe.evaluate", parent, start_ns=started_ns, attributes={
-            "alertpipe.rule": alert["rule"],
-            "alertpipe.alert.id": alert["id"],
-            "alertpipe.alert.status": alert["status"],
-            "alertpipe.alert.severity": alert.get("severity", ""),
-            "messaging.kafka.source.partition": msg.partition(),
-            "messaging.kafka.offset": msg.offset(),
-            "messaging.destination.name": self.topics.alerts,
-        })
-        headers = tracing.headers(span) if span is not None else None
-        self.outputs.produce(self.topics.alerts, orjson.dumps(alert), alert["id"].encode(), headers=headers)
+    def _produce_traced(self, alert: dict[str, Any], p: int, event: TracedEvent) -> None:
+        span, hdrs = TracedEvents.span_headers(self.tracing.current, event, p, alert, self.topics.alerts)
+        self.outputs.produce(self.topics.alerts, orjson.dumps(alert), alert["id"].encode(), headers=hdrs)
         if span is not None:
             span.end()
