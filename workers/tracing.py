@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
+import random
 import re
 import socket
 import threading
@@ -27,7 +28,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import (
     NonRecordingSpan,
     Span,
@@ -140,6 +141,8 @@ class Tracing:
         self.spec = spec
         self.enabled = provider is not None
         self._tracer = provider.get_tracer("alertpipe") if provider is not None else None
+        self._ratio = spec.sample_ratio if spec is not None else 0.0
+        self._random = random.Random()  # noqa: S311 - sampling, not secrets
 
     @classmethod
     def build(
@@ -163,7 +166,7 @@ class Tracing:
                 "alertpipe.pipeline": pipeline,
             }
         )
-        sampler = ParentBased(TraceIdRatioBased(spec.sample_ratio))
+        sampler = ParentBased(ALWAYS_ON)
         provider = TracerProvider(sampler=sampler, resource=resource, shutdown_on_exit=False)
         if exporter is not None:
             provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -192,9 +195,9 @@ class Tracing:
         """
         if self._tracer is None:
             return None
-        remote = parse_traceparent(parent)
+        remote = parse_traceparent(parent) if parent is not None else None
         if remote is None:
-            if not root:
+            if not root or self._random.random() >= self._ratio:
                 return None
             ctx: Context | None = Context()
         elif not remote.trace_flags.sampled and not root:

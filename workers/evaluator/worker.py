@@ -364,7 +364,7 @@ class Evaluator(CheckpointedStage, Control):
                 dup_redis += 1
                 continue
             ts_type, ingest = msg.timestamp()
-            if traced and (parent := traceparent_of(msg.headers())) is not None:
+            if traced and (hdrs := msg.headers()) and (parent := traceparent_of(hdrs)) is not None:
                 self.traced.remember(p, dev, ts, parent, time.time_ns(), off)
             verdict = part.offer(d, dev, seq, ts, ingest if ts_type else None)
             if verdict == 0:
