@@ -31,7 +31,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import orjson
 from confluent_kafka import KafkaException, TopicPartition
 
 from alertpipe.workers.config import (
@@ -43,6 +42,7 @@ from alertpipe.workers.config import (
 )
 from alertpipe.workers.evaluator.clients import EvaluatorClients, stage_two_consumer
 from alertpipe.workers.evaluator.control import RESTART, Control
+from alertpipe.workers.evaluator.emitting import Emitting
 from alertpipe.workers.evaluator.group_worker import GroupWorker
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.records import Batch, TopicSchemaCheck, dead_letter, decode_batch, headers
@@ -54,7 +54,7 @@ from alertpipe.workers.evaluator.settings import (
     engine_settings,
 )
 from alertpipe.workers.evaluator.stage import CheckpointedStage, Outputs
-from alertpipe.workers.evaluator.traced import TracedEvent, TracedEvents
+from alertpipe.workers.evaluator.traced import TracedEvents
 from alertpipe.workers.pii import policy_of as pii_policy
 from alertpipe.workers.rules.engine import DUPLICATE, LATE, Engine, Partition
 from alertpipe.workers.secrets import SecretResolver
@@ -66,7 +66,7 @@ logger = logging.getLogger(__name__)
 
 SYNC_DEDUP_MAX = 64  # records: a batch up to this size makes its dedup round trip on the loop
 
-class Evaluator(CheckpointedStage, Control):
+class Evaluator(CheckpointedStage, Emitting, Control):
     """Runs one pipeline's evaluation until ``stop`` is set (or its connection settings change)."""
 
     def __init__(
@@ -390,43 +390,3 @@ class Evaluator(CheckpointedStage, Control):
         took = time.perf_counter() - t0
         m.loop_seconds["evaluate"] += took
         m.batch_seconds.observe(took)
-
-    def _emit(self, part: Partition, p: int) -> None:
-        alerts = part.take_alerts()
-        if alerts and self.track_alerts is not None:
-            publishes = self.track_alerts
-            kept = [a for a in alerts if publishes(a)]
-            if len(kept) < len(alerts):
-                self.metrics.suppressed.inc(len(alerts) - len(kept))
-            alerts = kept
-        if alerts:
-            now_ms = int(self.clock() * 1000)
-            m = self.metrics
-            traced = self.traced if len(self.traced) else None
-            for a in alerts:
-                event = traced.of(p, a) if traced is not None else None
-                if event is None:
-                    self.outputs.produce(self.topics.alerts, orjson.dumps(a), a["id"].encode())
-                else:
-                    self._produce_traced(a, p, event)
-                m.alerts.labels(self.cfg.tenant, a["rule"], a["status"]).inc()
-                by_event = m.event_to_alert.labels("event_time")
-                by_event.observe(max(0.0, (now_ms - a["eventTimeMs"]) / 1000))
-                if a.get("ingestTimeMs"):
-                    by_ingest = m.event_to_alert.labels("ingest_time")
-                    by_ingest.observe(max(0.0, (now_ms - a["ingestTimeMs"]) / 1000))
-        if self.groups is not None:
-            forwarded = part.take_forwarded()
-            if forwarded:
-                self.groups.forward(p, forwarded)
-        gaps = part.take_gaps()
-        if gaps:
-            self.pending_gaps.setdefault(p, []).extend(gaps)
-            self.metrics.gaps.inc(len(gaps))
-            self.metrics.gap_events.inc(sum(g["missing"] for g in gaps))
-
-    def _produce_traced(self, alert: dict[str, Any], p: int, event: TracedEvent) -> None:
-        span, hdrs = TracedEvents.span_headers(self.tracing.current, event, p, alert, self.topics.alerts)
-        self.outputs.produce(self.topics.alerts, orjson.dumps(alert), alert["id"].encode(), headers=hdrs)
-        if span is not None:
-            span.end()
