@@ -249,7 +249,13 @@ class TracingHolder:
         self._retry_at = 0.0
         self.current = Tracing.OFF
 
+    @property
+    def waiting(self) -> bool:
+        """Tracing is asked for but off until its headers Secret can be read: call ``update`` again."""
+        return bool(self._retry_at)
+
     def update(self, spec: TracingSpec | None, tenant: str, pipeline: str) -> Tracing:
+        """The Tracing for ``spec``: the current one while nothing changed (and no retry is due)."""
         key = (spec, tenant, pipeline)
         if key == self._key and (not self._retry_at or time.monotonic() < self._retry_at):
             return self.current

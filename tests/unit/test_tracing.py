@@ -178,9 +178,10 @@ def test_holder_rebuilds_on_a_changed_spec_only_and_retries_an_unreadable_secret
     assert changed is not on and changed.enabled
     with_secret = SPEC.model_copy(update={"headers_secret_ref": SecretKeyRef(name="otel", key="h")})
     assert h.update(with_secret, "acme", "p") is Tracing.OFF  # not mounted yet: off, retried later
+    assert h.waiting and h.update(with_secret, "acme", "p") is Tracing.OFF  # not due yet
     secrets["otel"] = "authorization=x"
     h._retry_at = time.monotonic() - 1  # the retry time came
-    assert h.update(with_secret, "acme", "p").enabled
+    assert h.update(with_secret, "acme", "p").enabled and not h.waiting
     assert h.update(None, "acme", "p") is Tracing.OFF
     h.shutdown()
 

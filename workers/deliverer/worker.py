@@ -255,6 +255,8 @@ class Deliverer:
     async def _consume_loop(self, stop: asyncio.Event, run: _Running) -> None:
         while not stop.is_set() and self.fatal is None:
             cfg = self._refresh_config()
+            if self.tracing.waiting:  # its headers Secret could not be read yet
+                self.tracing.update(cfg.tracing, cfg.tenant, cfg.pipeline)
             paused = is_paused(cfg, datetime.now(tz=UTC))
             child(m.PAUSED, cfg.tenant).set(1 if paused else 0)
             retry = run.parking.topic

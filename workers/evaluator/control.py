@@ -79,6 +79,8 @@ class Control:
             self._apply(cfg, now_dt)
         elif self._disabled_set(self.cfg, now_dt) != self._disabled_now:
             self._apply(self.cfg, now_dt)  # a disable switch expired or began
+        if self.tracing.waiting:  # its headers Secret could not be read yet
+            self.tracing.update(self.cfg.tracing, self.cfg.tenant, self.cfg.pipeline)
         stop_switch = self.cfg.kill_switches.stop_evaluation
         want_pause = stop_switch is not None and stop_switch.active(now_dt)
         if want_pause != self.paused:

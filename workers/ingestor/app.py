@@ -223,6 +223,8 @@ class Ingestor:
             return
         if self._config is None or cfg.revision != self._config.revision:
             self._take_config(cfg)
+        elif self.tracing.waiting:
+            self.tracing.update(cfg.tracing, cfg.tenant, cfg.pipeline)
         if self.producer is not None and self.producer.fatal:
             logger.error("the Kafka producer hit a fatal error; replacing it")
             old, self.producer = self.producer, None
