@@ -51,7 +51,7 @@ def test_a_restarted_operator_continues_the_slo_window(
 
     def slo() -> dict[str, Any]:
         obj: dict[str, Any] = co.get_namespaced_custom_object(
-            GROUP, VERSION, namespace, "alertpipelines", "slo")
+            GROUP, VERSION, namespace, "alertpipelines", "slo")  # type: ignore[assignment]
         return dict((obj.get("status") or {}).get("slo") or {})
 
     log = tmp_path / "operator.log"
