@@ -31,6 +31,7 @@ from alertpipe.workers.config.models import (
     RuleSpec,
     SchemaSpec,
     SecretKeyRef,
+    TracingSpec,
 )
 
 __all__ = [
@@ -66,6 +67,7 @@ __all__ = [
     "ScalingBehavior",
     "ScalingPolicy",
     "TopicSpec",
+    "TracingSpec",
     "WorkloadSpec",
 ]
 
@@ -348,6 +350,10 @@ class AlertPipelineSpec(Model):
     slo: SLOSpec | None = Field(
         None, description="The tenant's objective (e2e latency p99, delivery success); status.slo and"
         " the SLOMet condition say whether it is met. Omitted: not measured."
+    )
+    tracing: TracingSpec | None = Field(
+        None, description="OpenTelemetry traces across ingest, evaluation and delivery (OTLP/HTTP);"
+        " the trace context rides in Kafka record headers. Omitted: off."
     )
     deletion_policy: Literal["Retain", "Delete"] = Field(
         "Retain",
