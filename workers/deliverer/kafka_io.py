@@ -17,11 +17,11 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from alertpipe.workers.config import PipelineConfig, SecretKeyRef, kafka_options
+from alertpipe.workers.config import OFFSET_RESET, PipelineConfig, SecretKeyRef, kafka_options
 from alertpipe.workers.deliverer.policy import commit_frontier
 from alertpipe.workers.errors import ConfigError
 
-__all__ = ["AsyncProducer", "PartitionTracker", "client_options"]
+__all__ = ["AsyncProducer", "PartitionTracker", "client_options", "consumer_options", "header_value"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,32 @@ def client_options(config: PipelineConfig, secret: Any | None = None) -> dict[st
             return None  # no such key in the Secret
 
     return kafka_options(config.kafka, read)
+
+
+def consumer_options(options: dict[str, Any], group: str, instance_id: str | None) -> dict[str, Any]:
+    """The alerts (and retry) topics' consumer: cooperative-sticky, manual commits, ``options``' extras."""
+    return {
+        # librdkafka's 45 s session timeout is how long the group stalls when a member stops in the
+        # middle of a cooperative rebalance (its leave is lost): 10 s as the evaluator's, heartbeats
+        # every second; clientOptions may still set either
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        **options,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": OFFSET_RESET,
+        "enable.partition.eof": False,
+        "partition.assignment.strategy": "cooperative-sticky",
+        **({"group.instance.id": instance_id} if instance_id else {}),
+    }
+
+
+def header_value(headers: list[tuple[str, bytes | None]] | None, name: str) -> str | None:
+    """The first value of header ``name`` (decoded), or None."""
+    for k, v in headers or ():
+        if k == name:
+            return v.decode() if v is not None else ""
+    return None
 
 
 class AsyncProducer:

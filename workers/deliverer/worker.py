@@ -31,7 +31,6 @@ from pydantic import ValidationError
 
 from alertpipe.workers.alerts import Alert
 from alertpipe.workers.config import (
-    OFFSET_RESET,
     ConfigSource,
     PipelineConfig,
     SecretKeyRef,
@@ -44,7 +43,12 @@ from alertpipe.workers.deliverer.chains import Chains
 from alertpipe.workers.deliverer.channels import ChannelTable, is_paused
 from alertpipe.workers.deliverer.consumer import AlertConsumer, is_fatal
 from alertpipe.workers.deliverer.context import RECEIVED, DeliveryContext
-from alertpipe.workers.deliverer.kafka_io import PartitionTracker, client_options
+from alertpipe.workers.deliverer.kafka_io import (
+    PartitionTracker,
+    client_options,
+    consumer_options,
+    header_value,
+)
 from alertpipe.workers.deliverer.metrics import child
 from alertpipe.workers.deliverer.outcomes import Outcomes
 from alertpipe.workers.deliverer.parking import Parking, Waiting
@@ -188,22 +192,7 @@ class Deliverer:
         s = self.settings
         opts = client_options(cfg, self._secret)
         publisher = self._backends.producer(opts, asyncio.get_running_loop())
-        kafka = self._backends.consumer(
-            {
-                # librdkafka's 45 s session timeout is how long the group stalls when a member stops
-                # in the middle of a cooperative rebalance (its leave is lost): 10 s as the
-                # evaluator's, heartbeats every second; clientOptions may still set either
-                "session.timeout.ms": 10_000,
-                "heartbeat.interval.ms": 1_000,
-                **opts,
-                "group.id": self._group(cfg),
-                "enable.auto.commit": False,
-                "auto.offset.reset": OFFSET_RESET,
-                "enable.partition.eof": False,
-                "partition.assignment.strategy": "cooperative-sticky",
-                **({"group.instance.id": s.instance_id} if s.instance_id else {}),
-            }
-        )
+        kafka = self._backends.consumer(consumer_options(opts, self._group(cfg), s.instance_id))
         claims = self._backends.claims(cfg, self._secret, s.owner, s.claim_ttl)
         outcomes = Outcomes(lambda: self.config, publisher, claims)
         parking = Parking(
@@ -306,7 +295,7 @@ class Deliverer:
         ts_type, ts_ms = msg.timestamp()
         produced = ts_ms / 1000 if ts_ms and ts_ms > 0 else alert.processed_at_ms / 1000
         headers = msg.headers()
-        replay_ms = _header(headers, REPLAY_HEADER)
+        replay_ms = header_value(headers, REPLAY_HEADER)
         replay = replay_ms is not None
         origin = int(replay_ms) / 1000 if replay_ms and replay_ms.isdigit() else produced
         if not channels:  # nothing else will say that it was read
@@ -409,10 +398,3 @@ class Deliverer:
             run.consumer.done(tp, offset)
 
         task.add_done_callback(done)
-
-
-def _header(headers: list[tuple[str, bytes | None]] | None, name: str) -> str | None:
-    for k, v in headers or ():
-        if k == name:
-            return v.decode() if v is not None else ""
-    return None
