@@ -50,6 +50,7 @@ class Control:
     track_alerts: Any
     idle_ms: int
     links: LinkHealth
+    _in_touch: bool = True  # every assigned partition's leader answered at the last housekeeping
     dedup_ttl: int
     dirty: set[int]
     positions: dict[int, int]
@@ -141,6 +142,9 @@ class Control:
         self._last_housekeeping = now
         m = self.metrics
         held = groups = 0
+        # idleness anywhere only while every assigned partition's leader answers: one cut partition
+        # also stalls the producers' and the clients' queues that feed the others (test_partition)
+        self._in_touch = all(self.links.in_touch(p) for p in self.assigned)
         for p in list(self.assigned):
             part = self.engine.partitions.get(p)
             if part is None:
@@ -172,9 +176,11 @@ class Control:
         m.out_of_touch.set(self.links.out_of_touch())
 
     def _caught_up(self, p: int) -> int | None:
-        """The lag, as far as the idleness rule may trust it: unknown (None) while the partition's
-        leader does not answer, since its last figure may hide what waits beyond a cut (links.py)."""
-        return self._lag(p) if self.links.in_touch(p) else None
+        """The lag, as far as the idleness rule may trust it: unknown (None) while the leader of any
+        assigned partition does not answer. A cut partition's last figure may hide what waits
+        beyond the cut (links.py); the other partitions' may hide what waits behind it — a client
+        whose connections all hold requests for the cut partition sends nothing to the others."""
+        return self._lag(p) if self._in_touch else None
 
     def _lag(self, p: int) -> int | None:
         """High watermark (as of the last fetch: no broker round trip) minus the next offset."""
