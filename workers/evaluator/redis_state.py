@@ -20,7 +20,10 @@ from typing import Any
 import orjson
 import redis
 
-__all__ = ["DUPLICATE", "NEW", "OWNER_WIDTH", "SAME_RECORD", "RedisState", "dedup_key", "dedup_keys", "owner"]
+__all__ = [
+    "DUPLICATE", "NEW", "OWNER_WIDTH", "SAME_RECORD", "RedisState", "dedup_key", "dedup_key_parts",
+    "dedup_keys", "owner",
+]
 
 # Keys, partitions and offsets travel as three fixed-width blobs and the answer comes back as one
 # flag byte per key: packing and parsing 10,000 separate arguments and replies cost ~6 µs per event
@@ -58,10 +61,15 @@ def owner(partition: int, offset: int) -> bytes:
     return (b"%d:%d" % (partition, offset)).ljust(OWNER_WIDTH)
 
 
+def dedup_key_parts(prefix: str, tenant: str) -> tuple[bytes, bytes]:
+    """(head, scope) of one pipeline's dedup keys: key = head + blake2b(scope deviceId \x1f seq, 12)
+    (the native decoder builds the keys from these)."""
+    return prefix.encode() + b":ev:", tenant.encode() + b"\x1f"
+
+
 def dedup_keys(prefix: str, tenant: str) -> Callable[[str, int], bytes]:
     """``key(deviceId, seq)`` for one pipeline: the idempotency key hash(tenant, deviceId, seq)."""
-    head = prefix.encode() + b":ev:"
-    scope = tenant.encode() + b"\x1f"
+    head, scope = dedup_key_parts(prefix, tenant)
     blake = hashlib.blake2b
 
     def key(device: str, seq: int) -> bytes:
