@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from functools import partial
 from typing import Any
 
 import orjson
@@ -39,28 +40,38 @@ NOW_MS = 1_767_225_600_000
 SKEW_MS = 60_000
 
 texts = st.text(st.characters(codec="utf-8"), max_size=4) | st.text(max_size=3)  # non-ASCII, surrogates
-fields = st.fixed_dictionaries(
-    {},
-    optional={
-        "tenant": st.sampled_from([TENANT, "globex", "", 1, None, "acmé"]),
-        "deviceId": st.one_of(texts, st.integers(-5, 5),
-                              st.sampled_from(["d" * 256, "d" * 257, "é" * 256, "é" * 257])),
-        "seq": st.one_of(st.integers(-2, 50), st.booleans(), st.floats(allow_nan=False),
-                         st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63)])),
-        "ts": st.one_of(
-            st.integers(NOW_MS - 10_000, NOW_MS + 2 * SKEW_MS),
-            st.sampled_from([MIN_TS_MS - 1, MIN_TS_MS, MAX_TS_MS - 1, MAX_TS_MS, 2**64, -1]),
-            st.just("2026-01-01T00:00:00Z"), st.booleans(), st.floats(1e12, 2e12),
-        ),
-        "type": st.one_of(texts, st.integers(-5, 5), st.sampled_from(["t" * 128, "t" * 129])),
-        "value": st.one_of(st.floats(allow_nan=False), st.integers(-(2**70), 2**70), texts, st.none()),
-    },
-)
 common = st.fixed_dictionaries({
     "tenant": st.just(TENANT), "deviceId": st.sampled_from(["d1", "d2", "dé"]),
     "seq": st.integers(0, 20), "ts": st.integers(NOW_MS - 10_000, NOW_MS),
     "type": st.sampled_from(["cpu", "t"]),
 }, optional={"value": st.floats(allow_nan=False), "region": texts})  # fmt: skip
+FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "tenant": st.sampled_from([TENANT, "globex", "", 1, None, "acmé"]),
+    "deviceId": st.one_of(texts, st.integers(-5, 5),
+                          st.sampled_from(["d" * 256, "d" * 257, "é" * 256, "é" * 257])),
+    "seq": st.one_of(st.integers(-2, 50), st.booleans(), st.floats(allow_nan=False),
+                     st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63)])),
+    "ts": st.one_of(
+        st.integers(NOW_MS - 10_000, NOW_MS + 2 * SKEW_MS),
+        st.sampled_from([MIN_TS_MS - 1, MIN_TS_MS, MAX_TS_MS - 1, MAX_TS_MS, 2**64, -1]),
+        st.just("2026-01-01T00:00:00Z"), st.booleans(), st.floats(1e12, 2e12),
+    ),
+    "type": st.one_of(texts, st.integers(-5, 5), st.sampled_from(["t" * 128, "t" * 129])),
+    "value": st.one_of(st.floats(allow_nan=False), st.integers(-(2**70), 2**70), texts, st.none()),
+}
+fields = st.fixed_dictionaries({}, optional=FIELDS)
+
+
+def _put(key: str, ev: dict[str, Any], value: Any) -> dict[str, Any]:
+    return {**ev, key: value}
+
+
+# a common event with one field at or beyond its bounds, or missing: where the two paths part
+near = st.one_of(
+    *[st.builds(partial(_put, k), common, s) for k, s in FIELDS.items()],
+    st.builds(lambda ev, k: {f: v for f, v in ev.items() if f != k}, common,
+              st.sampled_from(["tenant", "deviceId", "seq", "ts", "type"])),
+)
 
 
 def nested(depth: int) -> bytes:
@@ -71,6 +82,7 @@ def nested(depth: int) -> bytes:
 
 values = st.one_of(
     common.map(orjson.dumps),
+    near.map(lambda d: json.dumps(d).encode()),
     fields.map(lambda d: json.dumps(d).encode()),  # ints beyond 64 bits, escaped text
     fields.map(lambda d: json.dumps(d, ensure_ascii=False).encode("utf-8", "surrogatepass")),
     st.binary(max_size=12),
