@@ -52,6 +52,30 @@ for i = 0, #keys / klen - 1 do
 end
 return table.concat(out)
 """
+# The same with one command per new key (SET NX GET answers the value it found, and sets it only
+# when there was none): Redis >= 7.0; about a third less Redis time per batch of new keys. An older
+# Redis answers "syntax error" at the first key, before any write: then _DEDUP is used.
+_DEDUP_SET_GET = """
+local keys, parts, offs = ARGV[1], ARGV[2], ARGV[3]
+local klen, olen, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local out = {}
+for i = 0, #keys / klen - 1 do
+  local k = string.sub(keys, i * klen + 1, (i + 1) * klen)
+  local p = struct.unpack('<d', parts, i * 8 + 1)
+  local off = struct.unpack('<d', offs, i * 8 + 1)
+  local o = string.format('%d:%d', p, off)
+  o = o .. string.rep(' ', olen - #o)
+  local v = redis.call('SET', k, o, 'NX', 'EX', ttl, 'GET')
+  if not v then
+    out[i + 1] = '0'
+  elseif v == o then
+    out[i + 1] = '1'
+  else
+    out[i + 1] = '2'
+  end
+end
+return table.concat(out)
+"""
 OWNER_WIDTH = 24  # "partition:offset", space-padded
 NEW, SAME_RECORD, DUPLICATE = ord("0"), ord("1"), ord("2")  # the flag bytes of RedisState.check
 
@@ -88,7 +112,8 @@ class RedisState:
         self.r = client
         self.prefix = prefix
         self.topic = topic
-        self._dedup = client.register_script(_DEDUP)
+        self._dedup = client.register_script(_DEDUP_SET_GET)
+        self._dedup_fallback = False  # this Redis is older than 7.0: _DEDUP
 
     def checkpoint_key(self, partition: int) -> str:
         return f"{self.prefix}:evaluator:ckpt:{self.topic}:{partition}"
@@ -111,10 +136,16 @@ class RedisState:
         """
         if not keys:
             return b""
-        raw: Any = self._dedup(keys=[], args=[
-            b"".join(keys), array("d", partitions).tobytes(), array("d", offsets).tobytes(),
-            len(keys[0]), OWNER_WIDTH, max(1, ttl_s),
-        ])
+        args: list[bytes | int] = [b"".join(keys), array("d", partitions).tobytes(),
+                                   array("d", offsets).tobytes(), len(keys[0]), OWNER_WIDTH, max(1, ttl_s)]
+        try:
+            raw: Any = self._dedup(keys=[], args=args)
+        except redis.ResponseError as exc:
+            if self._dedup_fallback or "syntax error" not in str(exc).lower():
+                raise
+            self._dedup = self.r.register_script(_DEDUP)  # SET NX GET needs Redis 7.0
+            self._dedup_fallback = True
+            raw = self._dedup(keys=[], args=args)
         return bytes(raw)
 
     def load(self, partition: int) -> bytes | None:

@@ -22,6 +22,7 @@ const MAX_TYPE: usize = 128; // events.MAX_TYPE (code points)
 const MIN_TS_MS: i64 = 946_684_800_000; // events.MIN_TS_MS
 const MAX_TS_MS: i64 = 7_258_118_400_000; // events.MAX_TS_MS
 const KEY_DIGEST: usize = 12; // redis_state.dedup_keys: blake2b(digest_size=12)
+const GIL_EVERY: usize = 256; // records between two points where another thread may take the GIL
 
 /// A str of 1..=max code points (exactly str), or None.
 fn bounded_str<'py>(v: &Bound<'py, PyAny>, max: usize) -> Option<Bound<'py, PyString>> {
@@ -175,7 +176,12 @@ fn decode_common<'py>(
     let keys = PyList::empty(py);
     let ps = PyList::empty(py);
     let offs = PyList::empty(py);
-    for msg in msgs.iter() {
+    for (i, msg) in msgs.iter().enumerate() {
+        if i % GIL_EVERY == GIL_EVERY - 1 {
+            // a point where the GIL may change hands, as the interpreter's loop has every 5 ms: the
+            // dedup thread sends and reads its round trips meanwhile (a batch takes ~10 ms here)
+            py.allow_threads(|| ());
+        }
         let (item, k) = match fast(py, &n, &msg, tenant, ts_limit, key, loads)? {
             Some(found) => found,
             None => {
