@@ -22,7 +22,7 @@ $(BIN)/alertpipe: pyproject.toml constraints.txt
 NATIVE := native/evalcore
 $(VENV)/.evalcore: $(BIN)/alertpipe $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(NATIVE)/pyproject.toml \
                    $(wildcard $(NATIVE)/src/*.rs $(NATIVE)/python/alertpipe_evalcore/*)
-	PATH="$(CURDIR)/$(BIN):$$PATH" MATURIN_PEP517_ARGS="--locked" \
+	PATH="$(CURDIR)/$(BIN):$(HOME)/.cargo/bin:$$PATH" MATURIN_PEP517_ARGS="--locked" \
 	  $(BIN)/python -m pip install -q --no-build-isolation --no-deps ./$(NATIVE)
 	touch $@
 
