@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deliverer": ("alertpipe.workers.deliverer.cli", "run the alert deliverer"),
     "rules": ("alertpipe.workers.rules.cli", "check and test AlertRules offline"),
     "gaps": ("alertpipe.workers.evaluator.gaps_cli", "report sequence gaps per device"),
+    "lookup": ("alertpipe.workers.evaluator.lookup_cli", "load, read and delete the lookup tables of rules"),
     "dlq": ("alertpipe.workers.deliverer.dlq_cli", "inspect and replay the dead-letter topic"),
     "explain": ("alertpipe.workers.deliverer.explain_cli", "print an alert's delivery history"),
     "history": ("alertpipe.workers.history.cli", "the notification history in PostgreSQL: sink, alert, why"),

@@ -185,7 +185,8 @@ def register(
         for p in rec.store.pipelines_in(namespace or ""):
             pspec, _errs = validate_pipeline_spec(p.get("spec"))
             if pspec is not None and matches(pspec.rule_selector, labels):
-                selecting.append((str(p["metadata"]["name"]), list(pspec.channels), pspec.event_schema))
+                selecting.append((str(p["metadata"]["name"]), list(pspec.channels), pspec.event_schema,
+                                  list(pspec.lookups.tables)))
         verdict = validate_rule_in(name or "rule", body.get("spec"), selecting)
         if not verdict.valid:
             raise kopf.AdmissionError(f"AlertRule {name}: {verdict.message}", code=422)

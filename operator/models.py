@@ -17,14 +17,15 @@ from alertpipe.operator.autoscaling import (
     ScalingBehavior,
     ScalingPolicy,
 )
+from alertpipe.operator.ingest_models import IngestSpec
 from alertpipe.operator.rollout_models import CanaryStatus, RolloutSpec
 from alertpipe.operator.slo_models import SLOSpec, SLOStatus
 from alertpipe.workers.config.base import Model
 from alertpipe.workers.config.durations import Duration
+from alertpipe.workers.config.lookups import LookupSettings
 from alertpipe.workers.config.models import (
     ChannelSpec,
     DeliverySettings,
-    IngestSettings,
     KillSwitches,
     PiiSpec,
     RuleSpec,
@@ -40,6 +41,7 @@ __all__ = [
     "VERSION",
     "AlertPipelineSpec",
     "HistorySpec",
+    "IngestSpec",
     "AlertPipelineStatus",
     "AlertRuleSpec",
     "AlertRuleStatus",
@@ -317,7 +319,9 @@ class AlertPipelineSpec(Model):
         "30s", description="A partition idle this long stops holding the watermark."
     )
     dedup_ttl: Duration = Field("24h", description="How long input (deviceId, seq) pairs are remembered.")
-    ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestor settings.")
+    ingest: IngestSpec = Field(
+        default_factory=IngestSpec, description="Ingestor settings (limits, keys, gRPC)."
+    )
     delivery: DeliverySettings = Field(default_factory=DeliverySettings, description="Deliverer settings.")
     latency: LatencySettings = Field(
         default_factory=LatencySettings, description="Producer linger and checkpoint interval of the workers."
@@ -332,6 +336,11 @@ class AlertPipelineSpec(Model):
         None,
         alias="schema",
         description="JSON Schema per event type (versioned), checked at ingest; changes stay compatible.",
+    )
+    lookups: LookupSettings = Field(
+        default_factory=LookupSettings,
+        description="Lookup tables rules read (lookup('thresholds', deviceId).max): cache TTL and size,"
+        " the tables rules may name. Rows live in Redis (alertpipe lookup load).",
     )
     rollout: RolloutSpec | None = Field(
         None, description="Canary rollout of rule and image changes; omitted: changes apply at once."

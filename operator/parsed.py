@@ -4,7 +4,7 @@ verdict is the verdict; the caches only save the CPU of a resync over many objec
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from alertpipe.operator.decisions.validation import RuleVerdict, validate_pipeline, validate_rule
@@ -31,7 +31,8 @@ class Parsed:
             hit = self._specs[key] = validate_pipeline(ns, name, body.get("spec"))
         return hit
 
-    def verdict(self, rule: Mapping[str, Any], channels: list[ChannelSpec] | None) -> RuleVerdict:
+    def verdict(self, rule: Mapping[str, Any], channels: list[ChannelSpec] | None,
+                tables: Sequence[str] = ()) -> RuleVerdict:
         meta = rule["metadata"]
         ckey = (
             tuple(sorted(c.name for c in channels)) if channels is not None else None
@@ -41,10 +42,11 @@ class Parsed:
             meta.get("generation"),
             meta.get("resourceVersion") if not meta.get("generation") else 0,
             ckey,
+            tuple(sorted(tables)),
         )
         hit = self._verdicts.get(key)
         if hit is None:
-            hit = validate_rule(meta["name"], rule.get("spec"), channels)
+            hit = validate_rule(meta["name"], rule.get("spec"), channels, tables=tables)
             if len(self._verdicts) > 50_000:
                 self._verdicts.clear()
             self._verdicts[key] = hit

@@ -296,7 +296,7 @@ class Reconciler:
             entries, invalid = select_rules(
                 self.store.rules_in(namespace),
                 spec.rule_selector,
-                lambda rule: self.parsed.verdict(rule, list(spec.channels)),
+                lambda rule: self.parsed.verdict(rule, list(spec.channels), spec.lookups.tables),
             )
             config = compile_config(namespace, name, spec, entries, now)
             config, candidate = await self.rollouts.documents(body, spec, config)

@@ -14,13 +14,24 @@ from pathlib import Path
 from typing import Any
 
 from alertpipe.generate.ledger import Ledger, RequestRecord, percentiles
-from alertpipe.generate.plan import HOT_RULE, SILENT_RULE, Expected, Knobs, Plan, PlanError, Scenario, Send
+from alertpipe.generate.plan import (
+    HOT_RULE,
+    SILENT_RULE,
+    SITE_RULE,
+    Expected,
+    Knobs,
+    Plan,
+    PlanError,
+    Scenario,
+    Send,
+)
 from alertpipe.generate.schedules import Schedule, ScheduleError, due_times, parse_schedule
 from alertpipe.generate.send import Progress, run_http, run_kafka
 
 __all__ = [
     "HOT_RULE",
     "SILENT_RULE",
+    "SITE_RULE",
     "Expected",
     "Knobs",
     "Ledger",

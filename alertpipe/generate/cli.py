@@ -56,6 +56,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--for-ms", type=int, default=0, help="gen-hot's for")
     m.add_argument("--silent-devices", type=int, default=0, help="devices whose heartbeat stops once")
     m.add_argument("--absence-ms", type=int, default=5000, help="gen-silent's for")
+    m.add_argument("--sites", type=int, default=0,
+                   help="devices in this many sites, each with outages: gen-site-down (by site) fires")
+    m.add_argument("--site-every", type=float, default=20.0,
+                   help="event-time seconds between a site's outages")
+    m.add_argument("--site-len", type=float, default=4.0, help="seconds a site's outage lasts")
     m.add_argument("--channel", action="append", default=[], help="channels the rules notify (default ops)")
     k = p.add_argument_group("edge cases")
     for name, help_text in (
@@ -88,6 +93,7 @@ def scenario_from(args: argparse.Namespace) -> Scenario:
         seed=args.seed, lateness_ms=args.lateness_ms, flappers=args.flappers,
         episode_every_s=args.episode_every, episode_len_s=args.episode_len, threshold=args.threshold,
         for_ms=args.for_ms, silent_devices=args.silent_devices, absence_ms=args.absence_ms,
+        sites=args.sites, site_episode_every_s=args.site_every, site_episode_len_s=args.site_len,
         channels=tuple(args.channel or ["ops"]), knobs=knobs,
     )
 

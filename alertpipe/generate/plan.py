@@ -4,9 +4,11 @@ A ``Scenario`` (devices, a rate schedule, a value model, edge-case ``Knobs``) un
 sends in send-time order (``Plan.sends``), deterministically from its seed. The value model makes
 the scenario's own rules (``Plan.rules``) fire at times it knows: *flapper* devices go above the
 threshold of ``gen-hot`` for a few seconds every so often; *silent* devices stop their heartbeat
-once for longer than ``gen-silent``'s absence. As each device's events are generated (in seq
-order, the order the engine evaluates them) the plan computes the transitions the semantics of
-docs/rules.md give over the events that must be accepted: truly late ones are excluded,
+once for longer than ``gen-silent``'s absence; with ``sites``, every device of a site reads low
+during the site's outages and ``gen-site-down`` (by site, across devices: sites.py) fires. As
+each device's events are generated (in seq order, the order the engine evaluates them) the plan
+computes the transitions the semantics of docs/rules.md give over the events that must be
+accepted: truly late ones are excluded,
 duplicates, reordering within the lateness bound, gaps, clock skew, oversized and malformed
 events change nothing. A unit test holds these against tests/reference/evaluator.py.
 """
@@ -20,9 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alertpipe.generate.schedules import Schedule, due_times
+from alertpipe.generate.sites import SITE_RULE, SiteModel
 from alertpipe.workers.alerts import alert_id
 
-__all__ = ["HOT_RULE", "SILENT_RULE", "Expected", "Knobs", "Plan", "PlanError", "Scenario", "Send"]
+__all__ = [
+    "HOT_RULE", "SILENT_RULE", "SITE_RULE", "Expected", "Knobs", "Plan", "PlanError", "Scenario", "Send",
+]
 
 HOT_RULE = "gen-hot"
 SILENT_RULE = "gen-silent"
@@ -69,8 +74,16 @@ class Scenario:
     for_ms: int = 0  # gen-hot's ``for``
     silent_devices: int = 0  # devices sending heartbeats that fall silent once
     absence_ms: int = 5000  # gen-silent's ``for``
+    sites: int = 0  # devices in this many sites (a ``site`` field), each with outages (0: none)
+    site_episode_every_s: float = 20.0  # event time between a site's outages
+    site_episode_len_s: float = 4.0
     channels: tuple[str, ...] = ("ops",)
     knobs: Knobs = field(default_factory=Knobs)
+
+    @property
+    def site_low(self) -> float:
+        """``gen-site-down`` fires below this: under every normal reading (0.25 x threshold and up)."""
+        return self.threshold / 10
 
     @property
     def warmup(self) -> float:
@@ -140,6 +153,10 @@ class Plan:
             raise PlanError(f"late_delay_ms {late_delay} must exceed lateness + skew spread + {MARGIN_MS} ms")
         if s.devices < 1 or s.silent_devices >= s.devices:
             raise PlanError("devices must be >= 1 and more than silent_devices")
+        if s.sites and not 0 < s.site_episode_len_s < s.site_episode_every_s:
+            raise PlanError("site outages need 0 < site_episode_len_s < site_episode_every_s")
+        if s.sites < 0 or s.sites > s.devices - s.silent_devices:
+            raise PlanError("sites must be between 0 and the number of devices that are not silent")
         self.scenario = s
         self.start_ms = start_ms
         self.late_delay = late_delay / 1000
@@ -148,6 +165,10 @@ class Plan:
         self.counts: dict[str, int] = dict.fromkeys(
             ("event", "duplicate", "reordered", "late", "gap", "malformed", "oversized"), 0)
         self.devices = self._devices()
+        self.sites = None if not s.sites else SiteModel(
+            sites=s.sites, every_s=s.site_episode_every_s, len_s=s.site_episode_len_s, low=s.site_low,
+            warmup_s=s.warmup, start_ms=start_ms, lateness_ms=s.lateness_ms, skew_ms=k.skew_ms, seed=s.seed,
+            expect=self._expect_group)
         self._ended = False
 
     # --- the rules the value model is written for -----------------------------------------------
@@ -169,6 +190,8 @@ class Plan:
             out.append({"name": SILENT_RULE, "spec": {
                 "select": {"types": ["hb"]}, "absence": {"for": f"{s.absence_ms}ms"},
                 "severity": "info", "channels": list(s.channels)}})
+        if self.sites is not None:
+            out.append(self.sites.rule(list(s.channels)))
         return out
 
     # --- devices --------------------------------------------------------------------------------
@@ -200,8 +223,10 @@ class Plan:
             d = self.devices[s.silent_devices + rng.randrange(s.devices - s.silent_devices)]
         return d
 
-    def _value(self, d: _Device, t: float) -> float:
+    def _value(self, d: _Device, t: float, ts: int) -> float:
         s = self.scenario
+        if self.sites is not None and d.kind != "silent" and self.sites.down(self._index(d), ts):
+            return self.sites.value(self.rng)
         if d.kind == "flapper" and t >= s.warmup and (t + d.phase) % s.episode_every_s < s.episode_len_s:
             return round(s.threshold + 5 + self.rng.uniform(0, 14), 2)
         return round(self.rng.uniform(0.25, 0.75) * s.threshold, 2)
@@ -226,7 +251,9 @@ class Plan:
             ts = self.start_ms + int(t * 1000) + d.skew
             typ = "hb" if d.kind == "silent" else "metric"
             body = {"tenant": s.tenant, "deviceId": d.name, "seq": seq, "ts": ts, "type": typ,
-                    "value": self._value(d, t)}
+                    "value": self._value(d, t, ts)}
+            if self.sites is not None:
+                body["site"] = self.sites.site_of(self._index(d))
             kind, at = "event", t
             # late only while the stream goes on: the watermark must have passed it when it comes
             if seq > 0 and s.warmup <= t <= s.duration - self.late_delay and k.late and rng.random() < k.late:
@@ -258,6 +285,10 @@ class Plan:
             yield heapq.heappop(delayed)[2]
         self._end()
 
+    @staticmethod
+    def _index(d: _Device) -> int:
+        return int(d.name[4:])
+
     def _malformed(self, d: _Device, t: float) -> dict[str, Any]:
         s = self.scenario
         broken: list[dict[str, Any]] = [
@@ -283,6 +314,8 @@ class Plan:
         if seq == 0:  # a device's first events wait out the lateness bound
             d.held_until_ms = ts + s.lateness_ms + MARGIN_MS
         d.latest_send = max(d.latest_send, at)
+        if self.sites is not None and d.kind != "silent":
+            self.sites.accept(self._index(d), d.name, seq, ts, at)
         exact = ts > d.held_until_ms
         due = d.latest_send if exact else (ts - d.skew - self.start_ms + s.lateness_ms) / 1000
         if d.kind == "silent":
@@ -318,10 +351,13 @@ class Plan:
 
     def _expect(self, rule: str, d: _Device, status: str, at: int, start: int, due: float | None,
                 exact: bool, seq: int | None, trigger: float | None = None) -> None:
+        self._expect_group(rule, f"deviceId={d.name}", status, at, start, due, exact, d.name, seq, trigger)
+
+    def _expect_group(self, rule: str, group: str, status: str, at: int, start: int, due: float | None,
+                      exact: bool, device: str, seq: int | None, trigger: float | None) -> None:
         s = self.scenario
-        group = f"deviceId={d.name}"
         self.expected.append(Expected(alert_id(s.tenant, s.pipeline, rule, group, start), rule, group,
-                                      status, at, start, due, exact, d.name, seq, trigger))
+                                      status, at, start, due, exact, device, seq, trigger))
 
     def _end(self) -> None:
         """Timers the watermark fires once the stream has ended (the evaluator's idle rule)."""
@@ -329,6 +365,8 @@ class Plan:
             return
         self._ended = True
         s = self.scenario
+        if self.sites is not None:
+            self.sites.end()
         for d in self.devices:
             if d.kind == "silent" and d.last_seen is not None:
                 fire = d.last_seen + s.absence_ms

@@ -40,6 +40,7 @@ async def main() -> None:
     ap.add_argument("--window", type=int, default=8, help="batches in flight per stream")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--offset", type=int, default=0)
+    ap.add_argument("--ca", default=None, help="TLS: the CA file that signed the server's certificate")
     a = ap.parse_args()
     if not a.target.startswith(("127.0.0.1:", "localhost:")):
         sys.exit("grpc_loadgen: only loopback targets")
@@ -57,7 +58,13 @@ async def main() -> None:
             events += accepted
             series.append((time.time(), time.monotonic() - t0))
 
-    async with grpc.aio.insecure_channel(a.target) as channel:
+    if a.ca is None:
+        opened = grpc.aio.insecure_channel(a.target)
+    else:
+        with open(a.ca, "rb") as f:
+            creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+        opened = grpc.aio.secure_channel(a.target, creds)
+    async with opened as channel:
         publish: grpc.aio.UnaryUnaryMultiCallable[bytes, pb.PublishResponse] = channel.unary_unary(
             f"/{SERVICE}/Publish", response_deserializer=pb.PublishResponse.FromString
         )

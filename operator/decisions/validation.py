@@ -87,9 +87,11 @@ def validate_rule(
     raw_spec: Mapping[str, Any] | None,
     channels: Sequence[ChannelSpec] | None = None,
     schema: SchemaSpec | None = None,
+    tables: Sequence[str] | None = None,
 ) -> RuleVerdict:
     """Validate an AlertRule's spec; with ``channels``, also that every channel it names exists;
-    with ``schema`` (the pipeline's spec.schema), that the event fields it reads are declared."""
+    with ``schema`` (the pipeline's spec.schema), that the event fields it reads are declared;
+    with ``tables`` (spec.lookups.tables), that the lookup tables it reads are declared."""
     if not isinstance(raw_spec, Mapping):
         return RuleVerdict(None, [("spec", "required: an AlertRule needs a spec")])
     try:
@@ -98,7 +100,8 @@ def validate_rule(
         return RuleVerdict(None, pydantic_errors(exc))
     errors: Errors = []
     try:  # the rule engine's compiler: the expressions, durations and the channels it names
-        compiled = compile_rule(name, spec, channels=list(channels) if channels is not None else None)
+        compiled = compile_rule(name, spec, channels=list(channels) if channels is not None else None,
+                                tables=tables)
     except RuleCompileError as exc:
         errors.extend(exc.errors)
     else:
@@ -106,8 +109,13 @@ def validate_rule(
     return RuleVerdict(spec, errors)
 
 
-Selecting = tuple[str, Sequence[ChannelSpec]] | tuple[str, Sequence[ChannelSpec], SchemaSpec | None]
-"""A pipeline that selects a rule: its name, channels and (optionally) its event schemas."""
+Selecting = (
+    tuple[str, Sequence[ChannelSpec]]
+    | tuple[str, Sequence[ChannelSpec], SchemaSpec | None]
+    | tuple[str, Sequence[ChannelSpec], SchemaSpec | None, Sequence[str]]
+)
+"""A pipeline that selects a rule: its name, channels and (optionally) its event schemas and the
+lookup tables it declares."""
 
 
 def validate_rule_in(
@@ -122,8 +130,10 @@ def validate_rule_in(
     if not base.valid or not pipelines:
         return base
     errors: Errors = []
-    for pipeline, channels, *schema in pipelines:
-        for path, reason in validate_rule(name, raw_spec, channels, schema[0] if schema else None).errors:
+    for pipeline, channels, *rest in pipelines:
+        schema = rest[0] if rest else None
+        tables = rest[1] if len(rest) > 1 else None
+        for path, reason in validate_rule(name, raw_spec, channels, schema, tables).errors:  # type: ignore[arg-type]
             errors.append((path, f"{reason} (AlertPipeline {pipeline})"))
     return RuleVerdict(base.spec, errors)
 

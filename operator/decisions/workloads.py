@@ -25,6 +25,7 @@ from alertpipe.operator.decisions.owned import (
     with_hash,
     worker_account_name,
 )
+from alertpipe.operator.ingest_models import HTTP_PORT, TLS_CERT_KEY, TLS_KEY_KEY
 from alertpipe.operator.models import ROLES, AlertPipelineSpec, Role, WorkloadSpec
 from alertpipe.workers.config.durations import parse_duration
 from alertpipe.workers.config.models import PipelineConfig, SecretKeyRef
@@ -45,6 +46,7 @@ __all__ = [
     "desired_service",
     "desired_service_account",
     "drifted",
+    "grpc_args",
     "labels",
     "latency_args",
     "needs_update",
@@ -56,7 +58,7 @@ __all__ = [
 JSON = dict[str, Any]
 REVISION_ANNOTATION = "alertpipe.io/revision"
 SECRETS_DIR = "/var/run/secrets/alertpipe"
-INGESTOR_PORT = 8080
+INGESTOR_PORT = HTTP_PORT
 
 
 def desired_config_map(owner: Owner, config: PipelineConfig) -> JSON:
@@ -79,6 +81,9 @@ def secret_refs(spec: AlertPipelineSpec, role: Role) -> list[SecretKeyRef]:
         refs.append(spec.redis.url_secret_ref)
     if role == "ingestor":
         refs.append(spec.ingest.api_keys_secret_ref)
+        grpc = spec.ingest.grpc
+        if grpc.enabled and grpc.tls is not None:
+            refs.append(SecretKeyRef(name=grpc.tls.secret_name, key=TLS_CERT_KEY))
     if role == "deliverer":
         for c in spec.channels:
             refs += [
@@ -89,6 +94,7 @@ def secret_refs(spec: AlertPipelineSpec, role: Role) -> list[SecretKeyRef]:
                 c.email.password_secret_ref if c.email else None,
                 c.sms.auth_token_secret_ref if c.sms else None,
                 c.push.access_token_secret_ref if c.push else None,
+                c.push.service_account_secret_ref if c.push else None,
             ]
     return [r for r in refs if r is not None]
 
@@ -152,6 +158,19 @@ def latency_args(role: Role, spec: AlertPipelineSpec) -> list[str]:
     return []
 
 
+def grpc_args(role: Role, spec: AlertPipelineSpec) -> list[str]:
+    """The ingestor's gRPC listener from ``spec.ingest.grpc``: its port and, with TLS, the mounted
+    certificate and key (the pod runner and the kubelet mount the Secret at the same path)."""
+    grpc = spec.ingest.grpc
+    if role != "ingestor" or not grpc.enabled:
+        return []
+    out = ["--grpc-port", str(grpc.port)]
+    if grpc.tls is not None:
+        folder = f"{SECRETS_DIR}/{grpc.tls.secret_name}"
+        out += ["--grpc-tls-cert", f"{folder}/{TLS_CERT_KEY}", "--grpc-tls-key", f"{folder}/{TLS_KEY_KEY}"]
+    return out
+
+
 def _history_args(role: Role, spec: AlertPipelineSpec) -> list[str]:
     return ["--retention-days", str(spec.history.retention_days)] if role == "history" else []
 
@@ -192,6 +211,7 @@ def desired_deployment(
         "--secrets-dir",
         SECRETS_DIR,
         *latency_args(role, spec),
+        *grpc_args(role, spec),
         *_history_args(role, spec),
     ]
     env: list[JSON] = [
@@ -202,6 +222,8 @@ def desired_deployment(
     ]
     if role == "ingestor":
         ports = [{"name": "http", "containerPort": INGESTOR_PORT, "protocol": "TCP"}]
+        if spec.ingest.grpc.enabled:
+            ports.append({"name": "grpc", "containerPort": spec.ingest.grpc.port, "protocol": "TCP"})
     else:
         command += ["--metrics-port", str(METRICS_PORT)]
         ports = [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}]
@@ -272,7 +294,14 @@ def _pod_spec(
     return pod
 
 
-def desired_service(owner: Owner) -> JSON:
+def desired_service(owner: Owner, spec: AlertPipelineSpec) -> JSON:
+    """The ingestor's ClusterIP Service: port 80 ``http`` and, with ``spec.ingest.grpc``, ``grpc``
+    (appProtocol grpc, so a mesh or a Gateway routes it as HTTP/2)."""
+    ports: list[JSON] = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    if spec.ingest.grpc.enabled:
+        g = spec.ingest.grpc
+        ports.append({"name": "grpc", "port": g.port, "targetPort": "grpc", "protocol": "TCP",
+                      "appProtocol": "grpc"})  # fmt: skip
     return with_hash(
         {
             "apiVersion": "v1",
@@ -285,7 +314,7 @@ def desired_service(owner: Owner) -> JSON:
                     "app.kubernetes.io/component": "ingestor",
                     "alertpipe.io/pipeline": owner.name,
                 },
-                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+                "ports": ports,
             },
         }
     )
@@ -319,5 +348,5 @@ def desired_objects(
                 )
             )
     if spec.ingestor.enabled:
-        out.append(desired_service(owner))
+        out.append(desired_service(owner, spec))
     return out

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -288,3 +289,9 @@ class Rig:
 
 def sleep_until(at: float) -> None:
     time.sleep(max(0.0, at - time.time()))
+
+
+def leaders(bootstrap: str, topic: str) -> Counter[int]:
+    """How many of ``topic``'s partitions each broker (node id) leads."""
+    md = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(topic, timeout=10)
+    return Counter(p.leader for p in md.topics[topic].partitions.values())

@@ -6,7 +6,6 @@ consumers follow the new leaders, and the ledger holds."""
 from __future__ import annotations
 
 import threading
-from collections import Counter
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[attr-defined]
@@ -14,14 +13,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource  # type: ignore[at
 from devstack.kafka_cluster import KafkaCluster
 from devstack.pipeline import wait_for
 from tests.chaos.conftest import MakeRig, scenario, verify
-from tests.chaos.rig import sleep_until
+from tests.chaos.rig import leaders, sleep_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
-
-
-def leaders(bootstrap: str, topic: str) -> Counter[int]:
-    md = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(topic, timeout=10)
-    return Counter(p.leader for p in md.topics[topic].partitions.values())
 
 
 def test_kill_9_of_the_partition_leaders_broker_and_restart(

@@ -6,24 +6,16 @@ holds: the events that waited are not taken for late, no alert is missing or dou
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from devstack.kafka_cluster import KafkaCluster
 from tests.chaos.conftest import MakeRig, scenario, verify
-from tests.chaos.rig import sleep_until
+from tests.chaos.rig import leaders, sleep_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 IDLE = 8.0  # the pipeline's idleTimeout (s); the cut lasts longer
 CUT = 14.0
-
-
-def leaders(bootstrap: str, topic: str) -> Counter[int]:
-    md = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(topic, timeout=10)
-    return Counter(p.leader for p in md.topics[topic].partitions.values())
 
 
 def test_clients_cut_from_the_leaders_broker_longer_than_idle_timeout(

@@ -13,6 +13,7 @@ What it models, from the docs:
   Neither is evaluated. Everything else is, once: at the end the watermark passes everything.
 * **Order**: a device's events in seq order (the generators make seq and time increase together);
   a group that spans devices in (event time, deviceId, seq) order.
+* **lookups**: ``lookup()`` reads a fixed set of rows (a row absent: the missing value).
 * **threshold**: each maximal run of events that satisfy the condition, starting at t0, fires at
   t0 + ``for`` if the run lasts that long (the next event that does not satisfy it comes at or
   after t0 + for, or none comes); the alert resolves at that next event.
@@ -34,6 +35,7 @@ from typing import Any
 
 from alertpipe.workers.rules import CompiledRule
 from alertpipe.workers.rules.cel import MISSING
+from alertpipe.workers.rules.lookups import NO_LOOKUPS, LookupView
 from alertpipe.workers.rules.templates import render_value
 
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
@@ -120,13 +122,14 @@ def aggregated_value(rule: CompiledRule, e: dict[str, Any]) -> float | int | Non
     return v
 
 
-def groups(rule: CompiledRule, events: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def groups(rule: CompiledRule, events: Iterable[dict[str, Any]],
+           lookups: LookupView = NO_LOOKUPS) -> dict[str, list[dict[str, Any]]]:
     """The rule's selected events per group, in the order the group sees them."""
     out: dict[str, list[dict[str, Any]]] = {}
     for e in events:
         if rule.types and e.get("type") not in rule.types:
             continue
-        if rule.filter is not None and not rule.filter(e):
+        if rule.filter is not None and not rule.filter(e, lookups):
             continue
         if rule.kind == "aggregate" and aggregated_value(rule, e) is None:
             continue
@@ -141,17 +144,18 @@ def groups(rule: CompiledRule, events: Iterable[dict[str, Any]]) -> dict[str, li
 # --- the three kinds ------------------------------------------------------------------------------
 
 
-def threshold(rule: CompiledRule, group: str, evs: list[dict[str, Any]]) -> list[Transition]:
+def threshold(rule: CompiledRule, group: str, evs: list[dict[str, Any]],
+              lookups: LookupView = NO_LOOKUPS) -> list[Transition]:
     assert rule.condition is not None
     out = []
     i = 0
     while i < len(evs):
-        if not rule.condition(evs[i]):
+        if not rule.condition(evs[i], lookups):
             i += 1
             continue
         t0 = evs[i]["ts"]
         j = i
-        while j < len(evs) and rule.condition(evs[j]):
+        while j < len(evs) and rule.condition(evs[j], lookups):
             j += 1
         ends_at = evs[j]["ts"] if j < len(evs) else None  # the first event that does not hold
         fire_at = t0 + rule.for_ms
@@ -238,14 +242,15 @@ def absence(rule: CompiledRule, group: str, evs: list[dict[str, Any]], final_wm:
 
 
 def evaluate(rules: Sequence[CompiledRule], arrivals: Sequence[tuple[int, dict[str, Any]]], *,
-             lateness_ms: int, final_wm: int) -> list[Transition]:
-    """Every transition the rules must produce for this arrival sequence, sorted."""
+             lateness_ms: int, final_wm: int, lookups: LookupView = NO_LOOKUPS) -> list[Transition]:
+    """Every transition the rules must produce for this arrival sequence, sorted; ``lookups``: the
+    rows ``lookup()`` reads (fixed for the run)."""
     events = accepted(arrivals, lateness_ms)
     out: list[Transition] = []
     for rule in rules:
-        for group, evs in groups(rule, events).items():
+        for group, evs in groups(rule, events, lookups).items():
             if rule.kind == "threshold":
-                out += threshold(rule, group, evs)
+                out += threshold(rule, group, evs, lookups)
             elif rule.kind == "aggregate":
                 out += aggregate(rule, group, evs, final_wm)
             else:

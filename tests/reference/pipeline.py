@@ -26,6 +26,7 @@ from alertpipe.workers.evaluator.repartition import (
 from alertpipe.workers.rules import CompiledRule
 from alertpipe.workers.rules.engine import Engine, EngineSettings, Partition
 from alertpipe.workers.rules.groups import GroupStage
+from alertpipe.workers.rules.lookups import NO_LOOKUPS, LookupView
 
 END = 2**60  # the watermark at the end of a run: every window closes, every timer fires
 
@@ -56,12 +57,13 @@ def run_engine(
     restore_at: Collection[int] = (),
     stage2_restore_every: int = 0,
     seed: int = 0,
+    lookups: LookupView = NO_LOOKUPS,
 ) -> list[dict[str, Any]]:
     """Every alert of both stages. ``restore_at``: arrival indexes after which the event's
     partition checkpoints and restarts; ``stage2_restore_every``: a stage-2 snapshot and restore
     after every that many records (0: never)."""
     settings = EngineSettings("acme", "main", lateness_ms, repartition=True)
-    engine = Engine(settings, list(rules), clock=lambda: 0.0)
+    engine = Engine(settings, list(rules), clock=lambda: 0.0, lookups=lookups)
     router = Router(repartitions)
     channels: dict[tuple[int, int], list[bytes]] = {}
     chains: dict[int, Stage1Checkpoints] = {}

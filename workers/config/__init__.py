@@ -5,6 +5,7 @@ watch a ConfigMap, and ``--config`` parsing, are loaders (``alertpipe.workers.co
 from alertpipe.workers.config.connection import kafka_options
 from alertpipe.workers.config.durations import Duration, format_duration, parse_duration
 from alertpipe.workers.config.groups import GROUPS_STAGE_SUFFIX, OFFSET_RESET, consumer_group
+from alertpipe.workers.config.lookups import LookupSettings
 from alertpipe.workers.config.models import (
     AbsenceSpec,
     AggregateSpec,
@@ -55,6 +56,7 @@ __all__ = [
     "KafkaSettings",
     "KillSwitch",
     "KillSwitches",
+    "LookupSettings",
     "NamedKillSwitch",
     "PagerDutyChannel",
     "PiiSpec",

@@ -61,8 +61,16 @@ class PushChannel(Model):
         pattern=r"^[a-z][a-z0-9-]*[a-z0-9]$",
         description="Firebase project id; the URL is /v1/projects/<projectId>/messages:send.",
     )
-    access_token_secret_ref: SecretKeyRef = Field(
-        description="Secret holding an OAuth2 access token (looked up per send: a refresher may rotate it).",
+    service_account_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description="Secret holding a service-account key file (JSON): the deliverer exchanges it for"
+        " OAuth2 access tokens (JWT bearer grant at its token_uri) and caches each until shortly before"
+        " it expires.",
+    )
+    access_token_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description="Instead of serviceAccountSecretRef: a Secret holding an OAuth2 access token (looked"
+        " up per send: a refresher may rotate it).",
     )
     tokens: list[str] = Field(
         default_factory=list,
@@ -84,4 +92,6 @@ class PushChannel(Model):
     def _one_target(self) -> PushChannel:
         if bool(self.tokens) == (self.topic is not None):
             raise ValueError("push must set exactly one of tokens, topic")
+        if (self.service_account_secret_ref is None) == (self.access_token_secret_ref is None):
+            raise ValueError("push must set exactly one of serviceAccountSecretRef, accessTokenSecretRef")
         return self

@@ -19,6 +19,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from alertpipe.workers.config.base import Model as Model  # re-exported: models import it from here
 from alertpipe.workers.config.durations import Duration
+from alertpipe.workers.config.lookups import LookupSettings
 from alertpipe.workers.config.mobile import PushChannel, SmsChannel
 from alertpipe.workers.config.privacy import PiiSpec
 from alertpipe.workers.config.refs import Name, SecretKeyRef
@@ -191,6 +192,9 @@ class RuleTest(Model):
     expect: list[dict[str, Any]] = Field(
         default_factory=list, description="Expected alert transitions (status, labels, ...)."
     )
+    lookups: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict, description="Lookup tables the rule reads: {table: {key: {field: value}}}."
+    )
 
 
 class RuleSpec(Model):
@@ -301,6 +305,14 @@ class RedisSettings(Model):
     url: str | None = Field(None, pattern=r"^rediss?://", description="redis://host:port/db")
     url_secret_ref: SecretKeyRef | None = Field(None, description="Secret holding the URL.")
     key_prefix: str = Field(description="Prefix of every key this pipeline writes.")
+    lookup_prefix: str | None = Field(
+        None, description="Prefix of the lookup tables' keys (unset: key_prefix). A canary track keeps"
+        " the stable track's, so both read the same tables.",
+    )
+
+    @property
+    def lookups_prefix(self) -> str:
+        return self.lookup_prefix if self.lookup_prefix is not None else self.key_prefix
 
 
 class IngestSettings(Model):
@@ -364,6 +376,7 @@ class PipelineConfig(Model):
     kill_switches: KillSwitches = Field(default_factory=KillSwitches)
     pii: PiiSpec | None = None
     event_schema: SchemaSpec | None = Field(None, alias="schema")
+    lookups: LookupSettings = Field(default_factory=LookupSettings)
     # a canary rollout's split of the keys (tracks.py); None: this evaluator owns every key
     track: Track | None = None
     revision: str = ""

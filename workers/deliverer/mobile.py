@@ -26,6 +26,7 @@ import orjson
 from alertpipe.workers.alerts import Alert
 from alertpipe.workers.config import ChannelSpec, SecretKeyRef, parse_duration
 from alertpipe.workers.deliverer import mobile_payloads as mp
+from alertpipe.workers.deliverer.oauth import TokenCache, TokenPost
 from alertpipe.workers.deliverer.payloads import IDEMPOTENCY_HEADER
 from alertpipe.workers.deliverer.policy import parse_retry_after
 from alertpipe.workers.errors import DeliveryError
@@ -52,9 +53,10 @@ def _recipient_key(key: str, recipient: str) -> str:
 class MobileSenders:
     """Fans one delivery out to its recipients and folds their answers into one result."""
 
-    def __init__(self, exchange: Exchange, secret: SecretText) -> None:
+    def __init__(self, exchange: Exchange, secret: SecretText, token_post: TokenPost | None = None) -> None:
         self._exchange = exchange
         self._secret = secret
+        self.tokens = TokenCache(token_post or exchange)
         self._accepted: OrderedDict[str, set[str]] = OrderedDict()  # delivery key -> recipients done
 
     async def send_sms(self, alert: Alert, channel: ChannelSpec, key: str) -> tuple[int, str, str]:
@@ -82,13 +84,21 @@ class MobileSenders:
         timeout = parse_duration(spec.timeout)
 
         async def one(target: str) -> tuple[mp.Verdict, str | None]:
-            # looked up per request: a token a refresher rotates in the Secret is taken once the
-            # deliverer's secret cache (10 s) lets it through
-            bearer = self._secret(spec.access_token_secret_ref, "fcm access token")
+            # looked up per request: a token a refresher rotates in the Secret (or a new service-account
+            # key) is taken once the deliverer's secret cache (10 s) lets it through
+            account = None
+            if spec.service_account_secret_ref is not None:
+                account = self._secret(spec.service_account_secret_ref, "fcm service account")
+                bearer = await self.tokens.token(account)
+            else:
+                assert spec.access_token_secret_ref is not None  # noqa: S101 - one of the two (PushChannel)
+                bearer = self._secret(spec.access_token_secret_ref, "fcm access token")
             token = None if spec.topic is not None else target
             body = orjson.dumps(mp.fcm_message(alert, spec, token, key))
             headers = {"Authorization": f"Bearer {bearer}", IDEMPOTENCY_HEADER: _recipient_key(key, target)}
             status, text, retry_after = await self._exchange(url, body, headers, timeout, _JSON)
+            if status == 401 and account is not None:
+                self.tokens.forget(account)  # revoked or expired early: the retry exchanges anew
             return mp.fcm_verdict(status, text), retry_after
 
         targets = list(spec.tokens) if spec.topic is None else [f"/topics/{spec.topic}"]

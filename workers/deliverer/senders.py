@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 USER_AGENT = "alertpipe-deliverer/0.1"
 _EXCERPT = 300
+MAX_TOKEN_ANSWER = 16 * 1024  # an OAuth2 token answer (Google access tokens run to 2 KiB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +89,7 @@ class Senders:
         self._targets: dict[str, tuple[str, int, str, str]] = {}
         self._dns: dict[tuple[str, int, SsrfPolicy], tuple[list[str], float]] = {}
         self._quitting: set[asyncio.Task[None]] = set()  # SMTP sessions saying goodbye
-        self._mobile = MobileSenders(self.exchange, self._lookup)
+        self._mobile = MobileSenders(self.exchange, self._lookup, self._token_post)
 
     def _guard(self) -> GuardedResolver:
         if self._resolver is None:
@@ -205,8 +206,10 @@ class Senders:
         headers: dict[str, str],
         timeout: float,
         content_type: str = "application/json",
+        *,
+        limit: int = 1024,
     ) -> tuple[int, str, str | None]:
-        """One POST through the SSRF guard: (status, the body's first KiB as text, Retry-After)."""
+        """One POST through the SSRF guard: (status, the body's first ``limit`` bytes, Retry-After)."""
         allow = self._ssrf_policy()
         if (url, allow) not in self._checked:
             check_url(url, allow)
@@ -214,7 +217,7 @@ class Senders:
                 self._checked.clear()
             self._checked.add((url, allow))
         if self._lean is not None and url.startswith("http://"):
-            return await self._post_lean(url, body, {"Content-Type": content_type, **headers}, timeout)
+            return await self._post_lean(url, body, {"Content-Type": content_type, **headers}, timeout, limit)
         if self._session is None:
             await self.start()
         assert self._session is not None  # noqa: S101 - started above
@@ -228,7 +231,7 @@ class Senders:
                 timeout=self._timeout(timeout),
             ) as resp:
                 data = await resp.read()
-                text = data[:1024].decode("utf-8", errors="replace")
+                text = data[:limit].decode("utf-8", errors="replace")
                 status = resp.status
                 retry_after_raw = resp.headers.get("Retry-After")
         except DeliveryError:
@@ -244,6 +247,12 @@ class Senders:
             raise DeliveryError(f"connection failed: {type(exc).__name__}: {exc}", retryable=True) from None
         return status, text, retry_after_raw
 
+    async def _token_post(
+        self, url: str, body: bytes, headers: dict[str, str], timeout: float, content_type: str
+    ) -> tuple[int, str, str | None]:
+        """A POST whose whole answer is read (an OAuth2 token answer can pass the 1 KiB of a send)."""
+        return await self.exchange(url, body, headers, timeout, content_type, limit=MAX_TOKEN_ANSWER)
+
     def _target(self, url: str) -> tuple[str, int, str, str]:
         t = self._targets.get(url)
         if t is None:
@@ -258,7 +267,7 @@ class Senders:
         return t
 
     async def _post_lean(
-        self, url: str, body: bytes, headers: dict[str, str], timeout: float
+        self, url: str, body: bytes, headers: dict[str, str], timeout: float, limit: int = 1024
     ) -> tuple[int, str, str | None]:
         assert self._lean is not None  # noqa: S101 - checked by the caller
         host, port, path, host_header = self._target(url)
@@ -282,7 +291,7 @@ class Senders:
             raise DeliveryError(f"cannot connect: {exc.strerror or exc}", retryable=True) from None
         except (OSError, ProtocolError) as exc:
             raise DeliveryError(f"connection failed: {type(exc).__name__}: {exc}", retryable=True) from None
-        text = resp.body[:1024].decode("utf-8", errors="replace")
+        text = resp.body[:limit].decode("utf-8", errors="replace")
         return resp.status, text, resp.headers.get("retry-after")
 
     async def send_email(self, alert: Alert, channel: ChannelSpec, key: str) -> SendResult:

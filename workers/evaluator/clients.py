@@ -7,7 +7,8 @@ Evaluator in-memory ones with the same methods (tests/unit/evaluator/test_evalua
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -15,12 +16,18 @@ import redis
 from confluent_kafka import Consumer, Producer
 
 from alertpipe.workers.config import GROUPS_STAGE_SUFFIX, PipelineConfig
+from alertpipe.workers.evaluator.group_worker import GroupWorker
 from alertpipe.workers.evaluator.links import STATS_INTERVAL_MS, LinkHealth
+from alertpipe.workers.evaluator.lookup_store import RedisLookupStore
+from alertpipe.workers.evaluator.lookups import LookupStore
+from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.redis_state import RedisState
 from alertpipe.workers.evaluator.settings import EvaluatorOptions, evaluator_kafka_options, redis_client
+from alertpipe.workers.evaluator.stage import Outputs
+from alertpipe.workers.rules.engine import Engine
 from alertpipe.workers.secrets import SecretResolver
 
-__all__ = ["EvaluatorClients", "StateStore", "stage_two_consumer"]
+__all__ = ["EvaluatorClients", "StateStore", "group_worker", "stage_two_consumer"]
 
 
 class StateStore(Protocol):
@@ -35,6 +42,16 @@ class StateStore(Protocol):
                    ) -> None: ...
 
 
+class _NoRows:
+    """A lookup store without tables: every row is absent."""
+
+    def fetch(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any] | None]:
+        return [None] * len(keys)
+
+
+NO_ROWS = _NoRows()
+
+
 @dataclass
 class EvaluatorClients:
     consumer: Any  # the events topic's (a confluent_kafka.Consumer)
@@ -42,7 +59,7 @@ class EvaluatorClients:
     state: StateStore
     redis: redis.Redis | None = None  # stage 2's state (the repartition stage needs a real Redis)
     links: LinkHealth | None = field(default=None)  # is each events partition's leader answering
-
+    lookups: LookupStore = field(default_factory=lambda: NO_ROWS)  # lookup tables' rows (lookup_store.py)
 
     @classmethod
     def real(cls, cfg: PipelineConfig, opts: EvaluatorOptions, secrets: SecretResolver) -> EvaluatorClients:
@@ -56,6 +73,7 @@ class EvaluatorClients:
             state=RedisState(client, cfg.redis.key_prefix, cfg.kafka.topics.events),
             redis=client,
             links=links,
+            lookups=RedisLookupStore(client, cfg.redis.lookups_prefix),
         )
 
 
@@ -66,3 +84,19 @@ def stage_two_consumer(cfg: PipelineConfig, opts: EvaluatorOptions, secrets: Sec
     if "group.instance.id" in options:
         options["group.instance.id"] += GROUPS_STAGE_SUFFIX
     return Consumer(options)
+
+
+def group_worker(cfg: PipelineConfig, opts: EvaluatorOptions, secrets: SecretResolver,
+                 client: redis.Redis | None, outputs: Outputs, writer: ThreadPoolExecutor, engine: Engine,
+                 metrics: EvaluatorMetrics,
+                 clock: Callable[[], float]) -> GroupWorker:
+    """Stage 2 (rules whose groups span devices): a second consumer, on the repartition topic."""
+    if client is None:
+        raise ValueError("the repartition stage needs a Redis client (EvaluatorClients.redis)")
+    topics = cfg.kafka.topics
+    return GroupWorker(
+        topic=str(topics.repartition), events_topic=topics.events, late_topic=topics.late,
+        alerts_topic=topics.alerts, consumer=stage_two_consumer(cfg, opts, secrets), outputs=outputs,
+        writer=writer, redis_client=client, key_prefix=cfg.redis.key_prefix, settings=engine.settings,
+        rules=engine.rules.values(), metrics=metrics, batch_size=opts.batch_size,
+        checkpoint_interval=opts.checkpoint_interval, clock=clock)

@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from alertpipe.workers.config import ConfigSource, PipelineConfig, alert_filter, key_filter, parse_duration
 from alertpipe.workers.evaluator.links import LinkHealth
+from alertpipe.workers.evaluator.lookups import LookupCache
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.settings import compile_rules, connection, engine_settings
 from alertpipe.workers.rules.engine import Engine, Partition
@@ -39,6 +40,7 @@ class Control:
     source: ConfigSource
     cfg: PipelineConfig
     engine: Engine
+    lookups: LookupCache
     metrics: EvaluatorMetrics
     consumer: Consumer
     topics: Topics
@@ -94,6 +96,10 @@ class Control:
     def _apply(self, cfg: PipelineConfig, now: datetime) -> None:
         rules = compile_rules(cfg, now)
         self.engine.set_rules(rules, engine_settings(cfg))
+        self.lookups.configure(parse_duration(cfg.lookups.ttl), cfg.lookups.max_entries)
+        if self.lookups.active(self.engine.rules):  # a new rule may read rows for waiting events
+            for part in self.engine.partitions.values():
+                self.lookups.prefetch(self.engine.rules, part.held_events())
         self._disabled_now = self._disabled_set(cfg, now)
         self.cfg = cfg
         self.track_keys = key_filter(cfg.track)

@@ -14,8 +14,9 @@ from prometheus_client.registry import Collector
 
 __all__ = ["LOOP_PHASES", "EvaluatorMetrics"]
 
-# where the worker loop's wall time goes (dedup_wait: blocked on a Redis dedup answer)
-LOOP_PHASES = ("consume", "decode", "dedup_wait", "evaluate", "checkpoint", "housekeeping")
+# where the worker loop's wall time goes (dedup_wait: blocked on a Redis dedup answer; lookup_wait:
+# on the batch's lookup rows)
+LOOP_PHASES = ("consume", "decode", "dedup_wait", "lookup_wait", "evaluate", "checkpoint", "housekeeping")
 
 
 class _LoopSeconds(Collector):
@@ -111,6 +112,19 @@ class EvaluatorMetrics:
                                            registry=r)
         self.group_assigned = Gauge("alertpipe_evaluator_group_assigned_partitions",
                                     "Repartition partitions this process owns.", registry=r)
+        # lookup tables (lookup('t', key) in rules): rows per batch, from the cache or Redis
+        lookup_rows = Counter("alertpipe_evaluator_lookup_rows_total",
+                              "Lookup rows the batches' events needed, by result: hit (cached, within"
+                              " the TTL), miss (read from Redis), unfetched (never read: evaluated as"
+                              " absent).", ("tenant", "result"), registry=r)
+        self.lookup_hits = lookup_rows.labels(tenant, "hit")
+        self.lookup_misses = lookup_rows.labels(tenant, "miss")
+        self.lookup_unfetched = lookup_rows.labels(tenant, "unfetched")
+        self.lookup_fetch_seconds = Histogram("alertpipe_evaluator_lookup_fetch_seconds",
+                                              "One batch's Redis round trip for its missing lookup rows.",
+                                              registry=r)
+        self.lookup_cached = Gauge("alertpipe_evaluator_lookup_cached_rows",
+                                   "Lookup rows in this process's cache.", registry=r)
         self._revision: str | None = None
 
     def set_revision(self, revision: str) -> None:

@@ -53,7 +53,7 @@ def compile_rules(cfg: PipelineConfig, now: datetime | None = None) -> list[Comp
         if entry.name in disabled:
             continue
         try:
-            rule = compile_rule(entry.name, entry.spec)
+            rule = compile_rule(entry.name, entry.spec, tables=cfg.lookups.tables)
             unknown = schema_field_errors(rule, cfg.event_schema)
             if unknown:
                 raise RuleCompileError(unknown)

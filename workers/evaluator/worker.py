@@ -6,7 +6,8 @@ writes checkpoints. A batch waits for its first record only (``poll_timeout``) a
 the client has fetched already; while the oldest batch's dedup round trip is in flight and more
 records came in, those are decoded (up to ``dedup_depth`` batches in flight), so the loop waits on
 Redis only when Redis is slower than the evaluation.
-Per batch: decode (malformed → dead-letter topic), dedup in one Redis round trip, feed the engine
+Per batch: decode (malformed → dead-letter topic), dedup in one Redis round trip, the lookup rows
+its events may read (one more round trip for those not cached: lookups.py), feed the engine
 in offset order (late → late topic), produce the alert transitions with an idempotent producer.
 Every ``checkpoint_interval``: the three-step checkpoint of ``stage`` (the cut on the loop; the
 Redis write once the cut's outputs are acknowledged, on its thread; then the commit), and a
@@ -36,15 +37,14 @@ from confluent_kafka import KafkaException, TopicPartition
 
 from alertpipe.workers.config import (
     ConfigSource,
-    PipelineConfig,
     alert_filter,
     key_filter,
     parse_duration,
 )
-from alertpipe.workers.evaluator.clients import EvaluatorClients, stage_two_consumer
+from alertpipe.workers.evaluator.clients import EvaluatorClients, group_worker
 from alertpipe.workers.evaluator.control import RESTART, Control
-from alertpipe.workers.evaluator.group_worker import GroupWorker
 from alertpipe.workers.evaluator.links import LinkHealth
+from alertpipe.workers.evaluator.lookups import LookupCache
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.native import NATIVE
 from alertpipe.workers.evaluator.records import Batch, TopicSchemaCheck, dead_letter, decode_batch, headers
@@ -89,9 +89,11 @@ class Evaluator(CheckpointedStage, Control):
         self.metrics = metrics or EvaluatorMetrics(cfg.tenant)
         self.metrics.set_revision(cfg.revision)
         self.topics = cfg.kafka.topics
-        self.engine = Engine(engine_settings(cfg), compile_rules(cfg), clock=clock)
-        self.metrics.rules.set(len(self.engine.rules))
         clients = clients or EvaluatorClients.real(cfg, self.opts, self.secrets)
+        self.lookups = LookupCache(clients.lookups, ttl_s=parse_duration(cfg.lookups.ttl),
+                                   max_entries=cfg.lookups.max_entries, metrics=self.metrics)
+        self.engine = Engine(engine_settings(cfg), compile_rules(cfg), clock=clock, lookups=self.lookups)
+        self.metrics.rules.set(len(self.engine.rules))
         self.redis = clients.redis
         self.state = clients.state
         self.links = clients.links or LinkHealth(self.topics.events)  # without statistics: in touch
@@ -111,7 +113,8 @@ class Evaluator(CheckpointedStage, Control):
         self.batches = 0
         # one thread: the dedup scripts run in consume order (a copy is a duplicate of the earlier one)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="evaluator-dedup")
-        self.groups = self._group_worker(cfg) if self.topics.repartition else None
+        self.groups = (group_worker(cfg, self.opts, self.secrets, self.redis, self.outputs, self._writes,
+                                    self.engine, self.metrics, clock) if self.topics.repartition else None)
         self._pending: deque[Batch] = deque()
         # a fatal consumer error (e.g. FENCED_INSTANCE_ID after the group coordinator's broker died):
         # this consumer is finished; run() ends with RESTART and the CLI starts a new Evaluator
@@ -121,19 +124,6 @@ class Evaluator(CheckpointedStage, Control):
         self.track_keys = key_filter(cfg.track)
         self.track_alerts = alert_filter(cfg.track)
         self._schema_check = TopicSchemaCheck()
-
-    def _group_worker(self, cfg: PipelineConfig) -> GroupWorker:
-        """Stage 2 (rules whose groups span devices): a second consumer on the repartition topic."""
-        if self.redis is None:
-            raise ValueError("the repartition stage needs a Redis client (EvaluatorClients.redis)")
-        return GroupWorker(
-            topic=str(self.topics.repartition), events_topic=self.topics.events, late_topic=self.topics.late,
-            alerts_topic=self.topics.alerts, consumer=stage_two_consumer(cfg, self.opts, self.secrets),
-            outputs=self.outputs,
-            writer=self._writes, redis_client=self.redis, key_prefix=cfg.redis.key_prefix,
-            settings=self.engine.settings, rules=self.engine.rules.values(), metrics=self.metrics,
-            batch_size=self.opts.batch_size, checkpoint_interval=self.opts.checkpoint_interval,
-            clock=self.clock)
 
     # --- the stage's state (CheckpointedStage) -----------------------------------------------------
 
@@ -148,6 +138,8 @@ class Evaluator(CheckpointedStage, Control):
         if chain is None:
             return None
         meta = part.restore(*chain)
+        if self.lookups.active(self.engine.rules):  # the rows of the restored waiting events
+            self.lookups.prefetch(self.engine.rules, part.held_events())
         if part.ctx.out:  # rules changed while no process ran: their episodes resolve
             self._emit(part, p)
         return int(meta["offset"])
@@ -324,9 +316,23 @@ class Evaluator(CheckpointedStage, Control):
         seen = batch.seen or b""
         if isinstance(seen, Future):
             tw = time.perf_counter()
-            seen = seen.result()
+            try:
+                seen = seen.result()
+            except Exception:  # Redis did not answer: as for lookups below, the batch stays first
+                self._pending.appendleft(batch)
+                raise
             m.loop_seconds["dedup_wait"] += time.perf_counter() - tw
         t0 = time.perf_counter()
+        if self.lookups.active(self.engine.rules):  # the batch's lookup rows: one round trip for misses
+            try:
+                self.lookups.prefetch(self.engine.rules, [it[3] for it in batch.items if it[3] is not None])
+            except Exception:
+                # Redis did not answer: the batch stays first in line (close's drain tries it again
+                # before any later one), so a checkpoint never covers offsets it skipped
+                self._pending.appendleft(batch)
+                raise
+            m.loop_seconds["lookup_wait"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
         positions = self.positions
         parts = self.engine.partitions
         produce = self.outputs.produce

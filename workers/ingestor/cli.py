@@ -7,17 +7,18 @@ import argparse
 import asyncio
 import logging
 import signal
+from pathlib import Path
 
 from aiohttp import web
 
 from alertpipe.workers.config.loaders import add_config_argument, parse_config_arg
 from alertpipe.workers.errors import ConfigError
 from alertpipe.workers.ingestor.app import Ingestor, IngestorSettings, KeySource
-from alertpipe.workers.ingestor.grpc_server import start_grpc_server
+from alertpipe.workers.ingestor.grpc_server import GrpcTls, start_grpc_server
 from alertpipe.workers.loops import LOOP_CHOICES, loop_factory
 from alertpipe.workers.secrets import SecretResolver, add_secrets_argument
 
-__all__ = ["add_arguments", "run", "serve"]
+__all__ = ["add_arguments", "grpc_tls", "run", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grpc-port", type=int, default=None, metavar="PORT",
         help="also serve gRPC ingest (alertpipe.ingest.v1.Ingest) on this port; 0: a free one (default: off)",
+    )
+    parser.add_argument(
+        "--grpc-tls-cert", default=None, metavar="PATH",
+        help="PEM certificate chain: the gRPC port serves TLS only (with --grpc-tls-key)",
+    )
+    parser.add_argument(
+        "--grpc-tls-key", default=None, metavar="PATH", help="PEM private key of --grpc-tls-cert"
     )
     parser.add_argument(
         "--api-keys-file", default=None, metavar="PATH",
@@ -59,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def serve(ingestor: Ingestor, host: str, port: int, *, drain_seconds: float = 0.0,
                 access_log: bool = False, stop: asyncio.Event | None = None,
-                grpc_port: int | None = None) -> None:
+                grpc_port: int | None = None, grpc_tls: GrpcTls | None = None) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT), then drain, finish requests and flush."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -78,7 +86,7 @@ async def serve(ingestor: Ingestor, host: str, port: int, *, drain_seconds: floa
     grpc_server = None
     try:
         if grpc_port is not None:
-            grpc_server, _ = await start_grpc_server(ingestor, host, grpc_port)
+            grpc_server, _ = await start_grpc_server(ingestor, host, grpc_port, grpc_tls)
         await stop.wait()
     finally:
         logger.info("shutting down: draining for %.1fs, then finishing in-flight requests", drain_seconds)
@@ -91,9 +99,25 @@ async def serve(ingestor: Ingestor, host: str, port: int, *, drain_seconds: floa
         logger.info("ingestor stopped")
 
 
+def grpc_tls(args: argparse.Namespace) -> GrpcTls | None:
+    """The gRPC listener's TLS files from the flags (both or neither; only with --grpc-port)."""
+    cert, key = args.grpc_tls_cert, args.grpc_tls_key
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigError("--grpc-tls-cert" if cert is None else "--grpc-tls-key",
+                          "TLS needs both --grpc-tls-cert and --grpc-tls-key")  # fmt: skip
+    if args.grpc_port is None:
+        raise ConfigError("--grpc-port", "--grpc-tls-cert/--grpc-tls-key need --grpc-port")
+    tls = GrpcTls(Path(cert), Path(key))
+    tls.credentials()  # unreadable or non-PEM files: refused at start, not at the first call
+    return tls
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         source = parse_config_arg(args.config)
+        tls = grpc_tls(args)
     except ConfigError as exc:
         logger.error("%s", exc)
         return 2
@@ -103,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     )
     ingestor = Ingestor(source, keys, settings)
     main = serve(ingestor, args.host, args.port, drain_seconds=args.drain_seconds, access_log=args.access_log,
-                 grpc_port=args.grpc_port)
+                 grpc_port=args.grpc_port, grpc_tls=tls)
     factory = loop_factory(args.loop, "ingestor")
     if factory is None:
         asyncio.run(main)

@@ -17,17 +17,19 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from alertpipe.workers.errors import ConfigError
 from alertpipe.workers.ingestor import ingest_pb2 as pb
 from alertpipe.workers.ingestor.accept import MAX_REJECTS_LISTED, Answer, admit, publish, too_large
 from alertpipe.workers.ingestor.app import Ingestor
 from alertpipe.workers.ingestor.body import BodyError, parse_events
 
-__all__ = ["SERVICE", "GrpcIngest", "Refusal", "refusal", "start_grpc_server"]
+__all__ = ["SERVICE", "GrpcIngest", "GrpcTls", "Refusal", "refusal", "start_grpc_server"]
 
 logger = logging.getLogger(__name__)
 
@@ -214,8 +216,33 @@ class GrpcIngest:
         )
 
 
-async def start_grpc_server(ingestor: Ingestor, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    """Serve the Ingest service on ``host:port`` (0: a free port) in this event loop; (server, port)."""
+@dataclass(frozen=True, slots=True)
+class GrpcTls:
+    """The listener's certificate chain and private key, PEM files (a kubernetes.io/tls Secret's)."""
+
+    cert_file: Path
+    key_file: Path
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Server credentials from the files (read now: a rotated Secret is taken on restart);
+        ConfigError naming the file when one is missing or not PEM."""
+        pems: list[bytes] = []
+        for what, path in (("--grpc-tls-cert", self.cert_file), ("--grpc-tls-key", self.key_file)):
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                raise ConfigError(what, f"cannot read {path}: {exc.strerror}") from None
+            if b"-----BEGIN " not in data:
+                raise ConfigError(what, f"{path} is not PEM")
+            pems.append(data)
+        return grpc.ssl_server_credentials([(pems[1], pems[0])])
+
+
+async def start_grpc_server(
+    ingestor: Ingestor, host: str, port: int, tls: GrpcTls | None = None
+) -> tuple[grpc.aio.Server, int]:
+    """Serve the Ingest service on ``host:port`` (0: a free port) in this event loop; (server, port).
+    With ``tls`` the port speaks TLS only: a plaintext client's handshake fails (UNAVAILABLE)."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -223,7 +250,11 @@ async def start_grpc_server(ingestor: Ingestor, host: str, port: int) -> tuple[g
         ]
     )
     server.add_generic_rpc_handlers((GrpcIngest(ingestor).handler(),))
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    if tls is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, tls.credentials())
     await server.start()
-    logger.info("ingestor gRPC listening on %s:%d", host, bound)
+    logger.info("ingestor gRPC listening on %s:%d (%s)", host, bound, "TLS" if tls else "plaintext")
     return server, bound

@@ -11,7 +11,8 @@ AlertRule is applied, with a column for each error.
 Supported (see docs/rules.md): literals (int, double, string, bool, null, lists), field access
 (``a``, ``a.b``, ``a["k"]``, ``a[0]``), ``has(a.b)``, ``+ - * / %``, ``== != < <= > >=``,
 ``&& || !``, ``c ? a : b``, ``x in [..]``, ``size``, ``startsWith``, ``endsWith``, ``contains``,
-``matches`` (literal pattern, length-capped), ``int()``, ``double()``, ``string()``.
+``matches`` (literal pattern, length-capped), ``int()``, ``double()``, ``string()``, and
+``lookup('table', key)`` (a row of a lookup table, see lookups.py).
 
 Semantics of missing data: a missing field is a *missing* value. Every comparison involving it is
 false (also ``!=``), arithmetic on it stays missing, ``has()`` tests for it. A run-time type error
@@ -47,6 +48,7 @@ from alertpipe.workers.rules.cel_syntax import (
     Unary,
     parse,
 )
+from alertpipe.workers.rules.lookups import NO_LOOKUPS, LookupRef, gen_lookup
 
 __all__ = [
     "MAX_EXPR_CHARS",
@@ -97,6 +99,7 @@ class _Gen:
     uses: dict[str, tuple[str, int]] = field(default_factory=dict)  # field -> (kind, column) first seen
     errors: list[str] = field(default_factory=list)
     tmp: int = 0
+    lookups: list[tuple[str, str, int]] = field(default_factory=list)  # (table, key code, column)
 
     def const(self, value: Any) -> str:
         name = f"_c{len(self.consts)}"
@@ -262,6 +265,8 @@ class _Gen:
 
     def call(self, n: Call) -> tuple[str, str]:
         fn, args = n.fn, list(n.args)
+        if fn == "lookup":
+            return gen_lookup(self, n)
         if fn == "has":
             if n.target is not None or len(args) != 1:
                 return self.err(f"has() takes one field, e.g. has(a.b), at column {n.col}")
@@ -378,13 +383,15 @@ def _regex(pattern: str, col: int) -> re.Pattern[str]:
 @dataclass(frozen=True, slots=True)
 class CelProgram:
     """A compiled expression: ``fn(arg, ...) -> bool``; ``fields`` are the top-level event fields it
-    reads, ``names`` the declared variables (an aggregate condition's ``count``, ``windowEnd``...)."""
+    reads, ``names`` the declared variables (an aggregate condition's ``count``, ``windowEnd``...).
+    With ``lookups``, ``fn(event, view)`` reads rows from the LookupView (absent without one)."""
 
     text: str
     fn: Callable[..., bool]
     fields: frozenset[str]
     source: str
     names: frozenset[str] = frozenset()
+    lookups: tuple[LookupRef, ...] = ()  # the lookup() calls: tables read and their keys' expressions
 
     def __call__(self, arg: Any, *more: Any) -> bool:
         return self.fn(arg, *more)
@@ -405,7 +412,7 @@ def compile_expression(text: str, env: Env = EVENT_ENV, *, catch: bool = True) -
     if gen.errors:
         raise CelError("; ".join(dict.fromkeys(gen.errors)))
     if env.event_fields:
-        arg = "e"
+        arg = "e, lk=_NOLK"  # lk: where lookup() reads rows (lookups.py); absent unless the engine passes one
     else:  # the first variable is positional, the rest default to 0 (``fn(value)`` still works)
         arg = ", ".join([env.variables[0][1]] + [f"{py}=0" for _n, py, _t in env.variables[1:]])
     body = code if typ == "bool" else f"({code} is True)"
@@ -416,7 +423,13 @@ def compile_expression(text: str, env: Env = EVENT_ENV, *, catch: bool = True) -
         f"    except _ERRORS:\n"
         f"        return False\n"
     )
+    for i, (_table, kcode, _col) in enumerate(gen.lookups):  # each key alone: what to prefetch
+        source += (f"def _key{i}(e):\n    try:\n        return {kcode}\n"
+                   f"    except _ERRORS:\n        return _M\n")
     errors = _ERRORS if catch else ()
-    namespace: dict[str, Any] = {**_RUNTIME, **gen.consts, "_ERRORS": errors, "__builtins__": {}}
+    namespace: dict[str, Any] = {**_RUNTIME, **gen.consts, "_ERRORS": errors, "_NOLK": NO_LOOKUPS,
+                                 "__builtins__": {}}
     exec(compile(source, "<cel>", "exec"), namespace)  # noqa: S102 - source is generated from our AST
-    return CelProgram(text, namespace["_cel"], frozenset(gen.fields), source, frozenset(gen.names))
+    refs = tuple(LookupRef(table, namespace[f"_key{i}"], f"lookup('{table}', ...) at column {col}")
+                 for i, (table, _k, col) in enumerate(gen.lookups))
+    return CelProgram(text, namespace["_cel"], frozenset(gen.fields), source, frozenset(gen.names), refs)

@@ -158,10 +158,22 @@ def _string(x: Any) -> Any:
     raise TypeError("string() of an unsupported type")
 
 
+def _lookup(lk: Any, table: str, key: Any) -> Any:
+    """A row of a lookup table (a dict), or missing: no such row, or a key that is not a string/int."""
+    cls = key.__class__
+    if cls is not str:
+        if cls is not int:
+            return MISSING
+        key = str(key)
+    row = lk.row(table, key)
+    return MISSING if row is None else row
+
+
 _RUNTIME: dict[str, Any] = {
     "_M": MISSING, "_div": _div, "_mod": _mod, "_idx": _idx, "_sel": _sel, "_has": _has,
     "_in": _in, "_size": _size, "_sw": _sw, "_ew": _ew, "_ct": _ct, "_match": _match,
     "_int": _int, "_double": _double, "_string": _string, "dict": dict,
+    "_lookup": _lookup,
 }
 _ERRORS = (TypeError, ValueError, ZeroDivisionError, OverflowError, AttributeError, KeyError,
            IndexError, RecursionError)

@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML files (or folders) with AlertRule documents")
     parser.add_argument("--channels", default=None,
                         help="comma-separated channel names the pipeline defines (checks spec.channels)")
+    parser.add_argument("--tables", default=None,
+                        help="comma-separated lookup tables the pipeline declares (checks lookup() calls)")
     parser.add_argument("--lateness", default="5s", help="allowed lateness for tests (default 5s)")
 
 
@@ -53,6 +55,7 @@ def _docs(path: Path) -> Iterator[tuple[int, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels else None
+    tables = [t.strip() for t in args.tables.split(",") if t.strip()] if args.tables else None
     lateness_ms = round(parse_duration(args.lateness) * 1000)
     failed = 0
     rules = tests = 0
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             label = meta.get("name", "?") if isinstance(meta, dict) else "?"
             try:
                 name, spec = rule_from_manifest(doc)
-                rule = compile_rule(name, spec, channels=channels)
+                rule = compile_rule(name, spec, channels=channels, tables=tables)
             except RuleCompileError as exc:
                 failed += 1
                 for p, reason in exc.errors:
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             rules += 1
             if args.action == "check":
-                print(f"{path}: {name}: ok ({rule.kind})", file=out)
+                reads = f", lookup tables: {', '.join(sorted(rule.tables))}" if rule.tables else ""
+                print(f"{path}: {name}: ok ({rule.kind}{reads})", file=out)
                 continue
             for test in spec.tests:
                 tests += 1

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from alertpipe.workers.config import RuleSpec, parse_duration
 from alertpipe.workers.errors import RuleCompileError
 from alertpipe.workers.rules.cel import AGGREGATE_ENV, EVENT_ENV, CelError, CelProgram, compile_expression
+from alertpipe.workers.rules.lookups import LookupRef
 from alertpipe.workers.rules.templates import Template, TemplateError, compile_template
 
 __all__ = ["CompiledRule", "compile_rule", "rule_from_manifest"]
@@ -54,6 +55,12 @@ class CompiledRule:
     annotations: Mapping[str, Template]
     channels: tuple[str, ...]
     fingerprint: str
+    lookups: tuple[LookupRef, ...] = ()  # the lookup() calls of filter and condition (lookups.py)
+
+    @property
+    def tables(self) -> frozenset[str]:
+        """The lookup tables this rule reads."""
+        return frozenset(ref.table for ref in self.lookups)
 
     @property
     def panes(self) -> int:
@@ -80,11 +87,15 @@ def _channel_names(channels: Collection[Any]) -> list[str]:
     return [c if isinstance(c, str) else str(c.name) for c in channels]
 
 
-def compile_rule(name: str, spec: RuleSpec, *, channels: Collection[Any] | None = None) -> CompiledRule:
+def compile_rule(
+    name: str, spec: RuleSpec, *, channels: Collection[Any] | None = None,
+    tables: Collection[str] | None = None,
+) -> CompiledRule:
     """Compile ``spec``; raise RuleCompileError with every (path, reason) found.
 
     ``channels`` are the names the pipeline defines (strings or ChannelSpec objects); None skips
-    the channel check.
+    the channel check. ``tables``: the lookup tables the pipeline declares (``spec.lookups.tables``);
+    None (or empty) skips that check.
     """
     errors: list[tuple[str, str]] = []
 
@@ -178,6 +189,7 @@ def compile_rule(name: str, spec: RuleSpec, *, channels: Collection[Any] | None 
                                f" (defined: {', '.join(sorted(known)) or 'none'})"))
     if len(set(spec.channels)) != len(spec.channels):
         errors.append(("spec.channels", "lists a channel more than once"))
+    lookups = _lookups(spec, flt, condition, tables, errors)
 
     for ti, test in enumerate(spec.tests):
         for ei, ev in enumerate(test.events):
@@ -215,7 +227,25 @@ def compile_rule(name: str, spec: RuleSpec, *, channels: Collection[Any] | None 
         annotations=annotations,
         channels=tuple(spec.channels),
         fingerprint=_fingerprint(name, spec),
+        lookups=lookups,
     )
+
+
+def _lookups(spec: RuleSpec, flt: CelProgram | None, condition: CelProgram | None,
+             tables: Collection[str] | None, errors: list[tuple[str, str]]) -> tuple[LookupRef, ...]:
+    """The rule's lookup() calls; errors for undeclared tables and where lookups cannot run."""
+    where = [("spec.select.filter", flt), (f"spec.{spec.kind}.condition", condition)]
+    refs: list[LookupRef] = []
+    for path, prog in where:
+        for ref in prog.lookups if prog is not None else ():
+            if tables and ref.table not in tables:
+                errors.append((path, f"{ref.text}: table {ref.table!r} is not declared in the pipeline's"
+                               f" spec.lookups.tables ({', '.join(sorted(tables))})"))
+            refs.append(ref)
+    if condition is not None and condition.lookups and "deviceId" not in spec.by:
+        errors.append((f"spec.{spec.kind}.condition", "lookup() in the condition of a rule whose groups span"
+                       " devices (spec.by without deviceId) is not supported; use it in spec.select.filter"))
+    return tuple(refs)
 
 
 def _template_names(kind: str, spec: RuleSpec) -> set[str] | None:

@@ -45,6 +45,7 @@ from alertpipe.workers.rules.absence import AbsenceState
 from alertpipe.workers.rules.aggregate import AggregateState
 from alertpipe.workers.rules.compiler import CompiledRule
 from alertpipe.workers.rules.forward import ForwardState
+from alertpipe.workers.rules.lookups import NO_LOOKUPS, LookupView
 from alertpipe.workers.rules.snapshots import (
     _MIN_DELTA_BUDGET,
     SNAPSHOT_VERSION,
@@ -83,7 +84,7 @@ class Partition:
         self.engine = engine
         self.partition = partition
         self.lateness = engine.settings.lateness_ms
-        self.ctx = _Ctx(engine.settings, engine.clock)
+        self.ctx = _Ctx(engine.settings, engine.clock, engine.lookups)
         self.max_ts = _NEG
         self.wm = _NEG
         # device -> next_seq (int: in order, nothing held, no gap), or
@@ -313,6 +314,15 @@ class Partition:
         self.ctx.forwarded = []
         return out
 
+    def held_events(self) -> list[dict[str, Any]]:
+        """The events waiting in reorder buffers (after a restore: their lookup rows to prefetch)."""
+        out: list[dict[str, Any]] = []
+        for devices in (self.devices, self.old_devices):
+            for dev in devices.values():
+                if dev.__class__ is list and dev[1]:
+                    out.extend(item[2] for item in dev[1].values())
+        return out
+
     def take_gaps(self) -> list[dict[str, Any]]:
         out = self.gaps_out
         self.gaps_out = []
@@ -444,9 +454,11 @@ class Engine:
         settings: EngineSettings,
         rules: Sequence[CompiledRule] = (),
         clock: Callable[[], float] = time.time,
+        lookups: LookupView = NO_LOOKUPS,
     ) -> None:
         self.settings = settings
         self.clock = clock
+        self.lookups = lookups  # rows lookup() reads; the evaluator fills it before each batch
         self.rules: dict[str, CompiledRule] = {r.name: r for r in rules}
         self.partitions: dict[int, Partition] = {}
 

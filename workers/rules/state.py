@@ -11,7 +11,9 @@ from typing import Any
 
 from alertpipe.workers.alerts import alert_id
 from alertpipe.workers.pii import PiiPolicy
+from alertpipe.workers.rules.cel import CelProgram
 from alertpipe.workers.rules.compiler import CompiledRule
+from alertpipe.workers.rules.lookups import NO_LOOKUPS, LookupView
 from alertpipe.workers.rules.templates import render_value
 
 __all__ = ["ACCEPTED", "DUPLICATE", "LATE", "EngineSettings", "RuleState"]
@@ -40,10 +42,12 @@ class EngineSettings:
 class _Ctx:
     """What rule states need from their partition: settings, output, timers, clock."""
 
-    __slots__ = ("settings", "out", "heap", "counter", "clock", "fired", "resolved", "forwarded")
+    __slots__ = ("settings", "out", "heap", "counter", "clock", "fired", "resolved", "forwarded", "lookups")
 
-    def __init__(self, settings: EngineSettings, clock: Callable[[], float]) -> None:
+    def __init__(self, settings: EngineSettings, clock: Callable[[], float],
+                 lookups: LookupView = NO_LOOKUPS) -> None:
         self.settings = settings
+        self.lookups = lookups  # where lookup() reads rows: filled by the engine's owner, never fetched here
         self.out: list[dict[str, Any]] = []
         self.heap: list[tuple[int, int, RuleState]] = []
         self.counter = 0
@@ -113,6 +117,17 @@ def _hashable(v: Any) -> Any:
     return None  # objects and lists cannot key a group: the event is skipped by that rule
 
 
+def _bound(prog: CelProgram | None, ctx: _Ctx) -> Callable[..., bool] | None:
+    """The program's function; one that reads lookup tables gets the partition's LookupView."""
+    if prog is None:
+        return None
+    fn = prog.fn
+    if not prog.lookups:
+        return fn
+    view = ctx.lookups
+    return lambda d: fn(d, view)
+
+
 class RuleState:
     """Per-partition state of one rule; subclasses per kind."""
 
@@ -125,8 +140,8 @@ class RuleState:
         self.ctx = ctx
         self.groups: dict[Any, Any] = {}  # group key -> the kind's group record
         self.key = _key_fn(rule)
-        self.flt = rule.filter.fn if rule.filter is not None else None
-        self.cond = rule.condition.fn if rule.condition is not None else None
+        self.flt = _bound(rule.filter, ctx)
+        self.cond = _bound(rule.condition, ctx)
         self.name = rule.name
         self.due_groups: dict[int, set[Any]] = {}
         self.dirty: set[Any] = set()  # group keys touched since the last checkpoint (their delta)

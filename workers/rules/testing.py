@@ -6,6 +6,7 @@ rule's first selected type, missing ``tenant`` is the test tenant), then the wat
 the last event time, and the transitions are compared with ``expect`` in event-time order. An
 expected entry checks only the keys it names: ``status``, ``groupKey``, ``severity``, ``at``
 (event time, RFC 3339 or epoch ms) and subsets of ``labels``, ``annotations`` and ``values``.
+A test's ``lookups`` (``{table: {key: {field: value}}}``) are the rows its ``lookup()`` calls read.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from alertpipe.workers.config import RuleSpec, RuleTest
 from alertpipe.workers.events import EventError, parse_ts_ms
 from alertpipe.workers.rules.compiler import CompiledRule, compile_rule
 from alertpipe.workers.rules.engine import Engine, EngineSettings
+from alertpipe.workers.rules.lookups import LookupTables
 from alertpipe.workers.rules.templates import render_value
 
 __all__ = ["TestResult", "describe_alert", "run_rule_test", "run_rule_tests"]
@@ -82,7 +84,8 @@ def _matches(exp: dict[str, Any], got: dict[str, Any]) -> str | None:
 
 
 def run_rule_test(rule: CompiledRule, test: RuleTest, lateness_ms: int = 5000) -> TestResult:
-    engine = Engine(EngineSettings(TEST_TENANT, TEST_PIPELINE, lateness_ms), [rule], clock=lambda: 0.0)
+    engine = Engine(EngineSettings(TEST_TENANT, TEST_PIPELINE, lateness_ms), [rule], clock=lambda: 0.0,
+                    lookups=LookupTables(test.lookups))
     part = engine.partition(0)
     try:
         events = _events(rule, test)

@@ -204,3 +204,20 @@ def test_webhook_rejects_broken_rules_at_apply(k: Cluster, webhook: int, kafka_b
     warning = headers.get("Warning") or ""
     assert "spec.idleTimeout: 4s is shorter than a Kafka leader failover" in warning, headers
     assert k.get("alertpipelines", "w")["spec"]["idleTimeout"] == "4s"
+    # spec.lookups.tables: a rule reading another table is refused, naming the pipeline; a bad
+    # lookup() call is refused with its field path; one reading a declared table is taken
+    k.patch_spec("alertpipelines", "w", {"lookups": {"ttl": "10s", "tables": ["thresholds"]}})
+    wait_for(lambda: (k.config("w") or {}).get("lookups", {}).get("tables") == ["thresholds"],
+             "spec.lookups in the config", 30)
+    other = {"select": {"types": ["temp"]}, "threshold": {"condition": "value > lookup('limits', deviceId).max"},
+             "channels": ["ops"]}
+    msg = rejection(lambda: k.create(rule_body("other-table", other)))
+    assert "table 'limits' is not declared in the pipeline's spec.lookups.tables" in msg, msg
+    assert "AlertPipeline w" in msg, msg
+    shape = {**other, "threshold": {"condition": "value > lookup(thresholds, deviceId).max"}}
+    msg = rejection(lambda: k.create(rule_body("bad-lookup", shape)))
+    assert "spec.threshold.condition: lookup() needs the table as a string literal" in msg, msg
+    k.create(rule_body("per-device", {**other, "threshold": {
+        "condition": "value > lookup('thresholds', deviceId).max"}}))
+    wait_for(lambda: "per-device" in [r["name"] for r in (k.config("w") or {}).get("rules", [])],
+             "the lookup rule live", 30)

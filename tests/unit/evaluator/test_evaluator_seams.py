@@ -214,3 +214,37 @@ def test_fires_resolves_dedups_dead_letters_and_a_restore_pages_nothing_twice() 
     assert [(a["status"], a["eventTimeMs"] - t0) for a in alerts] == [
         ("firing", 6_000), ("resolved", 9_000), ("firing", 30_000), ("resolved", 40_000)]
     assert alerts[0]["id"] == alerts[1]["id"] != alerts[2]["id"] == alerts[3]["id"]  # two episodes
+
+
+class FailsFirstCheck(MemoryState):
+    """Redis down for the first dedup round trip (made on the dedup thread), answering after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def check(self, keys: Sequence[bytes], partitions: Sequence[int], offsets: Sequence[int],
+              ttl_s: int) -> bytes:
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(0.05)  # the loop prepares the next batch meanwhile
+            raise ConnectionError("redis down")
+        return super().check(keys, partitions, offsets, ttl_s)
+
+
+def test_a_batch_whose_dedup_failed_is_never_skipped_by_the_final_checkpoint() -> None:
+    """The first batch's dedup fails, the second's succeeds: the shutdown's drain must not evaluate
+    the second and checkpoint past the first (its events would never be evaluated)."""
+    broker, state = Broker(), FailsFirstCheck()
+    t0 = int(time.time() * 1000) - 120_000
+    for seq in range(1, 201):
+        send(broker, seq, t0 + seq * 100, 10)
+    ev = Evaluator(StaticConfigSource(config()),
+                   options=EvaluatorOptions(checkpoint_interval=0.05, batch_size=100),
+                   clients=EvaluatorClients(MemoryConsumer(broker), MemoryProducer(broker), state))
+    with pytest.raises(ConnectionError):
+        ev.run(threading.Event())  # the CLI starts again from the checkpoints
+    assert state.calls >= 2  # the second batch was prepared while the first one's check ran
+    saved = state.chains.get(0)
+    assert saved is None or orjson.loads(saved[0])["offset"] == 0, "a checkpoint skipped a batch"
+    assert ev.positions.get(0, 0) == 0

@@ -13,11 +13,13 @@ pytestmark = pytest.mark.unit
 
 
 def test_print_rules_gives_applicable_alert_rules(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["generate", "--tenant", "acme", "--pipeline", "edge", "--silent-devices", "3", "--for-ms", "2000",
-            "--print-rules", "--rule-label", "alertpipe.io/pipeline=edge", "--channel", "pager"]
+    argv = ["generate", "--tenant", "acme", "--pipeline", "edge", "--silent-devices", "3",
+            "--for-ms", "2000", "--sites", "4", "--print-rules", "--rule-label", "alertpipe.io/pipeline=edge",
+            "--channel", "pager"]
     assert cli.main(argv) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
-    assert [d["metadata"]["name"] for d in docs] == ["gen-hot", "gen-silent"]
+    assert [d["metadata"]["name"] for d in docs] == ["gen-hot", "gen-silent", "gen-site-down"]
+    assert docs[2]["spec"]["by"] == ["site"] and docs[2]["spec"]["threshold"] == {"condition": "value < 8"}
     for d in docs:
         assert d["kind"] == "AlertRule" and d["metadata"]["labels"] == {"alertpipe.io/pipeline": "edge"}
         assert d["spec"]["channels"] == ["pager"]
@@ -28,6 +30,7 @@ def test_print_rules_gives_applicable_alert_rules(capsys: pytest.CaptureFixture[
 @pytest.mark.parametrize(("extra", "message"), [
     (["--schedule", "warp:9", "--url", "http://127.0.0.1:9/v1/events"], "expected one of"),
     (["--skew-ms", "3000", "--url", "http://127.0.0.1:9/v1/events"], "allowed lateness"),
+    (["--sites", "2", "--site-len", "30", "--url", "http://127.0.0.1:9/v1/events"], "site outages need"),
     ([], "give --url"),
 ])
 def test_bad_arguments_exit_2_with_one_line(extra: list[str], message: str,

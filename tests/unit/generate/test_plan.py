@@ -9,7 +9,17 @@ from typing import Any
 
 import pytest
 
-from alertpipe.generate import HOT_RULE, SILENT_RULE, Knobs, Ledger, Plan, PlanError, RequestRecord, Scenario
+from alertpipe.generate import (
+    HOT_RULE,
+    SILENT_RULE,
+    SITE_RULE,
+    Knobs,
+    Ledger,
+    Plan,
+    PlanError,
+    RequestRecord,
+    Scenario,
+)
 from alertpipe.generate import parse_schedule as sched
 from alertpipe.workers.config import RuleSpec
 from alertpipe.workers.events import EventError, event_from_obj
@@ -65,6 +75,34 @@ def test_expected_alerts_equal_the_reference_and_the_engine(for_ms: int, seed: i
                     for a in alerts)
     assert engine == want
     assert sorted((a["id"], a["status"]) for a in alerts) == sorted((e.id, e.status) for e in plan.expected)
+
+
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_site_outages_span_devices_and_equal_the_reference_and_the_engine(seed: int) -> None:
+    plan = Plan(scenario(sites=4, site_episode_every_s=9.0, site_episode_len_s=3.0, seed=seed), T0)
+    got = arrivals(plan)
+    rules = compiled(plan)
+    want = expected(plan)
+    site = [e for e in plan.expected if e.rule == SITE_RULE]
+    # every site has outages, each a firing and (but the last, maybe) a resolution
+    assert {e.group_key for e in site} == {f"site=site-0{i}" for i in range(4)}
+    assert sum(e.status == "firing" for e in site) >= 4 * 3
+    assert sum(e.status == "resolved" for e in site) >= sum(e.status == "firing" for e in site) - 4
+    # a site's alerts are triggered by several of its devices: the group spans them
+    assert all(len({e.device for e in site if e.group_key == g}) > 1 for g in {e.group_key for e in site})
+    assert {t.rule for t in want} == {HOT_RULE, SILENT_RULE, SITE_RULE}
+    assert want == evaluate(rules, got, lateness_ms=5000, final_wm=END)
+    alerts = run_engine(rules, got, upstreams=PARTITIONS, lateness_ms=5000)
+    engine = sorted(Transition(a["rule"], a["groupKey"], a["status"], a["eventTimeMs"], a["startsAtMs"])
+                    for a in alerts)
+    assert engine == want
+    assert sorted((a["id"], a["status"]) for a in alerts) == sorted((e.id, e.status) for e in plan.expected)
+    # sites change no event of a scenario without them but for the site field and the outages
+    plain = [s.body for s in Plan(scenario(seed=seed), T0).sends()]
+    with_sites = [s.body for s in Plan(scenario(sites=4, site_episode_every_s=9.0, site_episode_len_s=3.0,
+                                                seed=seed), T0).sends()]  # fmt: skip
+    assert [{k: v for k, v in b.items() if k not in ("site", "value")} for b in with_sites] == [
+        {k: v for k, v in b.items() if k != "value"} for b in plain]
 
 
 def test_the_same_seed_plans_the_same_stream() -> None:

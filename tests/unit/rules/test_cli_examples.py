@@ -19,6 +19,11 @@ def test_every_example_rule_compiles_and_its_tests_pass(capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "FAIL" not in out and out.count("PASS") >= 6
     assert main(["rules", "check", str(EXAMPLES), "--channels", "pager,slack"]) == 0
+    assert main(["rules", "check", str(EXAMPLES), "--tables", "thresholds,maintenance"]) == 0
+    capsys.readouterr()
+    assert main(["rules", "check", str(EXAMPLES / "cpu-over-own-threshold.yaml"), "--tables", "limits"]) == 1
+    assert "table 'maintenance' is not declared in the pipeline's spec.lookups.tables (limits)" \
+        in capsys.readouterr().out
 
 
 def test_regression_cases_pass(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,6 +1,7 @@
 """The engine against the reference evaluator (tests/reference): generated rules and streams, with
 duplicates, reorder within the lateness bound, truly late events, sequence gaps, clock skew,
-several devices per partition and idle partitions, checkpoint restores in both stages. The
+several devices per partition and idle partitions, checkpoint restores in both stages, lookup
+tables in filters and threshold conditions. The
 engine's transitions must equal the reference's, value and count included."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alertpipe.workers.rules import CompiledRule
+from alertpipe.workers.rules.lookups import LookupTables
 from tests.reference.evaluator import evaluate, transition
 from tests.reference.pipeline import END, run_engine
 
@@ -36,9 +38,15 @@ def rules(draw: Any) -> list[CompiledRule]:
         spec: dict[str, Any] = {"by": draw(st.sampled_from([["deviceId"], ["site"], ["site", "region"]]))}
         if draw(st.booleans()):
             spec["select"] = {"types": ["cpu"]}
-        if draw(st.integers(0, 4)) == 0:
+        roll = draw(st.integers(0, 5))
+        if roll == 0:
             spec.setdefault("select", {})["filter"] = "region == 'eu'"
-        if kind == "threshold":
+        elif roll == 1:  # a lookup table decides which events the rule selects
+            spec.setdefault("select", {})["filter"] = "!(lookup('muted', site).on == true)"
+        if kind == "threshold" and spec["by"] == ["deviceId"] and draw(st.booleans()):
+            spec["threshold"] = {"condition": "value > lookup('limits', deviceId).max"}  # per-device limit
+            spec["for"] = draw(st.sampled_from(["0s", "2s"]))
+        elif kind == "threshold":
             spec["threshold"] = {"condition": f"value > {draw(st.integers(20, 80))}"}
             spec["for"] = draw(st.sampled_from(["0s", "0s", "2s", "5s"]))
         elif kind == "aggregate":
@@ -96,15 +104,23 @@ def engine_transitions(rules: list[CompiledRule], alerts: list[dict[str, Any]]) 
     return sorted(transition(a, kinds[a["rule"]]) for a in alerts)
 
 
+@st.composite
+def tables(draw: Any) -> LookupTables:
+    """Per-device limits (some devices without a row) and muted sites."""
+    limits = {f"d{d}": {"max": draw(st.integers(20, 90))} for d in range(6) if draw(st.booleans())}
+    muted = {s: {"on": draw(st.booleans())} for s in SITES if draw(st.booleans())}
+    return LookupTables({"limits": limits, "muted": muted})
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rules(), arrivals(), st.lists(st.integers(0, 400), max_size=4), st.sampled_from([0, 0, 5, 17]),
-       st.integers(0, 3))
+       st.integers(0, 3), tables())
 def test_engine_equals_the_reference(
     rs: list[CompiledRule], stream: tuple[list[tuple[int, dict[str, Any]]], int, int],
-    restores: list[int], stage2_restore_every: int, seed: int,
+    restores: list[int], stage2_restore_every: int, seed: int, lookups: LookupTables,
 ) -> None:
     arr, upstreams, lateness = stream
-    expected = evaluate(rs, arr, lateness_ms=lateness, final_wm=END)
-    alerts = run_engine(rs, arr, upstreams=upstreams, lateness_ms=lateness,
-                        restore_at=set(restores), stage2_restore_every=stage2_restore_every, seed=seed)
+    expected = evaluate(rs, arr, lateness_ms=lateness, final_wm=END, lookups=lookups)
+    alerts = run_engine(rs, arr, upstreams=upstreams, lateness_ms=lateness, restore_at=set(restores),
+                        stage2_restore_every=stage2_restore_every, seed=seed, lookups=lookups)
     assert engine_transitions(rs, alerts) == expected
