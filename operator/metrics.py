@@ -14,9 +14,13 @@ __all__ = [
     "RECONCILES",
     "RECONCILE_SECONDS",
     "RULES",
+    "SLO_LATENCY_OBJECTIVE",
+    "SLO_SUCCESS_OBJECTIVE",
     "WRITES",
     "forget_config_revision",
+    "forget_slo_objective",
     "set_config_revision",
+    "set_slo_objective",
 ]
 
 RECONCILES = Counter(
@@ -70,3 +74,29 @@ def forget_config_revision(namespace: str, pipeline: str) -> None:
     old = _revisions.pop((namespace, pipeline), None)
     if old is not None:
         CONFIG_REVISION.remove(namespace, pipeline, old)
+
+
+# spec.slo of each pipeline, so a dashboard or a rule compares what was measured with what was asked.
+SLO_LATENCY_OBJECTIVE = Gauge(
+    "alertpipe_operator_slo_objective_latency_seconds",
+    "spec.slo.latencyP99 of each pipeline: the e2e latency p99 it must stay at or below.",
+    ["namespace", "pipeline"],
+)
+SLO_SUCCESS_OBJECTIVE = Gauge(
+    "alertpipe_operator_slo_objective_success_ratio",
+    "spec.slo.successRatio of each pipeline: delivered / (delivered + dead-lettered) at or above.",
+    ["namespace", "pipeline"],
+)
+
+
+def set_slo_objective(namespace: str, pipeline: str, latency_p99_s: float, success_ratio: float) -> None:
+    SLO_LATENCY_OBJECTIVE.labels(namespace, pipeline).set(latency_p99_s)
+    SLO_SUCCESS_OBJECTIVE.labels(namespace, pipeline).set(success_ratio)
+
+
+def forget_slo_objective(namespace: str, pipeline: str) -> None:
+    for gauge in (SLO_LATENCY_OBJECTIVE, SLO_SUCCESS_OBJECTIVE):
+        try:
+            gauge.remove(namespace, pipeline)
+        except KeyError:
+            pass

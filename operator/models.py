@@ -18,8 +18,15 @@ from alertpipe.operator.autoscaling import (
     ScalingPolicy,
 )
 from alertpipe.operator.ingest_models import IngestSpec
-from alertpipe.operator.rollout_models import CanaryStatus, RolloutSpec
+from alertpipe.operator.rollout_models import RolloutSpec
 from alertpipe.operator.slo_models import SLOSpec, SLOStatus
+from alertpipe.operator.status_models import (
+    AlertPipelineStatus,
+    AlertRuleStatus,
+    Condition,
+    RuleCounts,
+    RuleLiveness,
+)
 from alertpipe.workers.config.base import Model
 from alertpipe.workers.config.durations import Duration
 from alertpipe.workers.config.lookups import LookupSettings
@@ -31,6 +38,7 @@ from alertpipe.workers.config.models import (
     RuleSpec,
     SchemaSpec,
     SecretKeyRef,
+    TracingSpec,
 )
 
 __all__ = [
@@ -66,6 +74,7 @@ __all__ = [
     "ScalingBehavior",
     "ScalingPolicy",
     "TopicSpec",
+    "TracingSpec",
     "WorkloadSpec",
 ]
 
@@ -349,6 +358,10 @@ class AlertPipelineSpec(Model):
         None, description="The tenant's objective (e2e latency p99, delivery success); status.slo and"
         " the SLOMet condition say whether it is met. Omitted: not measured."
     )
+    tracing: TracingSpec | None = Field(
+        None, description="OpenTelemetry traces across ingest, evaluation and delivery (OTLP/HTTP);"
+        " the trace context rides in Kafka record headers. Omitted: off."
+    )
     deletion_policy: Literal["Retain", "Delete"] = Field(
         "Retain",
         description="Retain keeps the Kafka topics when the pipeline is deleted; Delete removes them.",
@@ -371,59 +384,3 @@ class AlertPipelineSpec(Model):
 
 AlertRuleSpec = RuleSpec
 """The AlertRule spec is the contract's RuleSpec, unchanged."""
-
-
-class Condition(Model):
-    """A Kubernetes-style status condition."""
-
-    type: str = Field(
-        description="Ready, TopicsReady, RedisReady, RulesReady, WorkersAvailable, KillSwitchActive, Valid."
-    )
-    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    reason: str = Field(description="CamelCase reason.")
-    message: str = Field("", description="What happened, for a human.")
-    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
-    observed_generation: int | None = Field(None, description="Generation the condition was computed for.")
-
-
-class RuleCounts(Model):
-    valid: int = Field(0, description="Selected rules that compiled and are live.")
-    invalid: int = Field(0, description="Selected rules left out because they do not compile.")
-    disabled: int = Field(0, description="Valid rules disabled by a kill switch.")
-
-
-class RoleReplicas(Model):
-    desired: int = Field(0, description="Replicas asked for.")
-    available: int = Field(0, description="Replicas available.")
-
-
-class AlertPipelineStatus(Model):
-    """What the operator observed and did."""
-
-    observed_generation: int | None = Field(None, description="Last spec generation reconciled.")
-    conditions: list[Condition] = Field(default_factory=list, description="Current conditions.")
-    revision: str | None = Field(None, description="Config revision in the ConfigMap.")
-    config_map: str | None = Field(None, description="Name of the ConfigMap holding the config.")
-    rules: RuleCounts = Field(default_factory=RuleCounts, description="Selected rules by outcome.")
-    invalid_rules: list[str] = Field(default_factory=list, description="Selected rules left out.")
-    topics: dict[str, str] = Field(default_factory=dict, description="Topic names by purpose.")
-    replicas: dict[str, RoleReplicas] = Field(default_factory=dict, description="Replicas per role.")
-    scaling: dict[str, RoleScalingStatus] = Field(
-        default_factory=dict, description="Autoscaling per role: lag, rates, the last decision."
-    )
-    canary: CanaryStatus | None = Field(None, description="The canary rollout, while one runs or ran.")
-    slo: SLOStatus | None = Field(None, description="The last SLO measurement against spec.slo.")
-
-
-class RuleLiveness(Model):
-    pipeline: str = Field(description="Pipeline name.")
-    revision: str = Field(description="Config revision of that pipeline holding this rule.")
-
-
-class AlertRuleStatus(Model):
-    """Validation outcome and where the rule runs."""
-
-    observed_generation: int | None = Field(None, description="Last spec generation validated.")
-    conditions: list[Condition] = Field(default_factory=list, description="Valid condition.")
-    pipelines: list[str] = Field(default_factory=list, description="Pipelines this rule feeds.")
-    live: list[RuleLiveness] = Field(default_factory=list, description="Config revision per pipeline.")

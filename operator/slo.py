@@ -15,8 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 from alertpipe.operator.decisions.conditions import Want
 from alertpipe.operator.decisions.patch import merge_patch
-from alertpipe.operator.decisions.slo import SLOTotals, judge_slo, slo_condition, slo_totals
+from alertpipe.operator.decisions.slo import (
+    SLOTotals,
+    base_of,
+    judge_slo,
+    same_measurement,
+    seed_of,
+    slo_condition,
+    slo_totals,
+)
 from alertpipe.operator.kube import KubeError
+from alertpipe.operator.metrics import forget_slo_objective, set_slo_objective
 from alertpipe.operator.scrape import Scraper
 from alertpipe.operator.slo_models import SLOStatus
 from alertpipe.workers.config.durations import parse_duration
@@ -49,6 +58,7 @@ class SLOWatch:
 
     def forget(self, namespace: str, name: str) -> None:
         self._history.pop((namespace, name), None)
+        forget_slo_objective(namespace, name)
 
     async def tick(self, namespace: str, name: str) -> SLOStatus | None:
         key = (namespace, name)
@@ -59,13 +69,20 @@ class SLOWatch:
         if spec is None or spec.slo is None:
             self.forget(namespace, name)
             return None
-        now_s = time.monotonic()
-        history = self._history.setdefault(key, deque())
-        history.append((now_s, slo_totals(await self.scraper.texts(namespace, name, "deliverer"))))
+        set_slo_objective(namespace, name, parse_duration(spec.slo.latency_p99), spec.slo.success_ratio)
+        now_s, now = time.monotonic(), datetime.now(UTC)
         window_s = parse_duration(spec.slo.window)
+        history = self._history.get(key)
+        if history is None:
+            history = self._history[key] = deque()
+            last = slo_status(body)
+            if last is not None and last.base is not None:  # a restart: the window goes on from there
+                history.append(seed_of(last.base, now_s, now, window_s))
+        history.append((now_s, slo_totals(await self.scraper.texts(namespace, name, "deliverer"))))
         while len(history) > 2 and now_s - history[1][0] >= window_s:
             history.popleft()  # the second-oldest still covers the whole window
-        verdict = judge_slo(spec.slo, list(history), now_s, datetime.now(UTC))
+        verdict = judge_slo(spec.slo, list(history), now_s, now)
+        verdict = verdict.model_copy(update={"base": base_of(list(history), now_s, window_s, now)})
         await self._write(body, verdict)
         return verdict
 
@@ -74,9 +91,8 @@ class SLOWatch:
         status = dict(body.get("status") or {})
         new = verdict.model_dump(by_alias=True, mode="json", exclude_none=True)
         old = dict(status.get("slo") or {})
-        # only the figures or the verdict changing is worth a write (not observedAt alone)
-        if {k: v for k, v in old.items() if k != "observedAt"} == {k: v for k, v in new.items()
-                                                                   if k != "observedAt"}:
+        # only the figures, the verdict or the base totals changing is worth a write (not a time alone)
+        if same_measurement(old, new):
             return
         try:
             patched = await self.rec.kube.merge_patch(

@@ -10,7 +10,7 @@ from pydantic import Field
 from alertpipe.workers.config.base import Model
 from alertpipe.workers.config.durations import Duration
 
-__all__ = ["SLOSpec", "SLOStatus"]
+__all__ = ["SLOBase", "SLOSpec", "SLOStatus"]
 
 
 class SLOSpec(Model):
@@ -25,6 +25,18 @@ class SLOSpec(Model):
     window: Duration = Field("10m", description="The sliding window both are measured over.")
 
 
+class SLOBase(Model):
+    """The deliverers' cumulative totals the window counts from, so that a restarted operator
+    continues the window instead of starting it again."""
+
+    at: str = Field(description="When these totals were scraped (RFC 3339).")
+    delivered: float = Field(0.0, description="alertpipe_deliverer_deliveries_total, delivered, summed.")
+    dead_lettered: float = Field(0.0, description="... dead_lettered, summed over the deliverer pods.")
+    buckets: dict[str, float] = Field(
+        default_factory=dict, description="alertpipe_e2e_latency_seconds buckets (le -> cumulative count)."
+    )
+
+
 class SLOStatus(Model):
     """The last measurement, and whether it met spec.slo (the SLOMet condition says the same)."""
 
@@ -36,3 +48,4 @@ class SLOStatus(Model):
     success_ratio: float | None = Field(None, description="Delivered / (delivered + dead-lettered).")
     deliveries: int = Field(0, description="Terminal deliveries (delivered + dead-lettered) in the window.")
     observed_at: str = Field(description="When measured (RFC 3339).")
+    base: SLOBase | None = Field(None, description="Where the window starts (a restart continues from it).")

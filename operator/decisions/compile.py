@@ -66,5 +66,6 @@ def compile_config(
         pii=spec.pii,
         event_schema=spec.event_schema,
         lookups=spec.lookups,
+        tracing=spec.tracing,
     )
     return config.with_revision()

@@ -12,16 +12,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from alertpipe.operator.decisions.analysis import _delta, _quantile
 from alertpipe.operator.decisions.conditions import Want, rfc3339
-from alertpipe.operator.slo_models import SLOSpec, SLOStatus
+from alertpipe.operator.slo_models import SLOBase, SLOSpec, SLOStatus
 from alertpipe.workers.config.durations import format_duration, parse_duration
 
-__all__ = ["SLOTotals", "judge_slo", "slo_condition", "slo_totals", "window_base"]
+__all__ = [
+    "SLOTotals",
+    "base_of",
+    "judge_slo",
+    "same_measurement",
+    "seed_of",
+    "slo_condition",
+    "slo_totals",
+    "window_base",
+]
 
 E2E = "alertpipe_e2e_latency_seconds"
 DELIVERIES = "alertpipe_deliverer_deliveries"
@@ -115,3 +124,46 @@ def slo_condition(status: SLOStatus | None) -> Want | None:
     if status is None:
         return None
     return Want("SLOMet", status.met, status.reason, status.message)
+
+
+# --- the window across an operator restart (status.slo.base) ---------------------------------------
+
+
+def base_of(history: Sequence[tuple[float, SLOTotals]], now_s: float, window_s: float,
+            now: datetime) -> SLOBase:
+    """The sample the window counts from, as status.slo.base (its wall time from its age)."""
+    at, totals = history[window_base(history, now_s, window_s)]
+    scraped = datetime.fromtimestamp(now.timestamp() - max(0.0, now_s - at), tz=UTC)
+    return SLOBase(at=rfc3339(scraped), delivered=totals.delivered, dead_lettered=totals.dead_lettered,
+                   buckets={_le_text(le): v for le, v in sorted(totals.buckets.items())})
+
+
+def seed_of(base: SLOBase, now_s: float, now: datetime, window_s: float) -> tuple[float, SLOTotals]:
+    """A history sample from status.slo.base for an operator that has none (it restarted): dated by
+    its age, at most the window (the base was written while it was the window's start; a longer
+    gap since then counts as if the window began at the base)."""
+    try:
+        scraped = datetime.strptime(base.at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        age = min(max(0.0, (now - scraped).total_seconds()), window_s)
+    except ValueError:
+        age = 0.0
+    buckets = {float(le): v for le, v in base.buckets.items()}
+    return now_s - age, SLOTotals(0, buckets, base.delivered, base.dead_lettered)
+
+
+def same_measurement(old: Mapping[str, object], new: Mapping[str, object]) -> bool:
+    """Whether two status.slo documents say the same: the time of measuring and of the base sample
+    alone are no reason to write (a window whose totals do not move writes nothing)."""
+
+    def key(doc: Mapping[str, object]) -> dict[str, object]:
+        out = {k: v for k, v in doc.items() if k not in ("observedAt", "base")}
+        base = doc.get("base")
+        if isinstance(base, Mapping):
+            out["base"] = {k: v for k, v in base.items() if k != "at"}
+        return out
+
+    return key(old) == key(new)
+
+
+def _le_text(le: float) -> str:
+    return "+Inf" if le == float("inf") else f"{le:g}"

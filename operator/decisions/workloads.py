@@ -74,8 +74,9 @@ def desired_config_map(owner: Owner, config: PipelineConfig) -> JSON:
 
 def secret_refs(spec: AlertPipelineSpec, role: Role) -> list[SecretKeyRef]:
     """Secrets a role needs mounted: Kafka for all, Redis for all but the history sink, API keys for
-    the ingestor, channels for the deliverer. No role sees a Secret it does not use (the history's
-    DSN reaches its sink as an environment variable from the kubelet)."""
+    the ingestor, the tracing collector's headers for the three traced roles, channels for the
+    deliverer. No role sees a Secret it does not use (the history's DSN reaches its sink as an
+    environment variable from the kubelet)."""
     refs: list[SecretKeyRef | None] = [spec.kafka.credentials_secret_ref]
     if role != "history":
         refs.append(spec.redis.url_secret_ref)
@@ -84,6 +85,8 @@ def secret_refs(spec: AlertPipelineSpec, role: Role) -> list[SecretKeyRef]:
         grpc = spec.ingest.grpc
         if grpc.enabled and grpc.tls is not None:
             refs.append(SecretKeyRef(name=grpc.tls.secret_name, key=TLS_CERT_KEY))
+    if role in ("ingestor", "evaluator", "deliverer") and spec.tracing is not None:
+        refs.append(spec.tracing.headers_secret_ref)  # the collector's credentials
     if role == "deliverer":
         for c in spec.channels:
             refs += [

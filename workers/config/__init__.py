@@ -34,6 +34,7 @@ from alertpipe.workers.config.models import (
     SmsChannel,
     ThresholdSpec,
     Topics,
+    TracingSpec,
     WebhookChannel,
 )
 from alertpipe.workers.config.source import ConfigSource, StaticConfigSource
@@ -75,6 +76,7 @@ __all__ = [
     "StaticConfigSource",
     "ThresholdSpec",
     "Topics",
+    "TracingSpec",
     "Track",
     "WebhookChannel",
     "alert_filter",

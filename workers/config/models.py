@@ -24,6 +24,7 @@ from alertpipe.workers.config.mobile import PushChannel, SmsChannel
 from alertpipe.workers.config.privacy import PiiSpec
 from alertpipe.workers.config.refs import Name, SecretKeyRef
 from alertpipe.workers.config.schemas import EventSchema, SchemaSpec
+from alertpipe.workers.config.tracing import TracingSpec
 from alertpipe.workers.config.tracks import Track
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "SmsChannel",
     "ThresholdSpec",
     "Topics",
+    "TracingSpec",
     "WebhookChannel",
 ]
 
@@ -377,6 +379,7 @@ class PipelineConfig(Model):
     pii: PiiSpec | None = None
     event_schema: SchemaSpec | None = Field(None, alias="schema")
     lookups: LookupSettings = Field(default_factory=LookupSettings)
+    tracing: TracingSpec | None = None  # spec.tracing: OTLP spans across the stages; None: off
     # a canary rollout's split of the keys (tracks.py); None: this evaluator owns every key
     track: Track | None = None
     revision: str = ""

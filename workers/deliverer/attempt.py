@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 
@@ -36,6 +36,7 @@ from alertpipe.workers.deliverer.policy import BreakerState, backoff_delay, deci
 from alertpipe.workers.deliverer.senders import Sender, SendResult, SetupError
 from alertpipe.workers.deliverer.settings import DelivererSettings
 from alertpipe.workers.errors import DeliveryError
+from alertpipe.workers.tracing import OUTGOING_TRACEPARENT, Span, SpanKind, Tracing, TracingHolder
 
 __all__ = ["Attempt", "Seams", "Step"]
 
@@ -63,6 +64,7 @@ class Seams:
     outcomes: Outcomes
     parking: Parking
     rand: Callable[[], float]
+    tracing: TracingHolder = field(default_factory=lambda: TracingHolder("deliverer"))
 
 
 def _now_utc() -> datetime:
@@ -88,8 +90,38 @@ class Attempt:
         self.err: DeliveryError
         self.took = 0.0
         self.pause = 0.0  # seconds WAIT sleeps
+        self.span: Span | None = None  # spec.tracing: this delivery's span, when its alert was traced
 
     async def run(self) -> Outcome:
+        tracing = self.s.tracing.current
+        if tracing.enabled and self.ctx.trace is not None:
+            self.span = tracing.start("alertpipe.deliver", self.ctx.trace, kind=SpanKind.CLIENT, attributes={
+                "alertpipe.channel": self.name,
+                "alertpipe.alert.id": self.alert.id,
+                "alertpipe.alert.status": self.alert.status,
+                "alertpipe.rule": self.alert.rule,
+                "alertpipe.delivery.prior_attempts": self.attempts,
+            })
+        span = self.span
+        if span is None:
+            return await self._run()
+        token = OUTGOING_TRACEPARENT.set(Tracing.traceparent(span))  # the webhook request carries it
+        try:
+            outcome = await self._run()
+        except BaseException as exc:
+            span.record_exception(exc)
+            raise
+        else:
+            span.set_attributes({"alertpipe.delivery.outcome": outcome.value,
+                                 "alertpipe.delivery.attempts": self.attempts})
+            if outcome is Outcome.DEAD:
+                Tracing.error(span, self.last_detail or "dead-lettered")
+            return outcome
+        finally:
+            OUTGOING_TRACEPARENT.reset(token)
+            span.end()
+
+    async def _run(self) -> Outcome:
         state: Step | Outcome = Step.GATE
         while True:
             match state:
@@ -212,7 +244,25 @@ class Attempt:
         else:
             err = None
         self.took = time.perf_counter() - t0
+        if self.span is not None:
+            self._trace_attempt(result, err)
         return result, err
+
+    def _trace_attempt(self, result: SendResult | None, err: DeliveryError | None) -> None:
+        """One span event per send: its number, outcome, status and time."""
+        assert self.span is not None  # noqa: S101 - called for a traced delivery only
+        status = result.status if result is not None else err.status if err is not None else None
+        attrs: dict[str, str | int | float | bool] = {
+            "alertpipe.delivery.attempt": self.attempts,
+            "alertpipe.delivery.outcome": "delivered" if err is None else "failed",
+            "alertpipe.delivery.seconds": round(self.took, 6),
+        }
+        if status is not None:
+            attrs["http.response.status_code"] = status
+        if err is not None:
+            attrs["alertpipe.delivery.retryable"] = err.retryable
+            attrs["alertpipe.delivery.error"] = err.reason[:300]
+        self.span.add_event("attempt", attrs)
 
     async def _failed(self) -> Step | Outcome:
         ch, err, tenant = self.ch, self.err, self.cfg.tenant

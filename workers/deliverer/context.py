@@ -23,6 +23,7 @@ class DeliveryContext:
     first_ms: int = 0
     last_status: int | None = None
     last_detail: str = ""
+    trace: bytes | None = None  # the alert record's traceparent (spec.tracing); a delivery span joins it
 
     def fresh(self) -> DeliveryContext:
         """For another channel (a fallback): same alert, no attempts yet."""

@@ -112,6 +112,7 @@ class Parking:
             replay=ctx.replay,
             last_status=ctx.last_status if last_status is None else last_status,
             last_response=ctx.last_detail if last_detail is None else last_detail,
+            trace=ctx.trace,
         )
         await self._outcomes.publish_until_acked(topic, alert.id, ctx.raw, parked.headers())
         if release:  # another worker may read the park back before our claim would expire

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import orjson
 
 from alertpipe.workers.alerts import Alert
+from alertpipe.workers.tracing import TRACEPARENT, traceparent_of
 
 __all__ = [
     "DLQ_KIND_DELIVERY",
@@ -154,6 +155,7 @@ class Parked:
     replay: bool = False
     last_status: int | None = None
     last_response: str = ""
+    trace: bytes | None = None  # the alert's traceparent (spec.tracing): the later pass continues its trace
 
     def headers(self) -> list[tuple[str, bytes]]:
         out = [(_RETRY_PREFIX + k, str(v).encode()) for k, v in self._ints().items()]
@@ -164,6 +166,8 @@ class Parked:
             out.append((_RETRY_PREFIX + "last-status", str(self.last_status).encode()))
         if self.last_response:
             out.append((_RETRY_PREFIX + "last-response", self.last_response[:300].encode()))
+        if self.trace is not None:
+            out.append((TRACEPARENT, self.trace))
         return out
 
     def _ints(self) -> dict[str, int]:
@@ -208,6 +212,7 @@ class Parked:
             replay=h.get("replay") == "1",
             last_status=int(status) if status and status.isdigit() else None,
             last_response=h.get("last-response", ""),
+            trace=traceparent_of(headers),
         )
 
 

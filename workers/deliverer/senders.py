@@ -31,6 +31,7 @@ from alertpipe.workers.deliverer.mobile import MobileSenders
 from alertpipe.workers.deliverer.policy import classify_http_status, parse_retry_after
 from alertpipe.workers.deliverer.ssrf import GuardedResolver, SsrfPolicy, check_url
 from alertpipe.workers.errors import AlertpipeError, DeliveryError
+from alertpipe.workers.tracing import OUTGOING_TRACEPARENT, TRACEPARENT
 
 __all__ = ["SendResult", "Sender", "SetupError", "Senders"]
 
@@ -194,6 +195,9 @@ class Senders:
         if spec.signing_secret_ref is not None:
             secret = self._lookup(spec.signing_secret_ref, "webhook signing secret")
             headers[payloads.SIGNATURE_HEADER] = payloads.sign(secret.encode(), ts, body)
+        traceparent = OUTGOING_TRACEPARENT.get()
+        if traceparent is not None:  # spec.tracing: the receiver may join the delivery's trace
+            headers[TRACEPARENT] = traceparent
         return await self._post(spec.url, body, headers, parse_duration(spec.timeout))
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str], timeout: float) -> SendResult:

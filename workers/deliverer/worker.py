@@ -53,6 +53,7 @@ from alertpipe.workers.deliverer.senders import Sender, Senders
 from alertpipe.workers.deliverer.settings import DelivererSettings
 from alertpipe.workers.deliverer.ssrf import SsrfPolicy
 from alertpipe.workers.errors import DeliveryError
+from alertpipe.workers.tracing import TracingHolder, traceparent_of
 
 __all__ = ["Deliverer"]
 
@@ -98,6 +99,7 @@ class Deliverer:
         self._run: _Running | None = None
         self.ready = asyncio.Event()
         self.fatal: Any = None  # a fatal consumer error: run() ends, raising a retryable DeliveryError
+        self.tracing = TracingHolder("deliverer", self._secret)  # spec.tracing: a span per delivery
 
     # --- config and secrets --------------------------------------------------------------------
 
@@ -135,6 +137,7 @@ class Deliverer:
             m.CONFIG_REVISION.labels(cfg.tenant, cfg.pipeline, cfg.revision).set(1)
             self._channels.forget_changed(cfg)
             self._secret_cache.clear()
+            self.tracing.update(cfg.tracing, cfg.tenant, cfg.pipeline)
             logger.info("deliverer running config revision %s", cfg.revision)
         return cfg
 
@@ -222,6 +225,7 @@ class Deliverer:
             outcomes=outcomes,
             parking=parking,
             rand=self._rand,
+            tracing=self.tracing,
         )
         return _Running(AlertConsumer(kafka, s.batch_size), publisher, seams)
 
@@ -244,12 +248,15 @@ class Deliverer:
         await run.seams.claims.close()
         await self._backends.close()
         self.source.stop()
+        await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
 
     # --- reading -------------------------------------------------------------------------------
 
     async def _consume_loop(self, stop: asyncio.Event, run: _Running) -> None:
         while not stop.is_set() and self.fatal is None:
             cfg = self._refresh_config()
+            if self.tracing.waiting:  # its headers Secret could not be read yet
+                self.tracing.update(cfg.tracing, cfg.tenant, cfg.pipeline)
             paused = is_paused(cfg, datetime.now(tz=UTC))
             child(m.PAUSED, cfg.tenant).set(1 if paused else 0)
             retry = run.parking.topic
@@ -298,7 +305,8 @@ class Deliverer:
         now = time.time()
         ts_type, ts_ms = msg.timestamp()
         produced = ts_ms / 1000 if ts_ms and ts_ms > 0 else alert.processed_at_ms / 1000
-        replay_ms = _header(msg.headers(), REPLAY_HEADER)
+        headers = msg.headers()
+        replay_ms = _header(headers, REPLAY_HEADER)
         replay = replay_ms is not None
         origin = int(replay_ms) / 1000 if replay_ms and replay_ms.isdigit() else produced
         if not channels:  # nothing else will say that it was read
@@ -318,7 +326,8 @@ class Deliverer:
             return
         if not replay:
             child(m.READ_DELAY, cfg.tenant).observe(max(0.0, now - produced))
-        ctx = DeliveryContext(value, replay, origin, produced)
+        trace = traceparent_of(headers) if self.tracing.current.enabled else None
+        ctx = DeliveryContext(value, replay, origin, produced, trace=trace)
         # One decision-log record per delivery, not one more per alert: the tasks' records carry
         # when the alert was read (``received_ms``); `alertpipe explain` shows it as its own row.
         token = RECEIVED.set((int(now * 1000), alert.event_time_ms, replay))
@@ -353,6 +362,7 @@ class Deliverer:
             first_ms=parked.first_attempt_ms,
             last_status=parked.last_status,
             last_detail=parked.last_response,
+            trace=parked.trace,
         )
         due = parked.not_before_ms / 1000
         if due <= time.time():

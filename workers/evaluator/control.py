@@ -28,6 +28,7 @@ from alertpipe.workers.rules.engine import Engine, Partition
 if TYPE_CHECKING:
     from alertpipe.workers.config.models import Topics
     from alertpipe.workers.evaluator.group_worker import GroupWorker
+    from alertpipe.workers.tracing import TracingHolder
 
 __all__ = ["RESTART", "Control"]
 
@@ -55,6 +56,7 @@ class Control:
     assigned: set[int]
     last_record: dict[int, float]
     paused: bool
+    tracing: TracingHolder
     _last_housekeeping: float
 
     def _emit(self, part: Partition, p: int) -> None:
@@ -81,6 +83,8 @@ class Control:
             self._apply(cfg, now_dt)
         elif self._disabled_set(self.cfg, now_dt) != self._disabled_now:
             self._apply(self.cfg, now_dt)  # a disable switch expired or began
+        if self.tracing.waiting:  # its headers Secret could not be read yet
+            self.tracing.update(self.cfg.tracing, self.cfg.tenant, self.cfg.pipeline)
         stop_switch = self.cfg.kill_switches.stop_evaluation
         want_pause = stop_switch is not None and stop_switch.active(now_dt)
         if want_pause != self.paused:
@@ -108,6 +112,7 @@ class Control:
         self.dedup_ttl = int(parse_duration(cfg.dedup_ttl))
         self.metrics.set_revision(cfg.revision)
         self.metrics.rules.set(len(rules))
+        self.tracing.update(cfg.tracing, cfg.tenant, cfg.pipeline)
         for p, part in self.engine.partitions.items():
             self._emit(part, p)  # resolutions of retired rules
             self.dirty.add(p)

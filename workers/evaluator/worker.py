@@ -32,7 +32,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import orjson
 from confluent_kafka import KafkaException, TopicPartition
 
 from alertpipe.workers.config import (
@@ -43,6 +42,7 @@ from alertpipe.workers.config import (
 )
 from alertpipe.workers.evaluator.clients import EvaluatorClients, group_worker
 from alertpipe.workers.evaluator.control import RESTART, Control
+from alertpipe.workers.evaluator.emitting import Emitting
 from alertpipe.workers.evaluator.links import LinkHealth
 from alertpipe.workers.evaluator.lookups import LookupCache
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
@@ -56,9 +56,11 @@ from alertpipe.workers.evaluator.settings import (
     engine_settings,
 )
 from alertpipe.workers.evaluator.stage import CheckpointedStage, Outputs
+from alertpipe.workers.evaluator.traced import TracedEvents
 from alertpipe.workers.pii import policy_of as pii_policy
 from alertpipe.workers.rules.engine import DUPLICATE, LATE, Engine, Partition
 from alertpipe.workers.secrets import SecretResolver
+from alertpipe.workers.tracing import TracingHolder, traceparent_of
 
 __all__ = ["RESTART", "Evaluator", "EvaluatorOptions", "compile_rules", "engine_settings"]
 
@@ -66,7 +68,7 @@ logger = logging.getLogger(__name__)
 
 SYNC_DEDUP_MAX = 64  # records: a batch up to this size makes its dedup round trip on the loop
 
-class Evaluator(CheckpointedStage, Control):
+class Evaluator(CheckpointedStage, Emitting, Control):
     """Runs one pipeline's evaluation until ``stop`` is set (or its connection settings change)."""
 
     def __init__(
@@ -124,6 +126,10 @@ class Evaluator(CheckpointedStage, Control):
         self.track_keys = key_filter(cfg.track)
         self.track_alerts = alert_filter(cfg.track)
         self._schema_check = TopicSchemaCheck()
+        # spec.tracing: a span per alert raised by an event whose record carries a sampled trace context
+        self.tracing = TracingHolder("evaluator", lambda ref: self.secrets.resolve(ref).get_secret_value())
+        self.tracing.update(cfg.tracing, cfg.tenant, cfg.pipeline)
+        self.traced = TracedEvents()  # sampled events, to find the trace of the alert one raised
 
     # --- the stage's state (CheckpointedStage) -----------------------------------------------------
 
@@ -158,6 +164,7 @@ class Evaluator(CheckpointedStage, Control):
             self.engine.drop(p)
             self.pending_gaps.pop(p, None)
             self.assigned.discard(p)
+            self.traced.forget(p)
             if self.groups is not None:
                 self.groups.forget_upstream(p)
             for gauge in (self.metrics.lag, self.metrics.watermark_delay, self.metrics.checkpoint_bytes):
@@ -259,6 +266,7 @@ class Evaluator(CheckpointedStage, Control):
         self.producer.flush(10)
         self._pool.shutdown(wait=True)
         self._writes.shutdown(wait=True)
+        self.tracing.shutdown()
 
     def _next_batch(self, full: int) -> list[Any]:
         """Up to ``full`` records, waiting (``poll_timeout``) for the first one only.
@@ -337,6 +345,7 @@ class Evaluator(CheckpointedStage, Control):
         parts = self.engine.partitions
         produce = self.outputs.produce
         late_topic = self.topics.late
+        traced = self.tracing.current.enabled
         late = dup_redis = dup_engine = evaluated = malformed = 0
         touched: set[int] = set()
         k = 0
@@ -365,6 +374,8 @@ class Evaluator(CheckpointedStage, Control):
                 dup_redis += 1
                 continue
             ts_type, ingest = msg.timestamp()
+            if traced and (hdrs := msg.headers()) and (parent := traceparent_of(hdrs)) is not None:
+                self.traced.remember(p, dev, ts, parent, time.time_ns(), off)
             verdict = part.offer(d, dev, seq, ts, ingest if ts_type else None)
             if verdict == 0:
                 evaluated += 1
@@ -389,32 +400,3 @@ class Evaluator(CheckpointedStage, Control):
         took = time.perf_counter() - t0
         m.loop_seconds["evaluate"] += took
         m.batch_seconds.observe(took)
-
-    def _emit(self, part: Partition, p: int) -> None:
-        alerts = part.take_alerts()
-        if alerts and self.track_alerts is not None:
-            publishes = self.track_alerts
-            kept = [a for a in alerts if publishes(a)]
-            if len(kept) < len(alerts):
-                self.metrics.suppressed.inc(len(alerts) - len(kept))
-            alerts = kept
-        if alerts:
-            now_ms = int(self.clock() * 1000)
-            m = self.metrics
-            for a in alerts:
-                self.outputs.produce(self.topics.alerts, orjson.dumps(a), a["id"].encode())
-                m.alerts.labels(self.cfg.tenant, a["rule"], a["status"]).inc()
-                by_event = m.event_to_alert.labels("event_time")
-                by_event.observe(max(0.0, (now_ms - a["eventTimeMs"]) / 1000))
-                if a.get("ingestTimeMs"):
-                    by_ingest = m.event_to_alert.labels("ingest_time")
-                    by_ingest.observe(max(0.0, (now_ms - a["ingestTimeMs"]) / 1000))
-        if self.groups is not None:
-            forwarded = part.take_forwarded()
-            if forwarded:
-                self.groups.forward(p, forwarded)
-        gaps = part.take_gaps()
-        if gaps:
-            self.pending_gaps.setdefault(p, []).extend(gaps)
-            self.metrics.gaps.inc(len(gaps))
-            self.metrics.gap_events.inc(sum(g["missing"] for g in gaps))

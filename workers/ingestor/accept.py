@@ -19,6 +19,7 @@ from alertpipe.workers.ingestor.keys import AuthResult, KeyRing
 from alertpipe.workers.ingestor.metrics import IngestorMetrics
 from alertpipe.workers.ingestor.producer import BatchResult, EventProducer, ProducerNotReady, QueueFull
 from alertpipe.workers.schemas import SchemaSet
+from alertpipe.workers.tracing import HeaderList, SpanKind, Tracing
 
 __all__ = [
     "MAX_REJECTS_LISTED",
@@ -113,9 +114,50 @@ async def publish(
     metrics: IngestorMetrics,
     now_ms: int,
     schemas: SchemaSet | None = None,
+    tracing: Tracing = Tracing.OFF,
+    traceparent: str | None = None,
 ) -> Answer:
     """Validate ``items`` as events of the pipeline's tenant, produce the valid ones, and answer once
-    Kafka acknowledged them (202), or refused them (429/503), or none was valid (400)."""
+    Kafka acknowledged them (202), or refused them (429/503), or none was valid (400).
+
+    With tracing on, a sampled request is one ``alertpipe.ingest`` span (under the client's
+    ``traceparent`` when it sent one), whose context rides in the header of every record produced."""
+    if not tracing.enabled:
+        return await _publish(items, lines, cfg, producer, metrics, now_ms, schemas, None)
+    span = tracing.start("alertpipe.ingest", traceparent, root=True, kind=SpanKind.SERVER,
+                         attributes={"alertpipe.tenant": cfg.tenant, "alertpipe.pipeline": cfg.pipeline})
+    if span is None:
+        return await _publish(items, lines, cfg, producer, metrics, now_ms, schemas, None)
+    try:
+        answer = await _publish(items, lines, cfg, producer, metrics, now_ms, schemas, tracing.headers(span))
+    except BaseException as exc:
+        span.record_exception(exc)
+        raise
+    else:
+        batch = answer.batch
+        span.set_attributes({
+            "http.response.status_code": answer.status,
+            "alertpipe.events.accepted": int(answer.body.get("accepted", 0)),
+            "alertpipe.events.rejected": len(batch.rejects) if batch is not None else 0,
+            "messaging.destination.name": cfg.kafka.topics.events,
+        })
+        if answer.status >= 500:
+            Tracing.error(span, str(answer.body.get("error", "")))
+    finally:
+        span.end()
+    return answer
+
+
+async def _publish(
+    items: list[Any],
+    lines: Sequence[int] | None,
+    cfg: PipelineConfig,
+    producer: EventProducer,
+    metrics: IngestorMetrics,
+    now_ms: int,
+    schemas: SchemaSet | None,
+    headers: HeaderList | None,
+) -> Answer:
     ingest = cfg.ingest
     batch = build_batch(
         items, list(lines) if lines is not None else None, cfg.tenant, now_ms,
@@ -136,7 +178,7 @@ async def publish(
         )
     m.inflight.set(producer.inflight)
     try:
-        result = await producer.send(batch.records, cfg.kafka.topics.events)
+        result = await producer.send(batch.records, cfg.kafka.topics.events, headers)
     except QueueFull as exc:
         m.rejected.labels("backpressure").inc(len(batch.records))
         return Answer(429, {"error": f"busy: {exc}; retry later"}, RETRY_AFTER_BUSY, batch=batch)

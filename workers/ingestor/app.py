@@ -30,7 +30,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from alertpipe.workers.config import ConfigSource, PipelineConfig, kafka_options
+from alertpipe.workers.config import ConfigSource, PipelineConfig, SecretKeyRef, kafka_options
 from alertpipe.workers.errors import ConfigError
 from alertpipe.workers.ingestor.accept import (
     RETRY_AFTER_UNAVAILABLE,
@@ -46,6 +46,7 @@ from alertpipe.workers.ingestor.metrics import IngestorMetrics
 from alertpipe.workers.ingestor.producer import EventProducer, producer_options
 from alertpipe.workers.schemas import SchemaSet
 from alertpipe.workers.secrets import SecretResolver
+from alertpipe.workers.tracing import TRACEPARENT, TracingHolder
 
 __all__ = ["Ingestor", "IngestorSettings", "KeySource", "decide"]
 
@@ -145,11 +146,15 @@ class Ingestor:
         self._openapi: bytes | None = None
         self._producer_error: str | None = None
         self.schemas = SchemaSet(None)  # the config's spec.schema, compiled
+        self.tracing = TracingHolder("ingestor", self._secret)  # spec.tracing's spans
 
     @property
     def config(self) -> PipelineConfig | None:
         """The loaded PipelineConfig (None until the first is read)."""
         return self._config
+
+    def _secret(self, ref: SecretKeyRef) -> str:
+        return (self.keys.resolver or SecretResolver()).resolve(ref).get_secret_value()
 
     def now_ms(self) -> int:
         """The ingest timestamp stamped on events (``_ingestTs``)."""
@@ -198,6 +203,7 @@ class Ingestor:
                 None, producer.close, self.settings.delivery_timeout
             )
             logger.info("producer flushed (%d events left unacknowledged)", left)
+        await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
 
     async def _every(self, interval: float, fn: Callable[[], object]) -> None:
         while True:
@@ -217,6 +223,8 @@ class Ingestor:
             return
         if self._config is None or cfg.revision != self._config.revision:
             self._take_config(cfg)
+        elif self.tracing.waiting:
+            self.tracing.update(cfg.tracing, cfg.tenant, cfg.pipeline)
         if self.producer is not None and self.producer.fatal:
             logger.error("the Kafka producer hit a fatal error; replacing it")
             old, self.producer = self.producer, None
@@ -235,6 +243,7 @@ class Ingestor:
         old, self._config = self._config, cfg
         if old is None or old.event_schema != cfg.event_schema:
             self.schemas = SchemaSet(cfg.event_schema)
+        self.tracing.update(cfg.tracing, cfg.tenant, cfg.pipeline)
         if old is not None:
             self.metrics.config_info.remove(old.tenant, old.pipeline, old.revision)
             o, n = old.kafka, cfg.kafka
@@ -302,8 +311,10 @@ class Ingestor:
             items, lines = parse_body(body, request.headers.get("Content-Type", ""))
         except BodyError as exc:
             return self._answer(400, {"error": str(exc)})
+        tracing = self.tracing.current
         return self._say(
-            await publish(items, lines, cfg, producer, self.metrics, self._clock_ms(), self.schemas)
+            await publish(items, lines, cfg, producer, self.metrics, self._clock_ms(), self.schemas,
+                          tracing, request.headers.get(TRACEPARENT) if tracing.enabled else None)
         )
 
     @staticmethod

@@ -28,6 +28,7 @@ from alertpipe.workers.ingestor import ingest_pb2 as pb
 from alertpipe.workers.ingestor.accept import MAX_REJECTS_LISTED, Answer, admit, publish, too_large
 from alertpipe.workers.ingestor.app import Ingestor
 from alertpipe.workers.ingestor.body import BodyError, parse_events
+from alertpipe.workers.tracing import TRACEPARENT
 
 __all__ = ["SERVICE", "GrpcIngest", "GrpcTls", "Refusal", "refusal", "start_grpc_server"]
 
@@ -105,8 +106,14 @@ def _response(batch_id: int, answer: Answer) -> pb.PublishResponse:
 
 
 def _authorization(context: grpc.aio.ServicerContext[pb.PublishRequest, pb.PublishResponse]) -> str | None:
+    return _metadata(context, "authorization")
+
+
+def _metadata(
+    context: grpc.aio.ServicerContext[pb.PublishRequest, pb.PublishResponse], name: str
+) -> str | None:
     for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
+        if key == name:
             return value if isinstance(value, str) else value.decode("latin-1")
     return None
 
@@ -118,7 +125,9 @@ class GrpcIngest:
         self.ingestor = ingestor
         self.window = window
 
-    async def _handle(self, request: pb.PublishRequest, authorization: str | None) -> Answer:
+    async def _handle(
+        self, request: pb.PublishRequest, authorization: str | None, traceparent: str | None = None
+    ) -> Answer:
         ing = self.ingestor
         cfg, producer = ing.config, ing.producer
         refused = admit(cfg, producer, ing.draining, ing.keys.ring, authorization)
@@ -133,7 +142,9 @@ class GrpcIngest:
             items = parse_events(request.events)
         except BodyError as exc:
             return Answer(400, {"error": str(exc)})
-        return await publish(items, None, cfg, producer, ing.metrics, ing.now_ms(), ing.schemas)
+        tracing = ing.tracing.current
+        return await publish(items, None, cfg, producer, ing.metrics, ing.now_ms(), ing.schemas, tracing,
+                             traceparent if tracing.enabled else None)
 
     def _count(self, method: str, code: grpc.StatusCode) -> None:
         self.ingestor.metrics.grpc_requests.labels(method, code.name).inc()
@@ -143,7 +154,7 @@ class GrpcIngest:
         request: pb.PublishRequest,
         context: grpc.aio.ServicerContext[pb.PublishRequest, pb.PublishResponse],
     ) -> pb.PublishResponse:
-        answer = await self._handle(request, _authorization(context))
+        answer = await self._handle(request, _authorization(context), _metadata(context, TRACEPARENT))
         if answer.status == 202:
             self._count("Publish", grpc.StatusCode.OK)
             return _response(request.batch_id, answer)
@@ -162,11 +173,13 @@ class GrpcIngest:
         deadlocks against a server waiting for the next request.
         """
         authorization = _authorization(context)
+        traceparent = _metadata(context, TRACEPARENT)  # each batch of the stream is a span under it
         queue: asyncio.Queue[tuple[int, asyncio.Task[Answer]] | None] = asyncio.Queue(self.window)
 
         async def read() -> None:
             async for req in requests:
-                await queue.put((req.batch_id, asyncio.create_task(self._handle(req, authorization))))
+                task = asyncio.create_task(self._handle(req, authorization, traceparent))
+                await queue.put((req.batch_id, task))
             await queue.put(None)
 
         reader = asyncio.create_task(read())

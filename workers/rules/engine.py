@@ -27,7 +27,8 @@ Semantics (docs/rules.md has the user's version):
 * Idleness: the engine only moves with event time; the worker calls ``advance_to`` with a
   wall-clock-derived watermark when a partition has been idle and caught up (see the worker).
 
-This module holds ``Partition`` and ``Engine``; the rule kinds live in threshold.py, aggregate.py,
+This module holds ``Partition`` and ``Engine``; a partition's checkpoints and restore are
+partition_checkpoints.py; the rule kinds live in threshold.py, aggregate.py,
 absence.py and forward.py over state.py's ``RuleState``, the snapshot format's shared parts in
 snapshots.py. tests/reference holds an independent reference evaluator the engine is held to.
 """
@@ -39,23 +40,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import orjson
-
 from alertpipe.workers.rules.absence import AbsenceState
 from alertpipe.workers.rules.aggregate import AggregateState
 from alertpipe.workers.rules.compiler import CompiledRule
 from alertpipe.workers.rules.forward import ForwardState
 from alertpipe.workers.rules.lookups import NO_LOOKUPS, LookupView
-from alertpipe.workers.rules.snapshots import (
-    _MIN_DELTA_BUDGET,
-    SNAPSHOT_VERSION,
-    _dump_device,
-    _dump_devices,
-    _merge_deltas,
-    load_rules,
-    retired_alerts,
-    rules_snapshot,
-)
+from alertpipe.workers.rules.partition_checkpoints import PartitionCheckpoints
+from alertpipe.workers.rules.snapshots import retired_alerts
 from alertpipe.workers.rules.state import (
     _NEG,
     ACCEPTED,
@@ -77,7 +68,7 @@ _STATES: dict[str, type[RuleState]] = {
 }
 
 
-class Partition:
+class Partition(PartitionCheckpoints):
     """All event-time state of one partition. Feed ``offer``; read ``take_alerts``/``take_gaps``."""
 
     def __init__(self, engine: Engine, partition: int) -> None:
@@ -335,115 +326,6 @@ class Partition:
 
     def group_count(self) -> int:
         return sum(len(st.groups) for st in self.states.values())
-
-    # --- snapshot ---
-    def checkpoint(self, **extra: Any) -> tuple[bool, bytes]:
-        """(full, blob): a full ``snapshot``, or a delta of what changed since the last checkpoint.
-
-        A full one when none was taken yet, after a rule-set change or a device rotation, when the
-        previous checkpoint was not confirmed with ``saved`` (it may not have been written), or when
-        the deltas since the last full one would outgrow it (restore reads at most about twice the
-        state). ``restore(full, deltas)`` gives this partition's state back.
-        """
-        if not self.full_due:
-            blob = self._delta(extra)
-            if self.delta_bytes + len(blob) <= max(self.base_bytes, _MIN_DELTA_BUDGET):
-                self.delta_bytes += len(blob)
-                self.full_due = True  # until saved() confirms it
-                return False, blob
-        blob = self.snapshot(**extra)
-        self.dirty_devices = set()
-        for st in self.states.values():
-            st.dirty = set()
-        self.base_bytes = len(blob)
-        self.delta_bytes = 0
-        self.full_due = True
-        return True, blob
-
-    def saved(self) -> None:
-        """The last ``checkpoint`` blob is written: the next one may be a delta on top of it."""
-        self.full_due = False
-
-    def _delta(self, extra: dict[str, Any]) -> bytes:
-        devices, old = self.devices, self.old_devices
-        rows = []
-        for dev in self.dirty_devices:
-            st = devices.get(dev)
-            gen = 0
-            if st is None:
-                st, gen = old.get(dev), 1
-            rows.append([-1, dev] if st is None else [gen, *_dump_device(dev, st)])
-        self.dirty_devices = set()
-        body = {
-            "v": SNAPSHOT_VERSION,
-            "delta": True,
-            "maxTs": self.max_ts,
-            "wm": self.wm,
-            "rotateAt": self.rotate_at,
-            "devices": rows,
-            "rules": {n: {"groups": st.dump_dirty(), "firing": st.firing_summary()}
-                      for n, st in self.states.items()},
-            "counts": self.counts,
-            **extra,
-        }
-        return orjson.dumps(body)
-
-    def snapshot(self, **extra: Any) -> bytes:
-        body = {
-            "v": SNAPSHOT_VERSION,
-            "maxTs": self.max_ts,
-            "wm": self.wm,
-            "devices": _dump_devices(self.devices),
-            "oldDevices": _dump_devices(self.old_devices),
-            "rotateAt": self.rotate_at,
-            "rules": rules_snapshot(self.states),
-            "counts": self.counts,
-            **extra,
-        }
-        return orjson.dumps(body)
-
-    def _load_devices(self, rows: list[Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for dev, nxt, pending, gaps in rows:
-            pend = None
-            if pending:
-                pend = {}
-                for q, t, i, d in pending:
-                    pend[q] = (t, i, d)
-                    self.held.append((t, q, dev))
-            out[dev] = nxt if pend is None and gaps is None and nxt >= 0 else [nxt, pend, gaps]
-        return out
-
-    def restore(self, blob: bytes, deltas: Sequence[bytes] = ()) -> dict[str, Any]:
-        """Load a snapshot (``snapshot`` or a full ``checkpoint``) and the deltas written after it;
-        rules whose fingerprint changed start fresh."""
-        body = orjson.loads(blob)
-        if body.get("v") != SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot version {body.get('v')!r} is not {SNAPSHOT_VERSION}")
-        if deltas:
-            body = _merge_deltas(body, [orjson.loads(d) for d in deltas])
-        self.base_bytes = len(blob)
-        self.delta_bytes = sum(len(d) for d in deltas)
-        self.dirty_devices = set()
-        for st in self.states.values():
-            st.dirty = set()
-        # what is in Redis is this state, unless rules changed meanwhile: then start a new chain
-        saved_fps = {n: r["fp"] for n, r in body["rules"].items()}
-        self.full_due = saved_fps != {n: st.rule.fingerprint for n, st in self.states.items()}
-        self.max_ts = body["maxTs"]
-        self.wm = body["wm"]
-        self.rotate_at = body.get("rotateAt", _NEG)
-        self.held = []
-        self.devices = self._load_devices(body["devices"])
-        self.old_devices = self._load_devices(body.get("oldDevices", []))
-        heapq.heapify(self.held)
-        self.n_held = len(self.held)  # one heap entry per waiting event, as loaded
-        self.ctx.heap = []
-        for name, firing in load_rules(self.states, body["rules"], self.wm):
-            self._retire_saved(name, firing)
-        self.counts.update(body.get("counts", {}))
-        skip = ("v", "maxTs", "wm", "devices", "oldDevices", "rules", "counts", "rotateAt")
-        return {k: v for k, v in body.items() if k not in skip}
 
 
 class Engine:

@@ -172,3 +172,51 @@ def test_watch_leaves_pipelines_without_slo_alone() -> None:
     watch = SLOWatch(rec, FakeScraper([]))  # type: ignore[arg-type]
     assert asyncio.run(watch.tick("ns", "p")) is None
     assert rec.kube.patches == [] and condition_of(rec.store.pipelines[("ns", "p")]) is None
+
+
+def test_a_restarted_operator_continues_the_window_from_status_slo_base() -> None:
+    from prometheus_client import REGISTRY
+
+    rec = FakeRec({**SPEC, "slo": {"latencyP99": "1s", "successRatio": 0.99, "window": "10m"}})
+    texts = [[deliverer_text(0, 0, 0, 0)], [deliverer_text(90, 0, 90, 0)]]
+    before = SLOWatch(rec, FakeScraper(texts))  # type: ignore[arg-type]
+
+    async def ticks(watch: SLOWatch, n: int) -> Any:
+        for _ in range(n):
+            verdict = await watch.tick("ns", "p")
+        return verdict
+
+    first = asyncio.run(ticks(before, 2))
+    assert first.deliveries == 90 and first.base is not None and first.base.delivered == 0
+    stored = rec.store.pipelines[("ns", "p")]["status"]["slo"]
+    assert stored["base"]["delivered"] == 0 and stored["base"]["buckets"] == {}  # no ingest series yet
+    labels = {"namespace": "ns", "pipeline": "p"}
+    assert REGISTRY.get_sample_value("alertpipe_operator_slo_objective_latency_seconds", labels) == 1.0
+    assert REGISTRY.get_sample_value("alertpipe_operator_slo_objective_success_ratio", labels) == 0.99
+
+    # a new operator process: no history in memory, the window goes on from the stored base, so the
+    # first tick counts the 90 deliveries before the restart and the 10 dead letters after it
+    after = SLOWatch(rec, FakeScraper([[deliverer_text(90, 0, 90, 10)]]))  # type: ignore[arg-type]
+    again = asyncio.run(ticks(after, 1))
+    assert (again.deliveries, again.reason) == (100, "SuccessBelowObjective"), again
+    # without the base it would have started again: no data
+    fresh = FakeRec({**SPEC, "slo": {"latencyP99": "1s", "successRatio": 0.99, "window": "10m"}})
+    alone = SLOWatch(fresh, FakeScraper([[deliverer_text(90, 0, 90, 10)]]))  # type: ignore[arg-type]
+    assert asyncio.run(ticks(alone, 1)).reason == "NoData"
+    after.forget("ns", "p")
+    assert REGISTRY.get_sample_value("alertpipe_operator_slo_objective_latency_seconds", labels) is None
+
+
+def test_a_base_past_the_window_counts_as_its_start_and_times_alone_write_nothing() -> None:
+    from alertpipe.operator.decisions.slo import base_of, same_measurement, seed_of
+
+    history = [(100.0, SLOTotals(1, {1.0: 5.0, float("inf"): 5.0}, 5.0, 1.0)),
+               (700.0, SLOTotals(1, {}, 9, 1))]
+    base = base_of(history, 700.0, 600.0, NOW)
+    assert (base.at, base.buckets, base.delivered) == ("2026-12-03T17:50:00Z", {"1": 5.0, "+Inf": 5.0}, 5.0)
+    at, totals = seed_of(base, 50.0, NOW.replace(hour=19), 600.0)  # an hour later: clamped to the window
+    assert at == 50.0 - 600.0 and totals.dead_lettered == 1
+    assert totals.buckets == {1.0: 5.0, float("inf"): 5.0}
+    doc = {"met": "True", "observedAt": "a", "base": {"at": "x", "delivered": 5.0}}
+    assert same_measurement(doc, {**doc, "observedAt": "b", "base": {"at": "y", "delivered": 5.0}})
+    assert not same_measurement(doc, {**doc, "base": {"at": "x", "delivered": 6.0}})

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alertpipe.workers.rules import engine as engine_mod
+from alertpipe.workers.rules import partition_checkpoints
 from alertpipe.workers.rules.engine import Engine, EngineSettings, Partition
 
 from .helpers import comparable, ev, feed
@@ -124,7 +124,7 @@ def _state(part: Partition) -> dict[str, Any]:
 
 
 def test_deltas_that_outgrow_the_snapshot_give_way_to_a_full_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(engine_mod, "_MIN_DELTA_BUDGET", 0)
+    monkeypatch.setattr(partition_checkpoints, "_MIN_DELTA_BUDGET", 0)
     part = _engine(86_400_000).partition(0)
     feed(part, [ev("d0", 0, 0, value=1)])
     assert part.checkpoint()[0]
