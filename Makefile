@@ -16,7 +16,17 @@ $(BIN)/alertpipe: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-bootstrap: $(BIN)/alertpipe
+# The evaluator's native hot path (Rust, PyO3), built by maturin (a dev extra) with cargo; crates are
+# cached under ~/.cargo, the build under native/evalcore/target. Rebuilt only when its sources change.
+# Without it the evaluator runs its pure Python path (ALERTPIPE_NATIVE=0 chooses that on purpose).
+NATIVE := native/evalcore
+$(VENV)/.evalcore: $(BIN)/alertpipe $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(NATIVE)/pyproject.toml \
+                   $(wildcard $(NATIVE)/src/*.rs $(NATIVE)/python/alertpipe_evalcore/*)
+	PATH="$(CURDIR)/$(BIN):$(HOME)/.cargo/bin:$$PATH" MATURIN_PEP517_ARGS="--locked" \
+	  $(BIN)/python -m pip install -q --no-build-isolation --no-deps ./$(NATIVE)
+	touch $@
+
+bootstrap: $(BIN)/alertpipe $(VENV)/.evalcore
 
 ## provision: build/fetch Kafka, Redis, etcd, Kubernetes, kwok, helm into $(ALERTPIPE_CACHE) (idempotent)
 provision: bootstrap

@@ -17,7 +17,15 @@ import orjson
 from confluent_kafka import KafkaError
 
 from alertpipe.workers.config import SchemaSpec
-from alertpipe.workers.events import EventError, ahead_reason, common_shape, decode_event, nesting_reason
+from alertpipe.workers.evaluator import native as _native
+from alertpipe.workers.events import (
+    MAX_NESTING,
+    EventError,
+    ahead_reason,
+    common_shape,
+    decode_event,
+    nesting_reason,
+)
 from alertpipe.workers.pii import PiiPolicy, redact_record
 from alertpipe.workers.schemas import SchemaSet
 
@@ -28,6 +36,7 @@ __all__ = [
     "TopicSchemaCheck",
     "dead_letter",
     "decode_batch",
+    "decode_batch_py",
     "fast_decode",
     "headers",
 ]
@@ -69,12 +78,41 @@ class Decoded:
 
 def decode_batch(msgs: list[Any], tenant: str, owns: Callable[[Any], bool] | None,
                  key_of: Callable[[str, int], bytes] | None, now_ms: int, skew_ms: int,
-                 check: Callable[[dict[str, Any]], str | None] | None = None) -> Decoded:
+                 check: Callable[[dict[str, Any]], str | None] | None = None,
+                 key_parts: tuple[bytes, bytes] | None = None) -> Decoded:
     """Decode consumed records: an event (fast path, else the shared codec), a malformed one (the
     reason: dead-letter it) or another canary track's (only the position moves). ``key_of``: the
-    dedup key of (deviceId, seq), None without dedup. An event more than ``skew_ms`` ahead of
-    ``now_ms`` (ingest.maxFutureSkew) is dead-lettered: it would move the watermark ahead. With
-    ``check`` (spec.schema validated on the topic), so is an event against its type's schema."""
+    dedup key of (deviceId, seq), None without dedup (``key_parts``: its (head, scope), for the
+    native path). An event more than ``skew_ms`` ahead of ``now_ms`` (ingest.maxFutureSkew) is
+    dead-lettered: it would move the watermark ahead. With ``check`` (spec.schema validated on the
+    topic), so is an event against its type's schema.
+
+    With the native hot path installed (``native.decode_common``) and neither a track filter nor
+    a topic schema, the records in the common shape are decoded there and every other one here,
+    one at a time (``decode_batch_py``): the same result (a differential property test)."""
+    native = _native.decode_common
+    if native is None or owns is not None or check is not None or (key_of is not None and key_parts is None):
+        return decode_batch_py(msgs, tenant, owns, key_of, now_ms, skew_ms, check)
+    fatal: list[Any] = []
+
+    def slow(msg: Any) -> tuple[Item | None, bytes | None]:
+        one = decode_batch_py([msg], tenant, None, key_of, now_ms, skew_ms)
+        if one.fatal is not None:
+            fatal.append(one.fatal)
+        return (one.items[0] if one.items else None), (one.keys[0] if one.keys else None)
+
+    head, scope = key_parts if key_of is not None and key_parts is not None else (None, b"")
+    items, keys, ps, offs = native(msgs, tenant, now_ms + skew_ms, head, scope, orjson.loads, slow)
+    return Decoded(items, keys, ps, offs, 0, fatal[-1] if fatal else None)
+
+
+_DEEP_BYTES = 2 * (MAX_NESTING + 1)  # the shortest JSON nested deeper than MAX_NESTING
+
+
+def decode_batch_py(msgs: list[Any], tenant: str, owns: Callable[[Any], bool] | None,
+                    key_of: Callable[[str, int], bytes] | None, now_ms: int, skew_ms: int,
+                    check: Callable[[dict[str, Any]], str | None] | None = None) -> Decoded:
+    """``decode_batch`` in pure Python (the path without the native module, and its reference)."""
     ts_limit = now_ms + skew_ms
     items: list[Item] = []
     keys: list[bytes] = []
@@ -100,8 +138,9 @@ def decode_batch(msgs: list[Any], tenant: str, owns: Callable[[Any], bool] | Non
                 skipped += 1
                 continue
         raw = msg.value()
-        deep = nesting_reason(raw) if raw else None
-        if deep is not None:  # decodes, but could never be checkpointed: dead-letter it
+        # decodes, but could never be checkpointed: dead-letter it (only a long record can be)
+        deep = nesting_reason(raw) if raw and len(raw) >= _DEEP_BYTES else None
+        if deep is not None:
             items.append((msg, p, off, None, deep, 0, -1))
             continue
         fast = fast_decode(loads, raw, tenant)

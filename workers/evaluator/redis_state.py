@@ -20,7 +20,10 @@ from typing import Any
 import orjson
 import redis
 
-__all__ = ["DUPLICATE", "NEW", "OWNER_WIDTH", "SAME_RECORD", "RedisState", "dedup_key", "dedup_keys", "owner"]
+__all__ = [
+    "DUPLICATE", "NEW", "OWNER_WIDTH", "SAME_RECORD", "RedisState", "dedup_key", "dedup_key_parts",
+    "dedup_keys", "owner",
+]
 
 # Keys, partitions and offsets travel as three fixed-width blobs and the answer comes back as one
 # flag byte per key: packing and parsing 10,000 separate arguments and replies cost ~6 µs per event
@@ -49,6 +52,30 @@ for i = 0, #keys / klen - 1 do
 end
 return table.concat(out)
 """
+# The same with one command per new key (SET NX GET answers the value it found, and sets it only
+# when there was none): Redis >= 7.0; about a third less Redis time per batch of new keys. An older
+# Redis answers "syntax error" at the first key, before any write: then _DEDUP is used.
+_DEDUP_SET_GET = """
+local keys, parts, offs = ARGV[1], ARGV[2], ARGV[3]
+local klen, olen, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local out = {}
+for i = 0, #keys / klen - 1 do
+  local k = string.sub(keys, i * klen + 1, (i + 1) * klen)
+  local p = struct.unpack('<d', parts, i * 8 + 1)
+  local off = struct.unpack('<d', offs, i * 8 + 1)
+  local o = string.format('%d:%d', p, off)
+  o = o .. string.rep(' ', olen - #o)
+  local v = redis.call('SET', k, o, 'NX', 'EX', ttl, 'GET')
+  if not v then
+    out[i + 1] = '0'
+  elseif v == o then
+    out[i + 1] = '1'
+  else
+    out[i + 1] = '2'
+  end
+end
+return table.concat(out)
+"""
 OWNER_WIDTH = 24  # "partition:offset", space-padded
 NEW, SAME_RECORD, DUPLICATE = ord("0"), ord("1"), ord("2")  # the flag bytes of RedisState.check
 
@@ -58,10 +85,15 @@ def owner(partition: int, offset: int) -> bytes:
     return (b"%d:%d" % (partition, offset)).ljust(OWNER_WIDTH)
 
 
+def dedup_key_parts(prefix: str, tenant: str) -> tuple[bytes, bytes]:
+    """(head, scope) of one pipeline's dedup keys: key = head + blake2b(scope deviceId \x1f seq, 12)
+    (the native decoder builds the keys from these)."""
+    return prefix.encode() + b":ev:", tenant.encode() + b"\x1f"
+
+
 def dedup_keys(prefix: str, tenant: str) -> Callable[[str, int], bytes]:
     """``key(deviceId, seq)`` for one pipeline: the idempotency key hash(tenant, deviceId, seq)."""
-    head = prefix.encode() + b":ev:"
-    scope = tenant.encode() + b"\x1f"
+    head, scope = dedup_key_parts(prefix, tenant)
     blake = hashlib.blake2b
 
     def key(device: str, seq: int) -> bytes:
@@ -80,7 +112,8 @@ class RedisState:
         self.r = client
         self.prefix = prefix
         self.topic = topic
-        self._dedup = client.register_script(_DEDUP)
+        self._dedup = client.register_script(_DEDUP_SET_GET)
+        self._dedup_fallback = False  # this Redis is older than 7.0: _DEDUP
 
     def checkpoint_key(self, partition: int) -> str:
         return f"{self.prefix}:evaluator:ckpt:{self.topic}:{partition}"
@@ -103,10 +136,16 @@ class RedisState:
         """
         if not keys:
             return b""
-        raw: Any = self._dedup(keys=[], args=[
-            b"".join(keys), array("d", partitions).tobytes(), array("d", offsets).tobytes(),
-            len(keys[0]), OWNER_WIDTH, max(1, ttl_s),
-        ])
+        args: list[bytes | int] = [b"".join(keys), array("d", partitions).tobytes(),
+                                   array("d", offsets).tobytes(), len(keys[0]), OWNER_WIDTH, max(1, ttl_s)]
+        try:
+            raw: Any = self._dedup(keys=[], args=args)
+        except redis.ResponseError as exc:
+            if self._dedup_fallback or "syntax error" not in str(exc).lower():
+                raise
+            self._dedup = self.r.register_script(_DEDUP)  # SET NX GET needs Redis 7.0
+            self._dedup_fallback = True
+            raw = self._dedup(keys=[], args=args)
         return bytes(raw)
 
     def load(self, partition: int) -> bytes | None:

@@ -46,9 +46,10 @@ from alertpipe.workers.evaluator.emitting import Emitting
 from alertpipe.workers.evaluator.links import LinkHealth
 from alertpipe.workers.evaluator.lookups import LookupCache
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
+from alertpipe.workers.evaluator.native import NATIVE
 from alertpipe.workers.evaluator.records import Batch, TopicSchemaCheck, dead_letter, decode_batch, headers
 from alertpipe.workers.evaluator.redis_state import DUPLICATE as DUP_FLAG
-from alertpipe.workers.evaluator.redis_state import dedup_keys
+from alertpipe.workers.evaluator.redis_state import dedup_key_parts, dedup_keys
 from alertpipe.workers.evaluator.settings import (
     EvaluatorOptions,
     compile_rules,
@@ -193,8 +194,8 @@ class Evaluator(CheckpointedStage, Emitting, Control):
     def run(self, stop: threading.Event) -> str | None:
         self.consumer.subscribe([self.topics.events], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_lost)
-        logger.info("evaluator: %d rule(s), revision %s, topic %s", len(self.engine.rules),
-                    self.cfg.revision, self.topics.events)
+        logger.info("evaluator: %d rule(s), revision %s, topic %s, %s decode path", len(self.engine.rules),
+                    self.cfg.revision, self.topics.events, "native" if NATIVE else "pure Python")
         if self.groups is not None:
             self.groups.start()
         result: str | None = None
@@ -286,11 +287,12 @@ class Evaluator(CheckpointedStage, Emitting, Control):
 
     def _prepare(self, msgs: list[Any]) -> Batch:
         """Decode and start the batch's dedup round trip (on the dedup thread); no state changes."""
-        key_of = dedup_keys(self.cfg.redis.key_prefix, self.cfg.tenant) if self.opts.dedup else None
+        prefix, tenant = self.cfg.redis.key_prefix, self.cfg.tenant
+        key_of = dedup_keys(prefix, tenant) if self.opts.dedup else None
         now_ms = int(self.clock() * 1000)
         skew_ms = round(parse_duration(self.cfg.ingest.max_future_skew) * 1000)
-        d = decode_batch(msgs, self.cfg.tenant, self.track_keys, key_of, now_ms, skew_ms,
-                         self._schema_check.of(self.cfg.event_schema))
+        d = decode_batch(msgs, tenant, self.track_keys, key_of, now_ms, skew_ms,
+                         self._schema_check.of(self.cfg.event_schema), dedup_key_parts(prefix, tenant))
         self.fatal = self.fatal or d.fatal
         now = self.clock()
         last = self.last_record

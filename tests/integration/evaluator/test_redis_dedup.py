@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import redis
 
+from alertpipe.workers.evaluator import redis_state
 from alertpipe.workers.evaluator.redis_state import (
     DUPLICATE,
     NEW,
@@ -19,9 +20,13 @@ from alertpipe.workers.evaluator.redis_state import (
 pytestmark = pytest.mark.integration
 
 
-def test_flags_and_owners(redis_url: str, unique: str) -> None:
+@pytest.mark.parametrize("script", ["set-nx-get", "get-then-set"])
+def test_flags_and_owners(redis_url: str, unique: str, script: str) -> None:
+    """Both scripts (SET NX GET for Redis >= 7.0, GET then SET for older ones) alike."""
     r = redis.Redis.from_url(redis_url)
-    state = RedisState(r, f"t{unique}", "events")
+    state = RedisState(r, f"t{unique}{script}", "events")
+    if script == "get-then-set":
+        state._dedup = r.register_script(redis_state._DEDUP)  # noqa: SLF001 - the older Redis's script
 
     def key(dev: str, seq: int) -> bytes:
         return dedup_key(state.prefix, "acme", dev, seq)

@@ -78,21 +78,41 @@ def test_hadolint_passes() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_two_stages_on_a_pinned_slim_python_311(stages: list[Stage]) -> None:
-    assert len(stages) == 2
-    assert stages[0].name == "build"
-    for s in stages:
+def stage(stages: list[Stage], name: str) -> Stage:
+    (found,) = [s for s in stages if s.name == name]
+    return found
+
+
+def test_native_build_and_final_stages_on_pinned_slim_bases(stages: list[Stage]) -> None:
+    assert [s.name for s in stages] == ["native", "build", None]
+    for s in stages[1:]:
         m = re.fullmatch(r"python:3\.11\.(\d+)-slim(-\w+)?(@sha256:[0-9a-f]{64})?", s.base)
         assert m, f"base {s.base!r}: want python:3.11.<patch>-slim[-<debian>] pinned by tag"
+    # the extension is built against the runtime's Debian release (glibc) and Python minor (3.11)
+    rust = re.fullmatch(r"rust:1\.(\d+)-slim-(\w+)(@sha256:[0-9a-f]{64})?", stages[0].base)
+    assert rust, f"base {stages[0].base!r}: want rust:1.<minor>-slim-<debian>"
+    assert stages[-1].base.split("@")[0].endswith("-" + rust.group(2))
+    assert "python3-dev" in " ".join(stages[0].all("RUN"))
+
+
+def test_native_stage_builds_the_locked_extension_wheel_the_final_stage_installs(stages: list[Stage]) -> None:
+    runs = " ".join(stage(stages, "native").all("RUN"))
+    want = r"maturin build --release --locked --manifest-path native/evalcore/Cargo.toml"
+    assert re.search(want, runs), runs
+    assert "--out /wheels" in runs and "-c constraints.txt maturin" in runs
+    (install,) = [r for r in stages[-1].all("RUN") if " install " in r]
+    assert "from=native,source=/wheels,target=/native-wheels" in install
+    assert "/native-wheels/alertpipe_evalcore-*.whl" in install
+    assert 'python -c "import alertpipe_evalcore"' in install
 
 
 def test_build_stage_makes_a_wheel(stages: list[Stage]) -> None:
-    runs = " ".join(stages[0].all("RUN"))
+    runs = " ".join(stage(stages, "build").all("RUN"))
     assert re.search(r"pip wheel --no-deps --wheel-dir /wheels \.", runs), runs
 
 
 def test_final_stage_installs_the_wheel_into_a_venv_with_constraints(stages: list[Stage]) -> None:
-    final = stages[1]
+    final = stages[-1]
     installs = [r for r in final.all("RUN") if "pip" in r and " install " in r]
     assert len(installs) == 1, installs
     (run,) = installs
@@ -108,7 +128,7 @@ def test_final_stage_installs_the_wheel_into_a_venv_with_constraints(stages: lis
 
 
 def test_final_stage_runs_as_numeric_non_root_with_alertpipe_entrypoint(stages: list[Stage]) -> None:
-    final = stages[1]
+    final = stages[-1]
     (user,) = final.all("USER")
     uid, _, gid = user.partition(":")
     assert uid.isdigit() and int(uid) > 0 and (not gid or gid.isdigit()), user
@@ -125,8 +145,9 @@ def test_final_stage_runs_as_numeric_non_root_with_alertpipe_entrypoint(stages: 
 
 
 def _build_context_copies(stages: list[Stage]) -> list[str]:
+    """What the stages copy from the build context (COPY without --from)."""
     sources: list[str] = []
-    for arg in stages[0].all("COPY"):
+    for arg in (a for s in stages for a in s.all("COPY") if "--from" not in a):
         parts = [p for p in arg.split() if not p.startswith("--")]
         sources += parts[:-1]
     return sources
@@ -149,7 +170,7 @@ def test_wheel_from_the_build_context_holds_the_packages_and_nothing_else(
     """Build the wheel as the image's build stage does, from only the files it copies."""
     src = tmp_path / "src"
     src.mkdir()
-    for rel in _build_context_copies(stages):
+    for rel in _build_context_copies([stage(stages, "build")]):
         path = ROOT / rel.rstrip("/")
         if path.is_dir():
             shutil.copytree(path, src / path.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))

@@ -8,12 +8,13 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alertpipe.workers.config import PipelineConfig
 from alertpipe.workers.evaluator.records import fast_decode as _fast_decode
-from alertpipe.workers.evaluator.redis_state import dedup_key
+from alertpipe.workers.evaluator.redis_state import RedisState, dedup_key
 from alertpipe.workers.evaluator.settings import compile_rules, engine_settings
 from alertpipe.workers.events import EventError, decode_event
 
@@ -152,3 +153,45 @@ def test_a_batch_waits_for_its_first_record_only(queued: int, full: int, got: in
     # never consume(n > 1, timeout > 0): it would wait for n records, below n/timeout ev/s the timeout
     assert c.calls[0] == ("consume", 1, 0.1)
     assert all(timeout == 0 for _kind, _n, timeout in c.calls[1:])
+
+
+class _Script:
+    def __init__(self, src: str, calls: list[str]) -> None:
+        self.src = src
+        self.calls = calls
+
+    def __call__(self, keys: list[Any], args: list[Any]) -> bytes:
+        self.calls.append(self.src)
+        if "'NX'" in self.src:
+            raise redis.ResponseError("ERR syntax error")  # what a Redis older than 7.0 answers
+        return b"0" * (len(args[0]) // int(args[3]))
+
+
+class _OldRedis:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def register_script(self, src: str) -> _Script:
+        return _Script(src, self.calls)
+
+
+def test_dedup_falls_back_to_get_then_set_on_a_redis_older_than_7() -> None:
+    client = _OldRedis()
+    state = RedisState(client, "p", "events")  # type: ignore[arg-type]
+    key = dedup_key("p", "acme", "d1", 1)
+    assert state.check([key, key], [0, 0], [1, 2], 60) == b"00"
+    assert state.check([key], [0], [3], 60) == b"0"
+    # the SET NX GET script was tried once; every answer since came from the GET-then-SET one
+    assert ["'NX'" in c for c in client.calls] == [True, False, False]
+
+
+def test_dedup_errors_other_than_the_old_syntax_are_raised() -> None:
+    class Broken(_OldRedis):
+        def register_script(self, src: str) -> Any:
+            def fail(keys: list[Any], args: list[Any]) -> bytes:
+                raise redis.ResponseError("NOSCRIPT or OOM: anything else")
+            return fail
+
+    state = RedisState(Broken(), "p", "events")  # type: ignore[arg-type]
+    with pytest.raises(redis.ResponseError, match="anything else"):
+        state.check([dedup_key("p", "acme", "d1", 1)], [0], [1], 60)
