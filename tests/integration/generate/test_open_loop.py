@@ -47,7 +47,9 @@ async def test_a_slow_server_does_not_slow_the_schedule() -> None:
     # closed loop would need ~ requests x 0.3 s / 64 connections; open loop ends on schedule + one answer
     assert took < 3.0 + 0.1 + 1.5
     late = sorted(ledger.lateness_ms())
-    assert late[int(len(late) * 0.99)] < 100, "the sender fell behind its schedule"
+    # a send that waited for any answer would be >= 300 ms late; below that is the machine's noise
+    # (p99 ~10 ms on a quiet one, >100 ms at load 12 on 2 cores)
+    assert late[int(len(late) * 0.99)] < 250, "the sender fell behind its schedule"
     ack = [r.answered_ms - r.sent_ms for r in ledger.requests]
     assert min(ack) >= 290  # the server's slowness is in the ledger, not hidden
     assert ledger.complete()
