@@ -30,19 +30,21 @@ __all__ = [
 # in redis-py, this well under 1 µs. The script builds each owner itself (the same text as owner()),
 # so the client neither formats owners nor compares them.
 # (The keys are not declared in KEYS: fine for one Redis, not for Redis Cluster.)
-_DEDUP = """
+def _dedup_script(lookup: str) -> str:
+    """The dedup script around ``lookup``: Lua setting ``v`` to the key's owner before this call
+    (nil when it had none, in which case the key must hold ``o`` after it)."""
+    return f"""
 local keys, parts, offs = ARGV[1], ARGV[2], ARGV[3]
 local klen, olen, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local out = {}
+local out = {{}}
 for i = 0, #keys / klen - 1 do
   local k = string.sub(keys, i * klen + 1, (i + 1) * klen)
   local p = struct.unpack('<d', parts, i * 8 + 1)
   local off = struct.unpack('<d', offs, i * 8 + 1)
   local o = string.format('%d:%d', p, off)
   o = o .. string.rep(' ', olen - #o)
-  local v = redis.call('GET', k)
+  {lookup}
   if not v then
-    redis.call('SET', k, o, 'EX', ttl)
     out[i + 1] = '0'
   elseif v == o then
     out[i + 1] = '1'
@@ -52,30 +54,14 @@ for i = 0, #keys / klen - 1 do
 end
 return table.concat(out)
 """
+
+
+_DEDUP = _dedup_script(
+    "local v = redis.call('GET', k)\n  if not v then redis.call('SET', k, o, 'EX', ttl) end")
 # The same with one command per new key (SET NX GET answers the value it found, and sets it only
 # when there was none): Redis >= 7.0; about a third less Redis time per batch of new keys. An older
 # Redis answers "syntax error" at the first key, before any write: then _DEDUP is used.
-_DEDUP_SET_GET = """
-local keys, parts, offs = ARGV[1], ARGV[2], ARGV[3]
-local klen, olen, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local out = {}
-for i = 0, #keys / klen - 1 do
-  local k = string.sub(keys, i * klen + 1, (i + 1) * klen)
-  local p = struct.unpack('<d', parts, i * 8 + 1)
-  local off = struct.unpack('<d', offs, i * 8 + 1)
-  local o = string.format('%d:%d', p, off)
-  o = o .. string.rep(' ', olen - #o)
-  local v = redis.call('SET', k, o, 'NX', 'EX', ttl, 'GET')
-  if not v then
-    out[i + 1] = '0'
-  elseif v == o then
-    out[i + 1] = '1'
-  else
-    out[i + 1] = '2'
-  end
-end
-return table.concat(out)
-"""
+_DEDUP_SET_GET = _dedup_script("local v = redis.call('SET', k, o, 'NX', 'EX', ttl, 'GET')")
 OWNER_WIDTH = 24  # "partition:offset", space-padded
 NEW, SAME_RECORD, DUPLICATE = ord("0"), ord("1"), ord("2")  # the flag bytes of RedisState.check
 
