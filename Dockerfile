@@ -22,7 +22,7 @@ COPY native/evalcore/ native/evalcore/
 # hadolint ignore=DL3013
 RUN python3 -m venv /opt/maturin \
  && /opt/maturin/bin/pip install --no-cache-dir -c constraints.txt maturin \
- && /opt/maturin/bin/maturin build --release --locked --manifest-path native/evalcore/Cargo.toml \
+ && /opt/maturin/bin/maturin build --release --manifest-path native/evalcore/Cargo.toml \
       --interpreter python3 --compatibility linux --out /wheels
 
 FROM ${PYTHON_IMAGE} AS build

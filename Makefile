@@ -20,10 +20,10 @@ $(BIN)/alertpipe: pyproject.toml constraints.txt
 # cached under ~/.cargo, the build under native/evalcore/target. Rebuilt only when its sources change.
 # Without it the evaluator runs its pure Python path (ALERTPIPE_NATIVE=0 chooses that on purpose).
 NATIVE := native/evalcore
-$(VENV)/.evalcore: $(BIN)/alertpipe $(NATIVE)/Cargo.toml $(NATIVE)/Cargo.lock $(NATIVE)/pyproject.toml \
+$(VENV)/.evalcore: $(BIN)/alertpipe $(NATIVE)/Cargo.toml $(NATIVE)/pyproject.toml \
                    $(wildcard $(NATIVE)/src/*.rs $(NATIVE)/python/alertpipe_evalcore/*)
 	@if PATH="$(HOME)/.cargo/bin:$$PATH" command -v cargo >/dev/null; then \
-	  PATH="$(CURDIR)/$(BIN):$(HOME)/.cargo/bin:$$PATH" MATURIN_PEP517_ARGS="--locked" \
+	  PATH="$(CURDIR)/$(BIN):$(HOME)/.cargo/bin:$$PATH" \
 	    $(BIN)/python -m pip install -q --no-build-isolation --no-deps ./$(NATIVE) && touch $@; \
 	else echo "warning: no cargo on PATH: the evaluator's native hot path is not built (pure Python path)"; fi
 
