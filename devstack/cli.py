@@ -10,9 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from devstack import control
+from devstack.cached import COMPONENTS
 from devstack.paths import bin_dir
 from devstack.processes import StartError
-from devstack.provision import COMPONENTS, ProvisionError, provision
+from devstack.provision import ProvisionError, provision
 from devstack.stack import StackEnv
 
 __all__ = ["add_arguments", "run"]

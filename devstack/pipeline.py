@@ -67,7 +67,7 @@ def apply_keda_crds(api: client.ApiClient) -> None:
     are Established: the apiserver then validates ScaledObjects as a cluster with KEDA does."""
     import yaml
 
-    from devstack.provision import KEDA_CRDS, keda_crds_dir
+    from devstack.cached import KEDA_CRDS, keda_crds_dir
     from devstack.stack import ensure_provisioned
 
     ensure_provisioned("keda-crds")

@@ -1,17 +1,16 @@
 """Provisioning: fetch or build every devstack component once into the cache ($ALERTPIPE_CACHE).
 
-Idempotent and resumable. Each component is produced under a temporary name and moved into place
-with a stamp recording what was built (version, and for Kafka the pom's hash); a finished component
-whose stamp matches is reused, a half-finished one is redone. One file lock serialises provisioning
-runs that share a cache (two test sessions starting at once build nothing twice).
+Idempotent and resumable (what is there already: devstack.cached). Each component is produced
+under a temporary name and moved into place with a stamp recording what was built (version, and
+for Kafka the pom's hash); a finished component whose stamp matches is reused, a half-finished one
+is redone. One file lock serialises provisioning runs that share a cache (two test sessions
+starting at once build nothing twice).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
-import hashlib
 import json
 import os
 import shutil
@@ -25,38 +24,28 @@ from pathlib import Path
 
 from rich.console import Console
 
-from devstack.paths import bin_dir, cache_dir, kafka_home
+from devstack.cached import (
+    COMPONENTS,
+    GO_BINARIES,
+    KEDA_CRDS,
+    KWOK_STAGE_SETS,
+    POM,
+    kafka_cds_archive,
+    kafka_libs,
+    kafka_stamp,
+    keda_crds_dir,
+    kwok_stages_dir,
+    missing,
+    promtool,
+    stamp_ok,
+)
+from devstack.paths import bin_dir, cache_dir
 from devstack.postgres import postgres_bin_dir
 from devstack.versions import Versions, load_versions
 
-__all__ = [
-    "COMPONENTS",
-    "GO_BINARIES",
-    "ProvisionError",
-    "StepResult",
-    "kafka_libs",
-    "keda_crds_dir",
-    "kwok_stages_dir",
-    "missing",
-    "promtool",
-    "provision",
-]
+__all__ = ["ProvisionError", "StepResult", "provision"]  # what is in the cache: devstack.cached
 
-HERE = Path(__file__).resolve().parent
-POM = HERE / "kafka" / "pom.xml"
-BUILD_GO = HERE / "scripts" / "build-go.sh"
-GO_BINARIES = (
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubectl",
-    "kwok",
-    "helm",
-)
-COMPONENTS = ("redis", "postgres", "kafka", "kafka-cds", "go", "kwok-stages", "keda-crds", "promtool")
-KWOK_STAGE_SETS = ("node/fast", "node/heartbeat-with-lease", "pod/general")
-KEDA_CRDS = ("keda.sh_scaledobjects.yaml", "keda.sh_triggerauthentications.yaml")
+BUILD_GO = Path(__file__).resolve().parent / "scripts" / "build-go.sh"
 
 
 class ProvisionError(RuntimeError):
@@ -69,85 +58,6 @@ class StepResult:
     action: str  # "reused" | "built" | "installed" | "fetched"
     seconds: float
     detail: str = ""
-
-
-def kafka_libs(v: Versions | None = None) -> Path:
-    return kafka_home((v or load_versions()).kafka) / "libs"
-
-
-@functools.lru_cache(maxsize=1)
-def _java_id() -> str:
-    """Identifies the JVM build (a CDS archive only fits the JVM that wrote it)."""
-    java = shutil.which("java")
-    if java is None:
-        return "none"
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
-    return hashlib.sha256((os.path.realpath(java) + out.stderr).encode()).hexdigest()[:12]
-
-
-def kafka_cds_archive(v: Versions | None = None) -> Path:
-    """The broker's AppCDS archive for this JVM and these jars (made by provisioning)."""
-    v = v or load_versions()
-    return kafka_home(v.kafka) / "cds" / f"broker-{_java_id()}-{_kafka_stamp(v).split(':')[-1]}.jsa"
-
-
-def kwok_stages_dir(v: Versions | None = None) -> Path:
-    return cache_dir() / f"kwok-stages-{(v or load_versions()).kwok}"
-
-
-def keda_crds_dir(v: Versions | None = None) -> Path:
-    return cache_dir() / f"keda-crds-{(v or load_versions()).keda}"
-
-
-def promtool() -> Path:
-    """Prometheus' promtool (``test rules``, ``check metrics``), built by provisioning."""
-    return bin_dir() / "promtool"
-
-
-def _go_version_wanted(name: str, v: Versions) -> str:
-    return {
-        "etcd": v.etcd,
-        "kwok": v.kwok,
-        "helm": v.helm,
-    }.get(name, v.kubernetes)
-
-
-def _stamp_ok(path: Path, want: str) -> bool:
-    try:
-        return path.read_text().strip() == want
-    except OSError:
-        return False
-
-
-def _kafka_stamp(v: Versions) -> str:
-    return f"{v.kafka} pom:{hashlib.sha256(POM.read_bytes()).hexdigest()[:12]}"
-
-
-def missing(v: Versions | None = None) -> list[str]:
-    """Components not (or not at the pinned version) in the cache; empty when all are ready."""
-    v = v or load_versions()
-    out = []
-    if shutil.which("redis-server") is None:
-        out.append("redis")
-    if postgres_bin_dir() is None:
-        out.append("postgres")
-    if not _stamp_ok(kafka_libs(v) / ".stamp", _kafka_stamp(v)):
-        out.append("kafka")
-    elif shutil.which("java") and not kafka_cds_archive(v).exists():
-        out.append("kafka-cds")
-    for name in GO_BINARIES:
-        if not (
-            os.access(bin_dir() / name, os.X_OK)
-            and _stamp_ok(bin_dir() / f".{name}.version", _go_version_wanted(name, v))
-        ):
-            out.append(name)
-    if not _stamp_ok(kwok_stages_dir(v) / ".stamp", v.kwok):
-        out.append("kwok-stages")
-    if not _stamp_ok(keda_crds_dir(v) / ".stamp", v.keda):
-        out.append("keda-crds")
-    if not (os.access(promtool(), os.X_OK) and _stamp_ok(bin_dir() / ".promtool.version", v.prometheus)):
-        out.append("promtool")
-    return out
 
 
 def _run(cmd: list[str], what: str, log: Path, env: dict[str, str] | None = None) -> None:
@@ -206,7 +116,7 @@ def provision_kafka_cds(v: Versions, log: Path) -> str:
     archive = kafka_cds_archive(v)
     if archive.exists():
         return "reused"
-    if not _stamp_ok(kafka_libs(v) / ".stamp", _kafka_stamp(v)):
+    if not stamp_ok(kafka_libs(v) / ".stamp", kafka_stamp(v)):
         raise ProvisionError("kafka-cds: provision kafka first (the archive is made from its jars)")
     archive.parent.mkdir(parents=True, exist_ok=True)
     for old in archive.parent.glob("*.jsa"):  # other JVMs' or jars' archives are of no use now
@@ -227,8 +137,8 @@ def provision_kafka_cds(v: Versions, log: Path) -> str:
 
 def provision_kafka(v: Versions, log: Path) -> str:
     libs = kafka_libs(v)
-    want = _kafka_stamp(v)
-    if _stamp_ok(libs / ".stamp", want):
+    want = kafka_stamp(v)
+    if stamp_ok(libs / ".stamp", want):
         return "reused"
     if shutil.which("java") is None:  # Kafka 4 needs Java 17+
         _apt_install("openjdk-17-jre-headless", log)
@@ -287,7 +197,7 @@ def provision_go(v: Versions, log: Path) -> str:
 def provision_kwok_stages(v: Versions, log: Path) -> str:
     """Copy kwok's Stage definitions (node and pod lifecycles) from its module source into the cache."""
     dest = kwok_stages_dir(v)
-    if _stamp_ok(dest / ".stamp", v.kwok):
+    if stamp_ok(dest / ".stamp", v.kwok):
         return "reused"
     env = {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod"}
     out = subprocess.run(
@@ -341,7 +251,7 @@ def provision_keda_crds(v: Versions, log: Path) -> str:
     """Copy KEDA's CRDs (ScaledObject, TriggerAuthentication) from its module source into the cache,
     so the devstack's apiserver validates the ScaledObjects the operator writes (KEDA itself does not run)."""
     dest = keda_crds_dir(v)
-    if _stamp_ok(dest / ".stamp", v.keda):
+    if stamp_ok(dest / ".stamp", v.keda):
         return "reused"
     src = _go_module_dir(f"github.com/kedacore/keda/v2@{v.keda}", "keda crds") / "config" / "crd" / "bases"
     tmp = dest.with_name(dest.name + ".tmp")
@@ -362,7 +272,7 @@ def provision_promtool(v: Versions, log: Path) -> str:
     """promtool from the Prometheus Go module (cmd/promtool), for the chart's alerting-rule tests and
     the workers' metric lint. Go >= 1.26 builds it as it is (GOTOOLCHAIN=local); a cold build, module
     downloads included, takes ~20 min on 2 cores, a warm one seconds."""
-    if os.access(promtool(), os.X_OK) and _stamp_ok(bin_dir() / ".promtool.version", v.prometheus):
+    if os.access(promtool(), os.X_OK) and stamp_ok(bin_dir() / ".promtool.version", v.prometheus):
         return "reused"
     if shutil.which("go") is None:
         raise ProvisionError("promtool: `go` not found on PATH: install a Go toolchain >= 1.26 first")

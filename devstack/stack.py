@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
+from devstack.cached import GO_BINARIES, kafka_cds_archive, kafka_libs, kwok_stages_dir, missing
 from devstack.kafka import KafkaServer
 from devstack.kafka_cluster import KafkaCluster
 from devstack.kube import KubeCluster
@@ -24,7 +25,7 @@ from devstack.paths import bin_dir
 from devstack.podrunner import PodRunner
 from devstack.postgres import PostgresServer
 from devstack.processes import StartError
-from devstack.provision import GO_BINARIES, kafka_cds_archive, kafka_libs, kwok_stages_dir, missing, provision
+from devstack.provision import provision
 from devstack.redis import RedisServer
 from devstack.secure import SecureKafkaServer, SecureRedisServer
 from devstack.stack_env import ENV_KEYS, StackEnv

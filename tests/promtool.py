@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.provision import promtool
+from devstack.cached import promtool
 
 
 def find_promtool() -> Path:

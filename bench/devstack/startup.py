@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devstack.provision import missing
+from devstack.cached import missing
 from devstack.stack import Stack
 
 HERE = Path(__file__).resolve().parent

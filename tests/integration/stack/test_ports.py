@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from devstack.cached import kafka_cds_archive, kafka_libs
 from devstack.kafka import KafkaServer
-from devstack.provision import kafka_cds_archive, kafka_libs
 from devstack.redis import RedisServer
 from devstack.stack import ensure_provisioned
 

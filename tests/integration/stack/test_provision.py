@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from devstack.provision import kafka_libs, missing, provision
+from devstack.cached import kafka_libs, missing
+from devstack.provision import provision
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +40,7 @@ def test_kafka_fetch_redoes_a_half_finished_one_then_reuses_it(
 def test_a_cache_without_kubectl_builds_only_kubectl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A cache provisioned before kubectl joined the Go binaries: only kubectl is missing (and so the
     Kubernetes build of build-go.sh compiles just cmd/kubectl)."""
-    from devstack.provision import GO_BINARIES
+    from devstack.cached import GO_BINARIES
     from devstack.versions import load_versions
 
     monkeypatch.setenv("ALERTPIPE_CACHE", str(tmp_path))
