@@ -21,71 +21,34 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from devstack.kube_api import (
+    FAKE_NODE_ANNOTATION,
+    LOCAL_NODE,
+    LOCAL_NODE_LABEL,
+    fake_node,
+    kube_client,
+    kubeconfig_yaml,
+    wait_nodes_ready,
+)
 from devstack.paths import bin_dir
-from devstack.processes import ManagedProcess, StartError, free_port, wait_until
+from devstack.processes import ManagedProcess, StartError, free_port
 
-__all__ = [
+__all__ = [  # the client side (kubeconfig, node objects, an ApiClient) is devstack.kube_api's, re-exported
     "FAKE_NODE_ANNOTATION",
     "LOCAL_NODE",
     "LOCAL_NODE_LABEL",
     "KubeCluster",
     "fake_node",
+    "kube_client",
     "kubeconfig_yaml",
+    "wait_nodes_ready",
 ]
 
 logger = logging.getLogger(__name__)
 
-FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
-LOCAL_NODE = "devstack-local"
-LOCAL_NODE_LABEL = ("alertpipe.io/pod-runner", "local")
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.1/16"
 NODE_LEASE_SECONDS = 40  # kwok renews each fake node's Lease every quarter of this
-
-
-def kubeconfig_yaml(server: str, ca_file: Path, token: str, name: str = "devstack") -> str:
-    doc = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
-        "users": [{"name": "admin", "user": {"token": token}}],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": "admin", "namespace": "default"}}],
-        "current-context": name,
-        "preferences": {},
-    }
-    return yaml.safe_dump(doc, sort_keys=False)
-
-
-def fake_node(
-    name: str, labels: dict[str, str] | None = None, taints: list[dict[str, str]] | None = None
-) -> dict[str, Any]:
-    """A Node object kwok will manage (by its annotation) and report Ready."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "annotations": {
-                FAKE_NODE_ANNOTATION[0]: FAKE_NODE_ANNOTATION[1],
-                "node.alpha.kubernetes.io/ttl": "0",
-            },
-            "labels": {
-                "kubernetes.io/hostname": name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64",
-                "kubernetes.io/role": "agent",
-                "type": "kwok",
-                **(labels or {}),
-            },
-        },
-        "spec": {"taints": taints or []},
-        "status": {
-            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "1000"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "1000"},
-        },
-    }
 
 
 def _https_get(port: int, path: str, ca: Path | None, token: str | None = None, timeout: float = 3.0) -> int:
@@ -417,25 +380,3 @@ class KubeCluster:
             p = self.processes.get(name)
             if p is not None:
                 p.stop(timeout=5)  # throwaway state: no reason to wait longer
-
-
-def wait_nodes_ready(kubeconfig: Path, count: int, timeout: float = 60) -> None:
-    from kubernetes import client, config
-
-    api = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))  # type: ignore[no-untyped-call]
-
-    def ready() -> bool:
-        n = 0
-        for node in api.list_node().items:
-            conds = (node.status.conditions if node.status else None) or []
-            n += any(c.type == "Ready" and c.status == "True" for c in conds)
-        return n >= count
-
-    wait_until(ready, f"{count} Ready nodes", timeout)
-
-
-def kube_client(kubeconfig: Path) -> Any:
-    """A kubernetes ``ApiClient`` for the devstack's kubeconfig (close it when done)."""
-    from kubernetes import config
-
-    return config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
