@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from devstack.podrunner import (
+from devstack.podspec import (
     container_argv,
     container_env,
     expand_vars,
@@ -105,7 +105,7 @@ def test_each_pod_gets_a_stable_loopback_address_of_its_own() -> None:
 
 
 def test_a_folder_holding_mounts_maps_to_a_tree_of_them(tmp_path: Path) -> None:
-    from devstack.podrunner import _mount_parents
+    from devstack.podspec import mount_parents as _mount_parents
 
     hook, pd = tmp_path / "vol-hook", tmp_path / "vol-pd"
     for d, key in ((hook, "secret"), (pd, "routing-key")):
