@@ -18,7 +18,6 @@ from devstack.pipeline import (
     VERSION,
     ThreadedReceiver,
     condition,
-    demo_pipeline,
     demo_rule,
     event,
     http,
@@ -27,6 +26,7 @@ from devstack.pipeline import (
     wait_for,
 )
 from devstack.pytest_plugin import LocalPods
+from tests.e2e.tenant import tenant_pipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -40,17 +40,8 @@ def test_the_operator_runs_the_history_sink_and_a_page_lands_in_postgres(
 ) -> None:  # fmt: skip
     core, co, apps = client.CoreV1Api(api), client.CustomObjectsApi(api), client.AppsV1Api(api)
     rec = receiver.receiver
-    rec.secrets["/webhook/ops"] = SIGNING_SECRET.encode()
-    for name, key, value in (
-        ("ingest-keys", "keys", f"{namespace}:{API_KEY}\n"),
-        ("hook", "secret", SIGNING_SECRET),
-        ("history-db", "dsn", postgres_dsn),
-    ):
-        core.create_namespaced_secret(
-            namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={key: value})
-        )
-    hook = rec.url("/webhook/ops")
-    body = demo_pipeline("edge", kafka_bootstrap, redis_url, hook, pod_runner.node_selector)
+    body = tenant_pipeline(api, namespace, receiver, pod_runner, kafka_bootstrap, redis_url, "edge", API_KEY,
+                           SIGNING_SECRET, ("history-db", "dsn", postgres_dsn))
     body["spec"]["history"] = {
         "enabled": True, "dsnSecretRef": {"name": "history-db", "key": "dsn"}, "retentionDays": 3,
         "nodeSelector": pod_runner.node_selector,

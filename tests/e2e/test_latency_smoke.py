@@ -23,12 +23,12 @@ from devstack.pipeline import (
     VERSION,
     ThreadedReceiver,
     condition,
-    demo_pipeline,
     http,
     pod_address,
     wait_for,
 )
 from devstack.pytest_plugin import LocalPods
+from tests.e2e.tenant import tenant_pipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -55,12 +55,9 @@ def test_every_ledger_alert_arrives_once_with_ordered_hop_stamps(
 ) -> None:
     core, co = client.CoreV1Api(api), client.CustomObjectsApi(api)
     rec = receiver.receiver
-    rec.secrets["/webhook/ops"] = SECRET.encode()
-    for name, key, value in (("ingest-keys", "keys", f"{namespace}:{API_KEY}\n"), ("hook", "secret", SECRET)):
-        core.create_namespaced_secret(
-            namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={key: value}))
-    hook = rec.url("/webhook/ops")
-    body = demo_pipeline(PIPELINE, kafka_bootstrap, redis_url, hook, pod_runner.node_selector)
+    body = tenant_pipeline(api, namespace, receiver, pod_runner, kafka_bootstrap, redis_url, PIPELINE,
+                           API_KEY,
+                           SECRET)
     body["spec"].update({"allowedLateness": "5s", "idleTimeout": "2s"})  # end-of-stream timers fire soon
     co.create_namespaced_custom_object(GROUP, VERSION, namespace, "alertpipelines", body)
 

@@ -24,7 +24,6 @@ from devstack.pipeline import (
     VERSION,
     ThreadedReceiver,
     condition,
-    demo_pipeline,
     demo_rule,
     event,
     http,
@@ -33,6 +32,7 @@ from devstack.pipeline import (
     wait_for,
 )
 from devstack.pytest_plugin import LocalPods
+from tests.e2e.tenant import tenant_pipeline
 from tests.promtool import check_metrics
 
 pytestmark = pytest.mark.e2e
@@ -75,16 +75,8 @@ def test_apply_post_page_once_then_kill_switch_holds_and_releases(
 ) -> None:
     core, co = client.CoreV1Api(api), client.CustomObjectsApi(api)
     rec = receiver.receiver
-    rec.secrets["/webhook/ops"] = SIGNING_SECRET.encode()
-    for name, key, value in (
-        ("ingest-keys", "keys", f"{namespace}:{API_KEY}\n"),
-        ("hook", "secret", SIGNING_SECRET),
-    ):
-        core.create_namespaced_secret(
-            namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={key: value})
-        )
-    hook = rec.url("/webhook/ops")
-    body = demo_pipeline("edge", kafka_bootstrap, redis_url, hook, pod_runner.node_selector)
+    body = tenant_pipeline(api, namespace, receiver, pod_runner, kafka_bootstrap, redis_url, "edge", API_KEY,
+                           SIGNING_SECRET)
     body["spec"]["slo"] = {"latencyP99": "30s", "successRatio": 0.9, "window": "10m"}
     co.create_namespaced_custom_object(GROUP, VERSION, namespace, "alertpipelines", body)
     co.create_namespaced_custom_object(GROUP, VERSION, namespace, "alertrules", demo_rule("edge"))

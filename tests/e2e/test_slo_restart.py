@@ -18,7 +18,6 @@ from devstack.pipeline import (
     VERSION,
     ThreadedReceiver,
     condition,
-    demo_pipeline,
     demo_rule,
     event,
     http,
@@ -28,6 +27,7 @@ from devstack.pipeline import (
     wait_for,
 )
 from devstack.pytest_plugin import LocalPods
+from tests.e2e.tenant import tenant_pipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -41,11 +41,8 @@ def test_a_restarted_operator_continues_the_slo_window(
 ) -> None:
     core, co = client.CoreV1Api(api), client.CustomObjectsApi(api)
     rec = receiver.receiver
-    rec.secrets["/webhook/ops"] = SECRET.encode()
-    for name, key, value in (("ingest-keys", "keys", f"{namespace}:{API_KEY}\n"), ("hook", "secret", SECRET)):
-        core.create_namespaced_secret(
-            namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={key: value}))
-    body = demo_pipeline("slo", kafka_bootstrap, redis_url, rec.url("/webhook/ops"), pod_runner.node_selector)
+    body = tenant_pipeline(api, namespace, receiver, pod_runner, kafka_bootstrap, redis_url, "slo", API_KEY,
+                           SECRET)
     body["spec"].update({"allowedLateness": "1s", "slo": {"latencyP99": "30s", "successRatio": 0.9,
                                                          "window": "10m"}})
 

@@ -21,7 +21,6 @@ from devstack.pipeline import (
     VERSION,
     ThreadedReceiver,
     condition,
-    demo_pipeline,
     demo_rule,
     event,
     http,
@@ -29,6 +28,7 @@ from devstack.pipeline import (
     wait_for,
 )
 from devstack.pytest_plugin import LocalPods
+from tests.e2e.tenant import tenant_pipeline
 from tests.receivers.otlp import OtlpReceiver, start_otlp_receiver
 
 pytestmark = pytest.mark.e2e
@@ -52,13 +52,9 @@ def test_a_paging_event_is_one_trace_across_the_operator_run_workers(
 ) -> None:
     core, co = client.CoreV1Api(api), client.CustomObjectsApi(api)
     rec = receiver.receiver
-    rec.secrets["/webhook/ops"] = SECRET.encode()
-    for name, key, value in (("ingest-keys", "keys", f"{namespace}:{API_KEY}\n"), ("hook", "secret", SECRET),
-                             ("otel", "headers", f"authorization=Bearer%20{TOKEN}")):
-        core.create_namespaced_secret(
-            namespace, client.V1Secret(metadata=client.V1ObjectMeta(name=name), string_data={key: value}))
-    hook = rec.url("/webhook/ops")
-    body = demo_pipeline(PIPELINE, kafka_bootstrap, redis_url, hook, pod_runner.node_selector)
+    body = tenant_pipeline(api, namespace, receiver, pod_runner, kafka_bootstrap, redis_url, PIPELINE,
+                           API_KEY,
+                           SECRET, ("otel", "headers", f"authorization=Bearer%20{TOKEN}"))
     tracing = {"endpoint": otlp.url, "sampleRatio": 1.0,
                "headersSecretRef": {"name": "otel", "key": "headers"}}
     body["spec"].update({"allowedLateness": "1s", "tracing": tracing})
