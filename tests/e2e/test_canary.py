@@ -108,8 +108,10 @@ def test_a_noisy_candidate_is_rolled_back_and_stable_keeps_paging(
         cond = condition(s.co, namespace, "edge", "Canary")
         assert cond is not None and (cond["status"], cond["reason"]) == ("False", "RolledBack")
         assert "maxAlertRatio" in cond["message"], cond
-        events = s.core.list_namespaced_event(namespace).items
-        assert any(e.reason == "RolledBack" and "maxAlertRatio" in (e.message or "") for e in events)
+        # The Event is posted after the status write that said RolledBack.
+        wait_for(lambda: any(e.reason == "RolledBack" and "maxAlertRatio" in (e.message or "")
+                             for e in s.core.list_namespaced_event(namespace).items),
+                 "the RolledBack Event", 30, every=0.5)
         wait_for(lambda: not s.core.list_namespaced_pod(
             namespace, label_selector="app.kubernetes.io/component=evaluator-canary").items,
             "the candidate scaled away", 60)
