@@ -11,6 +11,7 @@ __all__ = [
     "CIRCUIT_STATE",
     "CONFIG_REVISION",
     "DEAD_LETTERS",
+    "DELIVERY_ERRORS",
     "DELIVERY_LATENCY",
     "E2E_LATENCY",
     "INFLIGHT",
@@ -39,6 +40,11 @@ DEAD_LETTERS = Counter(
     "alertpipe_deliverer_dead_letters_total",
     "Deliveries written to the dead-letter topic.",
     ["tenant", "channel"],
+)
+DELIVERY_ERRORS = Counter(
+    "alertpipe_deliverer_delivery_errors_total",
+    "Deliveries that failed with an error no step expected and were started again (see the log).",
+    ["tenant"],
 )
 DELIVERY_LATENCY = Histogram(
     "alertpipe_deliverer_delivery_latency_seconds",

@@ -3,7 +3,8 @@ claim's verdict in Redis, and the outcome metrics. ``Outcome`` is what a deliver
 the offset is acknowledged (made committable) by the caller once the outcome is terminal.
 
 Writes that must not be lost (dead letters, parks) are retried until acked; Redis calls wait while
-Redis is away (``until_redis``): the delivery stays non-terminal, so its offset stays uncommitted.
+Redis is away or refuses them (``until_redis``): the delivery stays non-terminal, so its offset
+stays uncommitted.
 """
 
 from __future__ import annotations
@@ -50,16 +51,33 @@ _REDIS_AWAY = (
 )
 
 
+_REFUSAL_LOG_EVERY = 5.0  # seconds between two log lines about the same refusal
+_refusals_logged: dict[str, float] = {}
+
+
+def _log_refusal(exc: redis.exceptions.ResponseError) -> None:
+    """One line per kind of refusal every few seconds, not one per waiting delivery and retry."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    now = time.monotonic()
+    if now - _refusals_logged.get(text, -_REFUSAL_LOG_EVERY) >= _REFUSAL_LOG_EVERY:
+        _refusals_logged[text] = now
+        logger.error("redis refused a delivery claim (%s): deliveries wait, nothing is sent without a "
+                     "claim; fix Redis (memory, ACL, a read-only replica) and they go on", text)
+
+
 async def until_redis(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-    """Redis is required for the claim: while it is away the delivery waits (it stays non-terminal)."""
+    """Redis is required for the claim: while it is away, or refuses the call (out of memory, a
+    read-only replica, an ACL without the command), the delivery waits (it stays non-terminal)."""
     delay = 0.1
     while True:
         try:
             return await fn(*args, **kw)
         except _REDIS_AWAY as exc:
             logger.warning("redis unavailable (%s), retrying in %.1fs", type(exc).__name__, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+        except redis.exceptions.ResponseError as exc:
+            _log_refusal(exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
 
 
 class Outcomes:

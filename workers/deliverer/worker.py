@@ -23,8 +23,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -56,6 +57,7 @@ from alertpipe.workers.deliverer.records import REPLAY_HEADER, AuditEntry, Parke
 from alertpipe.workers.deliverer.senders import Sender, Senders
 from alertpipe.workers.deliverer.settings import DelivererSettings
 from alertpipe.workers.deliverer.ssrf import SsrfPolicy
+from alertpipe.workers.deliverer.tasks import DeliveryTasks
 from alertpipe.workers.errors import DeliveryError
 from alertpipe.workers.tracing import TracingHolder, traceparent_of
 
@@ -96,9 +98,7 @@ class Deliverer:
         )
         self._sender: Sender = sender or self._senders
         self._backends: Backends = backends or KafkaRedis()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._inflight = 0  # alerts-topic deliveries not terminal
-        self._inflight_retry = 0  # retry-topic deliveries running
+        self._deliveries = DeliveryTasks(lambda: self.config.tenant)
         self._rand = random.SystemRandom().random
         self._run: _Running | None = None
         self.ready = asyncio.Event()
@@ -219,7 +219,7 @@ class Deliverer:
         return _Running(AlertConsumer(kafka, s.batch_size), publisher, seams)
 
     async def _shutdown(self, run: _Running, committer: asyncio.Task[None]) -> None:
-        pending = [t for t in self._tasks if not t.done()]
+        pending = self._deliveries.pending()
         if pending:
             logger.info(
                 "waiting up to %.0fs for %d deliveries in flight", self.settings.shutdown_grace, len(pending)
@@ -250,10 +250,11 @@ class Deliverer:
             child(m.PAUSED, cfg.tenant).set(1 if paused else 0)
             retry = run.parking.topic
             gated = set()
-            if paused or self._inflight >= self.settings.max_inflight:
+            if paused or self._deliveries.inflight >= self.settings.max_inflight:
                 gated.add(cfg.kafka.topics.alerts)
             if retry and (
-                paused or len(run.parking) + self._inflight_retry >= self.settings.max_retry_waiting
+                paused
+                or len(run.parking) + self._deliveries.inflight_retry >= self.settings.max_retry_waiting
             ):
                 gated.add(retry)
             msgs = await run.consumer.poll(frozenset(gated))
@@ -261,7 +262,7 @@ class Deliverer:
                 self.ready.set()
             for msg in msgs:
                 self._dispatch(run, msg)
-            child(m.INFLIGHT, cfg.tenant).set(self._inflight)
+            child(m.INFLIGHT, cfg.tenant).set(self._deliveries.inflight)
             child(m.RETRY_WAITING, cfg.tenant).set(len(run.parking))
             if gated or not msgs:
                 await asyncio.sleep(0)
@@ -287,7 +288,7 @@ class Deliverer:
         except (ValidationError, ValueError) as exc:
             reason = "not an alert: " + (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             run.consumer.add(tr, offset, 1)
-            self._spawn(run, run.outcomes.dead_letter_invalid(value, msg.key(), reason), tp, offset)
+            self._spawn(run, partial(run.outcomes.dead_letter_invalid, value, msg.key(), reason), tp, offset)
             return
         channels = list(dict.fromkeys(alert.channels))
         run.consumer.add(tr, offset, len(channels))
@@ -322,7 +323,7 @@ class Deliverer:
         token = RECEIVED.set((int(now * 1000), alert.event_time_ms, replay))
         try:
             for ch in channels:
-                self._spawn(run, run.chains.deliver(alert, ch, ctx), tp, offset)
+                self._spawn(run, partial(run.chains.deliver, alert, ch, ctx), tp, offset)
         finally:
             RECEIVED.reset(token)
 
@@ -337,9 +338,8 @@ class Deliverer:
             reason = "not a parked delivery: " + (
                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             )
-            self._spawn(
-                run, run.outcomes.dead_letter_invalid(value, msg.key(), reason), tp, offset, retry=True
-            )
+            invalid = partial(run.outcomes.dead_letter_invalid, value, msg.key(), reason)
+            self._spawn(run, invalid, tp, offset, retry=True)
             return
         ctx = DeliveryContext(
             value,
@@ -355,14 +355,19 @@ class Deliverer:
         )
         due = parked.not_before_ms / 1000
         if due <= time.time():
-            self._spawn(run, run.chains.deliver(alert, parked.channel, ctx), tp, offset, retry=True)
+            deliver = partial(run.chains.deliver, alert, parked.channel, ctx)
+            self._spawn(run, deliver, tp, offset, retry=True)
             return
         run.parking.wait_until_due(run.parking.waiting(due, alert, parked.channel, ctx, tp, offset, tr))
 
     def _start_waiting(self, w: Waiting) -> None:
         assert self._run is not None  # noqa: S101 - the releaser runs inside run()
         self._spawn(
-            self._run, self._run.chains.deliver(w.alert, w.channel, w.ctx), w.tp, w.offset, retry=True
+            self._run,
+            partial(self._run.chains.deliver, w.alert, w.channel, w.ctx),
+            w.tp,
+            w.offset,
+            retry=True,
         )
 
     # --- tasks and the offsets they acknowledge ------------------------------------------------
@@ -370,31 +375,10 @@ class Deliverer:
     def _spawn(
         self,
         run: _Running,
-        coro: Coroutine[Any, Any, Any],
+        make: Callable[[], Awaitable[Any]],
         tp: tuple[str, int],
         offset: int,
         retry: bool = False,
     ) -> None:
-        """Run one delivery; when it ends with an outcome, its message's offset may be committed."""
-        task = asyncio.create_task(coro)
-        if retry:
-            self._inflight_retry += 1
-        else:
-            self._inflight += 1
-        self._tasks.add(task)
-
-        def done(t: asyncio.Task[Any]) -> None:
-            self._tasks.discard(t)
-            if retry:
-                self._inflight_retry -= 1
-            else:
-                self._inflight -= 1
-            if t.cancelled():
-                return  # not terminal: the offset stays uncommitted and is redelivered
-            exc = t.exception()
-            if exc is not None:
-                logger.error("delivery task failed (offset %d stays uncommitted): %r", offset, exc)
-                return
-            run.consumer.done(tp, offset)
-
-        task.add_done_callback(done)
+        """Run one delivery (tasks.py); when it ends with an outcome, its offset may be committed."""
+        self._deliveries.spawn(make, offset, lambda: run.consumer.done(tp, offset), retry)

@@ -200,11 +200,13 @@ class MemoryConsumer:
 
 
 class MemoryPublisher:
-    """Acked at once; ``fail_sends`` makes the next sends fail as a broker away would."""
+    """Acked at once; ``fail_sends`` makes the next sends fail as a broker away would, ``fail_fires``
+    the next fires as a producer queue full for good would."""
 
     def __init__(self, broker: Broker) -> None:
         self._b = broker
         self.fail_sends = 0
+        self.fail_fires = 0
         self.closed = False
 
     async def send(self, topic: str, key: bytes | str, value: bytes, headers: Any = None) -> None:
@@ -216,6 +218,9 @@ class MemoryPublisher:
         self._b.produce(topic, key, value, headers)
 
     def fire(self, topic: str, key: bytes | str, value: bytes) -> None:
+        if self.fail_fires > 0:
+            self.fail_fires -= 1
+            raise BufferError("Local: Queue full (in-memory)")
         self._b.produce(topic, key, value)
 
     def close(self) -> None:
@@ -228,6 +233,7 @@ class ClaimTable:
     def __init__(self) -> None:
         self.state: dict[str, str] = {}
         self.away = 0  # the next calls fail as with Redis down
+        self.refuse = 0  # the next calls are refused as by a Redis out of memory
 
 
 class MemoryClaims:
@@ -244,6 +250,10 @@ class MemoryClaims:
         if self._t.away > 0:
             self._t.away -= 1
             raise redis.exceptions.ConnectionError("Connection refused (in-memory)")
+        if self._t.refuse > 0:
+            self._t.refuse -= 1
+            raise redis.exceptions.OutOfMemoryError(
+                "command not allowed when used memory > 'maxmemory' (in-memory)")
 
     async def acquire(self, delivery_key: str, *, replay: bool = False) -> ClaimResult:
         self._call()

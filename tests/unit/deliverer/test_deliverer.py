@@ -11,9 +11,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from alertpipe.workers.alerts import Alert, alert_id
 from alertpipe.workers.config import PipelineConfig, StaticConfigSource
+from alertpipe.workers.deliverer import tasks
 from alertpipe.workers.deliverer.settings import DelivererSettings
 from alertpipe.workers.deliverer.worker import Deliverer
 from alertpipe.workers.errors import DeliveryError
@@ -223,6 +225,38 @@ async def test_redis_and_broker_away_delay_the_delivery_and_lose_nothing() -> No
             lambda: bool(run.broker.dead_letters(f"{T}.dlq")) and run.all_committed(), "dead letter", 10
         )
     assert len(sender.sent) == 1 and len(run.broker.dead_letters(f"{T}.dlq")) == 1
+
+
+async def test_redis_refusing_the_claim_holds_the_delivery_then_it_goes_out_once() -> None:
+    backends = MemoryBackends()
+    backends.claim_table.refuse = 3  # out of memory: the first three claim calls are refused
+    sender = ScriptedSender()
+    async with running(config([hook("a")]), sender, backends) as run:
+        a = alert(1, ["a"])
+        run.produce(a)
+        await until(lambda: run.all_committed() and run.decisions("a") == ["delivered"], "delivered", 10)
+    assert len(sender.sent) == 1 and not run.broker.dead_letters(f"{T}.dlq")
+    assert run.backends.claim_table.refuse == 0 and run.backends.claim_table.state[a.delivery_key("a")] == "d"
+
+
+async def test_a_delivery_that_fails_unexpectedly_is_started_again_not_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tasks, "RETRY_FIRST", 0.01)
+    sender = ScriptedSender()
+    async with running(config([hook("a"), hook("b")]), sender) as run:
+        run.backends.publishers[0].fail_fires = 2  # the decision log's producer queue is full, twice
+        errors = "alertpipe_deliverer_delivery_errors_total"
+        before = REGISTRY.get_sample_value(errors, {"tenant": "acme"}) or 0
+        run.produce(alert(1, ["a", "b"]))
+
+        def both_sent() -> bool:
+            return run.all_committed() and sorted(s.channel for s in sender.sent) == ["a", "b"]
+
+        await until(both_sent, "both sent", 10)
+        after = REGISTRY.get_sample_value(errors, {"tenant": "acme"})
+    assert after == before + 2
+    assert len(sender.sent) == 2  # each channel paged once: the rerun found its claim marked delivered
 
 
 async def test_a_failing_delivery_is_parked_committed_and_delivered_from_the_retry_topic() -> None:
