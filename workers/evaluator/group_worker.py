@@ -193,7 +193,7 @@ class GroupWorker(CheckpointedStage):
             self.process(msgs)
         self.advance()
         if self.checkpoint_due(now, self.checkpoint_interval):
-            self.begin_checkpoint(sorted(self.dirty))
+            self.begin_checkpoint(sorted(self.dirty), spread=True)
             self.advance()
 
     def process(self, msgs: list[Any]) -> None:

@@ -245,7 +245,7 @@ class Evaluator(CheckpointedStage, Emitting, Control):
                     self._housekeeping(now)
                     loop["housekeeping"] += perf() - t2
                 if self.checkpoint_due(now, self._checkpoint_every):
-                    self.begin_checkpoint(sorted(self.dirty))
+                    self.begin_checkpoint(sorted(self.dirty), spread=True)
                     self.advance()
         finally:
             self.close()

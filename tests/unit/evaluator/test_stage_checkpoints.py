@@ -234,3 +234,42 @@ def _done(fn: Callable[..., None], *args: Any) -> Future[None]:
     fn(*args)
     fut.set_result(None)
     return fut
+
+
+def test_a_spread_cut_takes_one_partition_per_turn_and_waits_for_every_output_before_its_end() -> None:
+    st, producer, writer = stage_with(0, 1, 2)
+    st.outputs.produce("alerts", b"before", b"k")
+    assert st.begin_checkpoint([0, 1, 2], spread=True)
+    assert st.dirty == {1, 2} and st.checkpointing  # partition 0 taken, at offset 10
+    assert not st.checkpoint_due(100.0, 1.0) and not st.begin_checkpoint([1], spread=True)
+    st.positions[0] = 12
+    st.dirty.add(0)  # evaluated after its cut: dirty again, for the next checkpoint
+    st.outputs.produce("alerts", b"between the partitions' cuts", b"k")
+    st.advance()
+    assert st.dirty == {0, 2}
+    st._on_lost(st.consumer, [TopicPartition("events", 2)])  # lost before its turn: skipped
+    st.advance()  # the last turn closes the epochs: both outputs belong to the cut
+    assert not writer.queued
+    producer.answer(1)
+    st.outputs.poll()
+    st.advance()
+    assert not writer.queued  # the output between the cuts is not acknowledged yet
+    producer.answer(1)
+    st.outputs.poll()
+    st.advance()
+    writer.run()
+    st.advance()
+    assert st.written == [[(0, True, b"0@10"), (1, True, b"1@20")]]
+    assert commits(st) == [([(0, 10), (1, 20)], True)]
+    assert st.dirty == {0} and not st.checkpointing
+
+
+def test_a_blocking_checkpoint_finishes_a_spread_cut_first() -> None:
+    st, _producer, writer = stage_with(0, 1)
+    writer.submit = lambda fn, *args: _done(fn, *args)  # type: ignore[method-assign]
+    st.begin_checkpoint([0, 1], spread=True)
+    st.positions[1] = 25  # partition 1 not taken yet: the cut covers where it is when taken
+    st._on_revoke(st.consumer, [TopicPartition("events", 1)])
+    assert st.written == [[(0, True, b"0@10"), (1, True, b"1@25")]]
+    assert commits(st) == [([(0, 10), (1, 25)], False)]
+    assert not st.checkpointing and 1 not in st.holders
