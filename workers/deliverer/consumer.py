@@ -1,6 +1,6 @@
 """The deliverer's consumer side: one Kafka consumer driven from one dedicated thread, per-partition
 trackers of the offsets in flight (assign, revoke, lose), topic gating (pause/resume without losing
-a batch), and the commit of each partition's frontier.
+a batch), the commit of each partition's frontier, and the lag behind the alerts topic.
 
 librdkafka's consumer is not meant to be driven from two threads, so every call on it (poll,
 commit, close, and the rebalance callbacks that run inside poll) happens on ``_kexec``; the
@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,6 +27,7 @@ __all__ = ["AlertConsumer"]
 
 logger = logging.getLogger(__name__)
 _FATAL = getattr(KafkaError, "_FATAL", -150)
+LAG_EVERY = 1.0  # seconds between two lag reports
 
 
 def is_fatal(err: Any) -> bool:
@@ -81,13 +84,21 @@ class AlertConsumer:
             if tr is not None:
                 tr.done(offset)
 
-    async def commit_loop(self, stop: asyncio.Event, interval: float) -> None:
+    async def commit_loop(
+        self, stop: asyncio.Event, interval: float, lag: tuple[str, Callable[[int], None]] | None = None
+    ) -> None:
+        """Commit the frontiers every ``interval``; with ``lag`` (topic, report), report that topic's
+        lag about once a second."""
         loop = asyncio.get_running_loop()
+        reported = 0.0
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
             if self._frontiers():
                 await loop.run_in_executor(self._kexec, self._commit_sync)
+            if lag is not None and time.monotonic() - reported >= LAG_EVERY:
+                reported = time.monotonic()
+                lag[1](await loop.run_in_executor(self._kexec, self._lag, lag[0]))
 
     async def close(self) -> None:
         """Commit what is terminal, leave the group, stop the consumer thread."""
@@ -162,6 +173,27 @@ class AlertConsumer:
         if first:
             c.pause([TopicPartition(t, p) for t, p in first])
         return kept
+
+    def _lag(self, topic: str) -> int:
+        """Messages of ``topic`` not yet terminal on the partitions owned: the high watermark as of
+        the last fetch (no broker round trip) minus the lowest offset still in flight, else the next
+        one to read."""
+        with self._lock:
+            starts = {p: (min(tr.pending) if tr.pending else tr.next_offset)
+                      for (t, p), tr in self._trackers.items() if t == topic}
+        total = 0
+        for p, start in starts.items():
+            tp = TopicPartition(topic, p)
+            try:
+                low, high = self._c.get_watermark_offsets(tp, cached=True)
+                if start < 0:  # nothing read yet: from where the consumer will read
+                    (pos,) = self._c.position([tp])
+                    start = pos.offset if pos.offset >= 0 else low
+            except Exception:  # noqa: BLE001, S112 - a metric; nothing fetched yet
+                continue
+            if high is not None and high >= 0 and start is not None and start >= 0:
+                total += max(0, int(high) - int(start))
+        return total
 
     def _commit_sync(self) -> None:
         offsets = self._frontiers()

@@ -10,6 +10,7 @@ __all__ = [
     "ATTEMPTS",
     "CIRCUIT_STATE",
     "CONFIG_REVISION",
+    "CONSUMER_LAG",
     "DEAD_LETTERS",
     "DELIVERY_ERRORS",
     "DELIVERY_LATENCY",
@@ -40,6 +41,11 @@ DEAD_LETTERS = Counter(
     "alertpipe_deliverer_dead_letters_total",
     "Deliveries written to the dead-letter topic.",
     ["tenant", "channel"],
+)
+CONSUMER_LAG = Gauge(
+    "alertpipe_deliverer_consumer_lag_messages",
+    "Alerts-topic records not yet terminal on the partitions this process owns: unread or in flight.",
+    ["tenant"],
 )
 DELIVERY_ERRORS = Counter(
     "alertpipe_deliverer_delivery_errors_total",

@@ -168,7 +168,12 @@ class Deliverer:
             "" if run.parking.topic else "; no retry topic: retries wait in memory",
         )
         committer = asyncio.create_task(
-            run.consumer.commit_loop(stop, self.settings.commit_interval), name="commit"
+            run.consumer.commit_loop(
+                stop,
+                self.settings.commit_interval,
+                lag=(cfg.kafka.topics.alerts, child(m.CONSUMER_LAG, cfg.tenant).set),
+            ),
+            name="commit",
         )
         releaser = asyncio.create_task(
             run.parking.release_loop(stop, self._start_waiting, run.consumer.owns), name="retry-due"

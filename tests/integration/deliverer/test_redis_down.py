@@ -54,6 +54,10 @@ async def test_redis_out_of_memory_holds_deliveries_until_it_has_room(
     """A Redis that refuses writes (OOM, noeviction) answers every claim with an error, not a
     dropped connection: the deliveries wait for it as for a Redis away, and none is lost."""
     import redis
+    from prometheus_client import REGISTRY
+
+    def lag() -> float | None:
+        return REGISTRY.get_sample_value("alertpipe_deliverer_consumer_lag_messages", {"tenant": "acme"})
 
     pipeline = Pipeline(kafka_bootstrap, redis_server.url, unique, secrets_dir, tmp_path / "pipeline.json")
     pipeline.update(channels=[webhook("hook", receiver.url("/webhook/hook"))])
@@ -73,9 +77,12 @@ async def test_redis_out_of_memory_holds_deliveries_until_it_has_room(
             while time.monotonic() < deadline:  # no claim, no send
                 assert len(rec.items) == 3
                 await asyncio.sleep(0.1)
+            # the 5 held count as the deliverer's lag (read from the real consumer's watermarks)
+            await wait_until(lambda: lag() == 5, 10, "the lag gauge at the 5 held")
         finally:
             admin.config_set("maxmemory", old["maxmemory"])
             admin.config_set("maxmemory-policy", old["maxmemory-policy"])
         await wait_until(lambda: len(rec.accepted_by_key) == 8, 30, "the held 5 sent once Redis has room")
         await wait_until(lambda: pipeline.committed(pipeline.group()) == 8, 30, "all committed")
+        await wait_until(lambda: lag() == 0, 10, "no lag left")
     assert rec.duplicates() == 0 and len(rec.items) == 8

@@ -189,6 +189,16 @@ class MemoryConsumer:
     def seek(self, partition: TopicPartition) -> None:
         self._pos[(partition.topic, partition.partition)] = partition.offset
 
+    def get_watermark_offsets(
+        self, partition: TopicPartition, timeout: float = 0, cached: bool = False
+    ) -> tuple[int, int]:
+        with self._b._lock:
+            return 0, len(self._b._parts(partition.topic)[partition.partition])
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, self._pos.get((tp.topic, tp.partition), -1001))
+                for tp in partitions]
+
     def commit(self, *, offsets: list[TopicPartition], asynchronous: Literal[False]) -> list[TopicPartition]:
         with self._b._lock:
             for tp in offsets:

@@ -206,6 +206,19 @@ async def test_stop_delivery_holds_alerts_uncommitted_until_lifted() -> None:
         await until(lambda: len(sender.sent) == 1 and run.all_committed(), "delivered once lifted")
 
 
+async def test_the_lag_gauge_counts_the_alerts_not_yet_terminal() -> None:
+    def lag() -> float | None:
+        return REGISTRY.get_sample_value("alertpipe_deliverer_consumer_lag_messages", {"tenant": "acme"})
+
+    sender = ScriptedSender()
+    paused = config([hook("a")], killSwitches={"stopDelivery": {"reason": "incident"}})
+    async with running(paused, sender) as run:
+        run.produce(alert(1, ["a"]), alert(2, ["a"]), alert(3, ["a"]))
+        await until(lambda: lag() == 3, "three alerts waiting")
+        run.source.set(config([hook("a")]))
+        await until(lambda: len(sender.sent) == 3 and lag() == 0, "none left once lifted")
+
+
 async def test_not_an_alert_is_dead_lettered_and_its_offset_committed() -> None:
     async with running(config([hook("a")]), ScriptedSender()) as run:
         run.broker.produce(f"{T}.alerts", b"k", b'{"not": "an alert"}')
