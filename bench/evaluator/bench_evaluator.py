@@ -13,6 +13,7 @@ topic as the ratio to beat. Prints JSON, writes bench/evaluator/results.json and
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import random
@@ -193,6 +194,35 @@ def sched_ns() -> tuple[int, int]:
     return run, wait
 
 
+class GcWatch:
+    """Every garbage collection of this process while installed: count, seconds, longest pause."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._t = 0.0
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase: str, _info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        elif self._t:
+            self.pauses.append(time.perf_counter() - self._t)
+
+    def summary(self) -> dict[str, Any]:
+        gc.callbacks.remove(self._cb)
+        return {"collections": len(self.pauses), "seconds": round(sum(self.pauses), 3),
+                "max_pause_ms": round(max(self.pauses, default=0.0) * 1000, 1)}
+
+
+def gc_as_shipped() -> str:
+    """What ``alertpipe evaluator`` does to the collector before its loop, when this tree has it."""
+    try:
+        from alertpipe.workers.gc_policy import apply
+    except ImportError:  # a base tree of an A/B from before the policy: Python's defaults
+        return "python defaults"
+    return "policy" if apply() else "python defaults"
+
+
 def run_scenario(cfg_json: str, total: int, dedup: bool, profile: str | None) -> dict[str, Any]:
     from alertpipe.workers.config import PipelineConfig, StaticConfigSource
     from alertpipe.workers.evaluator.metrics import LOOP_PHASES
@@ -258,6 +288,8 @@ def run_scenario(cfg_json: str, total: int, dedup: bool, profile: str | None) ->
 
     w = threading.Thread(target=watch, daemon=True)
     w.start()
+    gc_mode = gc_as_shipped()
+    gcw = GcWatch()
     profiler = None
     if profile:
         from pyinstrument import Profiler
@@ -296,6 +328,7 @@ def run_scenario(cfg_json: str, total: int, dedup: bool, profile: str | None) ->
         # seconds all threads waited for a CPU (run queue): what the machine's load takes away
         "runqueue_wait_s": round((marks["wait_end"] - marks["wait_first"]) / 1e9, 3),
         "loop_seconds": loop,
+        "gc": {"mode": gc_mode, **gcw.summary()},
     }
 
 

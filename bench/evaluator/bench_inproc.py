@@ -5,7 +5,9 @@
 
 What it is for: profiling and A/B of the evaluator's own CPU per event, which the Kafka drain
 (bench_evaluator, bench_ab) shows only through librdkafka's threads and the machine's run queue.
-``--profile cprofile|pyinstrument`` prints a profile of one pass. Prints JSON.
+``--profile cprofile|pyinstrument`` prints a profile of one pass. ``--gc ab`` (the default) runs
+every round twice, alternating, with Python's collector defaults and with the workers' policy
+(alertpipe.workers.gc_policy, what ``alertpipe evaluator`` applies), and reports both. Prints JSON.
 
     .venv/bin/python -m bench.evaluator.bench_inproc [--events 150000] [--rounds 3] [--sets a,b]
 """
@@ -13,6 +15,7 @@ What it is for: profiling and A/B of the evaluator's own CPU per event, which th
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import sys
@@ -125,6 +128,17 @@ SETS: dict[str, tuple[str, Callable[[], list[dict[str, Any]]], bool]] = {
 }
 
 
+def gc_mode(mode: str) -> None:
+    """Python's collector defaults, or the workers' policy (frozen start-up objects, thresholds)."""
+    from alertpipe.workers.gc_policy import apply
+
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    gc.collect()
+    if mode == "policy":
+        apply()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=150_000)
@@ -133,6 +147,8 @@ def main() -> int:
     ap.add_argument("--checkpoint-every", type=int, default=130_000)
     ap.add_argument("--sets", default="a,b")
     ap.add_argument("--profile", choices=("cprofile", "pyinstrument"), default=None)
+    ap.add_argument("--gc", choices=("ab", "python", "policy"), default="ab",
+                    help="collector settings: Python's defaults, the workers' policy, or both alternating")
     args = ap.parse_args()
     msgs = messages(args.events)
     results: dict[str, Any] = {"events": args.events, "rounds": args.rounds}
@@ -158,14 +174,21 @@ def main() -> int:
             prof2.stop()
             print(prof2.output_text(unicode=False, color=False), file=sys.stderr)
             continue
-        cpu, alerts = [], 0
-        for _ in range(args.rounds):
-            s, alerts = run_once(rules, dedup, msgs, args.batch, args.checkpoint_every)
-            cpu.append(s)
-        us = [round(c / args.events * 1e6, 3) for c in cpu]
-        results[name] = {"cpu_us_per_event": us, "median": statistics.median(us), "min": min(us),
-                         "alerts": alerts}
-        print(json.dumps({name: results[name]}), file=sys.stderr, flush=True)
+        modes = ("python", "policy") if args.gc == "ab" else (args.gc,)
+        cpu: dict[str, list[float]] = {m: [] for m in modes}
+        alerts = 0
+        for r in range(args.rounds):
+            for mode in modes if r % 2 == 0 else modes[::-1]:
+                gc_mode(mode)
+                s, alerts = run_once(rules, dedup, msgs, args.batch, args.checkpoint_every)
+                cpu[mode].append(s)
+        gc_mode("python")
+        for mode in modes:
+            us = [round(c / args.events * 1e6, 3) for c in cpu[mode]]
+            key = name if len(modes) == 1 else f"{name}, gc {mode}"
+            results[key] = {"cpu_us_per_event": us, "median": statistics.median(us), "min": min(us),
+                            "alerts": alerts}
+            print(json.dumps({key: results[key]}), file=sys.stderr, flush=True)
     print(json.dumps(results, indent=2))
     return 0
 

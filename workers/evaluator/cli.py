@@ -20,6 +20,8 @@ from alertpipe.workers.config.loaders.cli import add_config_argument, parse_conf
 from alertpipe.workers.errors import ConfigError
 from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
 from alertpipe.workers.evaluator.worker import RESTART, Evaluator, EvaluatorOptions
+from alertpipe.workers.gc_policy import GcPauses, add_gc_argument
+from alertpipe.workers.gc_policy import apply as apply_gc_policy
 from alertpipe.workers.health import RedisReadiness, redis_url, start_health_server
 from alertpipe.workers.secrets import SecretResolver, add_secrets_argument
 
@@ -50,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="producer linger.ms of alerts, late and forwarded records (default 1)")
     parser.add_argument("--wait-config", type=float, default=60.0,
                         help="seconds to wait for the first config revision")
+    add_gc_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
                                group_id=args.group, instance_id=args.instance_id,
                                dedup=not args.no_dedup, dedup_depth=args.dedup_depth,
                                linger_ms=args.linger_ms)
+    GcPauses(metrics.registry, "evaluator").install()
+    if apply_gc_policy(args.gc_young):
+        logger.info("garbage collector: start-up objects frozen, young threshold %d", args.gc_young)
     delay = 1.0
     try:
         while not stop.is_set():
