@@ -34,9 +34,12 @@ def _registries() -> list[CollectorRegistry]:
     import alertpipe.workers.deliverer.metrics  # noqa: F401
     import alertpipe.workers.history.sink  # noqa: F401
     from alertpipe.workers.evaluator.metrics import EvaluatorMetrics
+    from alertpipe.workers.gc_policy import GcPauses
     from alertpipe.workers.ingestor.metrics import IngestorMetrics
 
-    return [REGISTRY, EvaluatorMetrics("t").registry, IngestorMetrics().registry]
+    gc_pauses = CollectorRegistry()  # every worker's CLI adds GcPauses to the registry it serves
+    GcPauses(gc_pauses, "t")
+    return [REGISTRY, EvaluatorMetrics("t").registry, IngestorMetrics().registry, gc_pauses]
 
 
 def code_metric_names() -> set[str]:

@@ -215,10 +215,13 @@ class GcWatch:
 
 
 def gc_as_shipped() -> str:
-    """What ``alertpipe evaluator`` does to the collector before its loop, when this tree has it."""
-    try:
-        from alertpipe.workers.gc_policy import apply
-    except ImportError:  # a base tree of an A/B from before the policy: Python's defaults
+    """What this tree's ``alertpipe evaluator`` does to the collector before its loop. (The module
+    alone is no sign: an A/B's base tree finds a newer checkout's module through the editable
+    install; its CLI does not call it.)"""
+    from alertpipe.workers.evaluator import cli
+
+    apply = getattr(cli, "apply_gc_policy", None)
+    if apply is None:  # a base tree from before the policy: Python's defaults
         return "python defaults"
     return "policy" if apply() else "python defaults"
 

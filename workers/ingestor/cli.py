@@ -13,6 +13,8 @@ from aiohttp import web
 
 from alertpipe.workers.config.loaders import add_config_argument, parse_config_arg
 from alertpipe.workers.errors import ConfigError
+from alertpipe.workers.gc_policy import GcPauses, add_gc_argument
+from alertpipe.workers.gc_policy import apply as apply_gc_policy
 from alertpipe.workers.ingestor.app import Ingestor, IngestorSettings, KeySource
 from alertpipe.workers.ingestor.grpc_server import GrpcTls, start_grpc_server
 from alertpipe.workers.loops import LOOP_CHOICES, loop_factory
@@ -26,6 +28,7 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     add_secrets_argument(parser)
+    add_gc_argument(parser)
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     parser.add_argument(
@@ -126,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
         delivery_timeout=args.delivery_timeout, max_inflight=args.max_inflight, linger_ms=args.linger_ms
     )
     ingestor = Ingestor(source, keys, settings)
+    GcPauses(ingestor.metrics.registry, "ingestor").install()
+    apply_gc_policy(args.gc_young)
     main = serve(ingestor, args.host, args.port, drain_seconds=args.drain_seconds, access_log=args.access_log,
                  grpc_port=args.grpc_port, grpc_tls=tls)
     factory = loop_factory(args.loop, "ingestor")
