@@ -146,6 +146,9 @@ class KafkaServer:
             f"-Xmx{self.heap}",
             "-Xms128m",
             "-XX:+UseG1GC",
+            # one line per collection pause, beside kafka.log: a latency stall of the whole pipeline
+            # can be held against the broker's pauses (bench/e2e reads it)
+            f"-Xlog:gc:file={self.dir / 'gc.log'}:time,uptime:filecount=2,filesize=10m",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
             "-cp",

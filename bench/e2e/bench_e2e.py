@@ -40,6 +40,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from alertpipe.generate import Plan, Scenario, parse_schedule, percentiles, run_http
 from alertpipe.workers.config import PipelineConfig
+from bench.e2e.stalls import stalls
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -104,6 +105,13 @@ def scrape(address: str) -> dict[str, float]:
             k, _, v = line.rpartition(" ")
             out[k] = float(v)
     return out
+
+
+def gc_summary(metrics: dict[str, float]) -> dict[str, float]:
+    """A worker's garbage collections since it started: count and seconds paused."""
+    name = "alertpipe_gc_pause_seconds"
+    return {"collections": sum(v for k, v in metrics.items() if k.startswith(name + "_count")),
+            "seconds": round(sum(v for k, v in metrics.items() if k.startswith(name + "_sum")), 3)}
 
 
 def hist_mean_ms(metrics: dict[str, float], name: str) -> float | None:
@@ -221,8 +229,10 @@ def run_case(label: str, schedule: str, seconds: float, ctx: dict[str, Any], dev
             if {r[0] for r in rows} >= set(want):
                 break
             time.sleep(0.5)
+        t_end = time.time()
         ev_metrics = scrape(f"127.0.0.1:{pipe.ev_port}")
         dl_metrics = scrape(f"127.0.0.1:{pipe.dl_port}")
+        in_metrics = scrape(f"127.0.0.1:{pipe.port}")
     finally:
         pipe.stop()
     start = plan.start_ms
@@ -267,6 +277,11 @@ def run_case(label: str, schedule: str, seconds: float, ctx: dict[str, Any], dev
                                    if k.startswith("alertpipe_evaluator_loop_seconds_total{")},
         "cpu_utilisation": {role: round((cpu1[role] - cpu0[role]) / (t1 - t0), 2) for role in cpu0},
         "load_average": load(),
+        # the workers' own collections (alertpipe_gc_pause_seconds) and what Redis and the broker
+        # did meanwhile (bench/e2e/stalls.py): a tail that lines up with one of them is explained
+        "worker_gc": {role: gc_summary(m) for role, m in
+                      (("ingestor", in_metrics), ("evaluator", ev_metrics), ("deliverer", dl_metrics))},
+        "infra": stalls(ctx.get("redis_log"), ctx.get("kafka_gc_log"), t0, t_end),
     }
     p99 = out["latency_ms"].get("p99", float("inf"))
     out["saturated"] = bool(missing > 0.01 * max(1, len(want)) or out["requests_not_202"] or p99 > 1000
@@ -359,9 +374,11 @@ def main() -> int:
     receiver = subprocess.Popen([sys.executable, "-m", "bench.e2e.receiver", "--port", str(rport)], cwd=ROOT)
     work = ROOT / ".devstack" / "runs" / f"bench-e2e-{uuid.uuid4().hex[:6]}"
     infra: dict[str, int] = {}
+    logs: dict[str, Path] = {}
     if stack is not None:
         infra = {"kafka": stack.kafka().process.pid, "redis": stack.redis().process.pid}
-    ctx = {"infra": infra, "bootstrap": bootstrap, "redis": redis_url, "receiver": f"http://127.0.0.1:{rport}", "work": work,
+        logs = {"redis_log": stack.redis().dir / "redis.log", "kafka_gc_log": stack.kafka().dir / "gc.log"}
+    ctx = {"infra": infra, **logs, "bootstrap": bootstrap, "redis": redis_url, "receiver": f"http://127.0.0.1:{rport}", "work": work,
            "batch": args.batch, "linger": args.linger, "drain": args.drain,
            "args": {"ingestor": args.ingestor_args.split(), "evaluator": args.evaluator_args.split(),
                     "deliverer": args.deliverer_args.split()}}
