@@ -1,3 +1,4 @@
+# ruff: noqa: E501
 """bench/e2e/stalls.py reads the two log formats the devstack's Redis and broker write (the lines
 below are copied from a real run's logs)."""
 
