@@ -107,16 +107,21 @@ def scrape(address: str) -> dict[str, float]:
     return out
 
 
+def hist_totals(metrics: dict[str, float], name: str) -> tuple[float, float]:
+    """(sum, count) of a histogram over all its label sets."""
+    s = sum(v for k, v in metrics.items() if k.startswith(name + "_sum"))
+    c = sum(v for k, v in metrics.items() if k.startswith(name + "_count"))
+    return s, c
+
+
 def gc_summary(metrics: dict[str, float]) -> dict[str, float]:
     """A worker's garbage collections since it started: count and seconds paused."""
-    name = "alertpipe_gc_pause_seconds"
-    return {"collections": sum(v for k, v in metrics.items() if k.startswith(name + "_count")),
-            "seconds": round(sum(v for k, v in metrics.items() if k.startswith(name + "_sum")), 3)}
+    s, c = hist_totals(metrics, "alertpipe_gc_pause_seconds")
+    return {"collections": c, "seconds": round(s, 3)}
 
 
 def hist_mean_ms(metrics: dict[str, float], name: str) -> float | None:
-    s = sum(v for k, v in metrics.items() if k.startswith(name + "_sum"))
-    c = sum(v for k, v in metrics.items() if k.startswith(name + "_count"))
+    s, c = hist_totals(metrics, name)
     return round(s / c * 1000, 2) if c else None
 
 
